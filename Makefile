@@ -1,0 +1,39 @@
+# churnstream — the two commands: `make run` and `make test`. `make help` lists the rest.
+SHELL := /bin/bash
+CARGO ?= cargo
+RUN_DIR ?= .run
+
+.PHONY: help run test lint unit bench broker-install broker-start broker-stop build clean-run
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## local broker + generated events + trained model + the pipeline; prints alerts and the metrics URL (Ctrl-C stops all)
+	@scripts/run.sh
+
+test: lint unit ## everything CI runs: fmt check, clippy -D warnings, unit + integration tests on a real local broker
+
+lint: ## cargo fmt --check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## all tests; starts (and stops) a local tansu broker for the integration tests
+	@scripts/test.sh
+
+bench: ## benchmarks; prints one JSON line each and writes target/bench/*.json
+	@scripts/bench.sh
+
+broker-install: ## build tansu 0.6.0 into the cache prefix (once)
+	@scripts/broker.sh install
+
+broker-start: ## start a local broker in $(RUN_DIR)/broker
+	@scripts/broker.sh start $(RUN_DIR)/broker
+
+broker-stop: ## stop it
+	@scripts/broker.sh stop $(RUN_DIR)/broker
+
+build: ## debug build of the CLI
+	$(CARGO) build -p churnstream
+
+clean-run: ## forget generated data, model and broker state of `make run`
+	rm -rf $(RUN_DIR)

@@ -1,0 +1,123 @@
+//! Output contracts: the CloudEvents 1.0 alert on `churn.alerts` and the latest-score record on
+//! the compacted `churn.scores` topic.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// CloudEvents `type` of an at-risk alert.
+pub const ALERT_TYPE: &str = "com.churnstream.customer.at_risk";
+
+/// A CloudEvents 1.0 structured-mode JSON envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent<T> {
+    pub specversion: String,
+    /// Deterministic: the same customer, model and alert window always give the same id, so a
+    /// replay after a crash re-emits identical ids and consumers can de-duplicate.
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub time: DateTime<Utc>,
+    pub subject: String,
+    pub datacontenttype: String,
+    pub data: T,
+}
+
+/// One explanation entry: a feature's contribution to the risk logit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub feature: String,
+    /// Raw (unscaled) feature value.
+    pub value: f64,
+    /// coefficient × standardised value, on the churn logit scale.
+    pub contribution: f64,
+    /// rational, emotional or structural.
+    pub binding: String,
+    /// Human description from the feature registry.
+    pub description: String,
+}
+
+/// Payload of an at-risk alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertData {
+    pub customer_id: String,
+    /// Churn probability, 0–1.
+    pub risk: f64,
+    pub risk_band: String,
+    pub previous_risk: Option<f64>,
+    pub previous_band: Option<String>,
+    pub segment: String,
+    pub reasons: Vec<Reason>,
+    pub recommended_action: String,
+    /// risk × expected revenue over the horizon.
+    pub revenue_at_risk: f64,
+    pub model_version: String,
+    /// Day (UTC) the features were computed as of.
+    pub as_of: DateTime<Utc>,
+    /// Event time of the newest event reflected in this score.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// "event" when triggered by an incoming event, "sweep" when by the silent-customer timer.
+    pub trigger: String,
+}
+
+impl CloudEvent<AlertData> {
+    /// Build an alert envelope with a deterministic id derived from customer, model and window.
+    pub fn alert(source: &str, window: &str, data: AlertData) -> Self {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: alert_id(
+                &data.customer_id,
+                &data.model_version,
+                window,
+                &data.risk_band,
+            ),
+            source: source.into(),
+            ty: ALERT_TYPE.into(),
+            time: data.as_of,
+            subject: data.customer_id.clone(),
+            datacontenttype: "application/json".into(),
+            data,
+        }
+    }
+}
+
+/// Deterministic alert id: hex SHA-256 of `customer \0 model \0 window \0 band`, 32 hex chars.
+pub fn alert_id(customer_id: &str, model_version: &str, window: &str, band: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [customer_id, model_version, window, band] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Latest score of one customer (compacted topic `churn.scores`, key = customer_id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRecord {
+    pub customer_id: String,
+    pub risk: f64,
+    pub risk_band: String,
+    pub segment: String,
+    pub model_version: String,
+    pub as_of: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_ids_are_deterministic_and_distinguish_inputs() {
+        let a = alert_id("c1", "m1", "2026-02-01", "high");
+        assert_eq!(a, alert_id("c1", "m1", "2026-02-01", "high"));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, alert_id("c2", "m1", "2026-02-01", "high"));
+        assert_ne!(a, alert_id("c1", "m2", "2026-02-01", "high"));
+        assert_ne!(a, alert_id("c1", "m1", "2026-02-02", "high"));
+        assert_ne!(a, alert_id("c1", "m1", "2026-02-01", "critical"));
+        // Separator prevents ambiguity between ("ab","c") and ("a","bc").
+        assert_ne!(alert_id("ab", "c", "w", "b"), alert_id("a", "bc", "w", "b"));
+    }
+}

@@ -1,0 +1,379 @@
+//! Rollups → feature frame "as of" a day, as one polars query.
+//!
+//! [`RollupFrames::build`] turns any set of [`CustomerRollups`] into two frames (per-day rows and
+//! per-customer rows); [`feature_frame`] evaluates every feature of the registry as of the end of a
+//! UTC day. The batch path calls it once per observation date over full history; the streaming
+//! path calls it per micro-batch over the customers it touched. Same function, same numbers.
+
+use polars::prelude::*;
+
+use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
+use crate::rollup::CustomerRollups;
+use crate::Error;
+
+/// Rollups laid out for polars. `cid` is the position of the customer in the slice given to
+/// [`RollupFrames::build`].
+pub struct RollupFrames {
+    pub days: DataFrame,
+    pub customers: DataFrame,
+}
+
+const KIND_COLS: [&str; 8] = [
+    "login",
+    "session",
+    "page_view",
+    "feature_use",
+    "email_open",
+    "email_click",
+    "support_ticket",
+    "complaint",
+];
+
+impl RollupFrames {
+    /// Lay out the given customers' rollups (cid = index in `customers`).
+    pub fn build<'a>(
+        customers: impl IntoIterator<Item = &'a CustomerRollups>,
+    ) -> Result<Self, Error> {
+        let mut cid = Vec::new();
+        let mut day = Vec::new();
+        let mut purchases = Vec::new();
+        let mut revenue = Vec::new();
+        let mut discount = Vec::new();
+        let mut kinds: [Vec<f64>; 8] = Default::default();
+        let mut session_seconds = Vec::new();
+        let mut nps_first = Vec::new();
+        let mut nps_last = Vec::new();
+        let mut mrr_last = Vec::new();
+        let mut upgrades = Vec::new();
+        let mut downgrades = Vec::new();
+
+        let mut c_cid = Vec::new();
+        let mut c_first = Vec::new();
+        let mut c_lp = Vec::new();
+        let mut c_la = Vec::new();
+        let mut c_ll = Vec::new();
+        let mut c_nps = Vec::new();
+        let mut c_mrr = Vec::new();
+
+        for (i, c) in customers.into_iter().enumerate() {
+            let i = i as u32;
+            c_cid.push(i);
+            c_first.push(c.first_day);
+            c_lp.push(c.carry.last_purchase_day);
+            c_la.push(c.carry.last_activity_day);
+            c_ll.push(c.carry.last_login_day);
+            c_nps.push(c.carry.nps_last.map(|s| f64::from(s.value)));
+            c_mrr.push(c.carry.mrr_last.map(|s| s.value));
+            for r in &c.days {
+                cid.push(i);
+                day.push(r.day);
+                purchases.push(f64::from(r.purchases));
+                revenue.push(r.revenue);
+                discount.push(r.discount);
+                for (k, v) in kinds.iter_mut().zip(r.engagement) {
+                    k.push(f64::from(v));
+                }
+                session_seconds.push(r.session_seconds);
+                nps_first.push(r.nps_first.map(|s| f64::from(s.value)));
+                nps_last.push(r.nps_last.map(|s| f64::from(s.value)));
+                mrr_last.push(r.mrr_last.map(|s| s.value));
+                upgrades.push(f64::from(r.upgrades));
+                downgrades.push(f64::from(r.downgrades));
+            }
+        }
+        let mut cols = vec![
+            Column::new("cid".into(), cid),
+            Column::new("day".into(), day),
+            Column::new("purchases".into(), purchases),
+            Column::new("revenue".into(), revenue),
+            Column::new("discount".into(), discount),
+        ];
+        for (name, v) in KIND_COLS.iter().zip(kinds) {
+            cols.push(Column::new((*name).into(), v));
+        }
+        cols.extend([
+            Column::new("session_seconds".into(), session_seconds),
+            Column::new("nps_first".into(), nps_first),
+            Column::new("nps_last".into(), nps_last),
+            Column::new("mrr_last".into(), mrr_last),
+            Column::new("upgrades".into(), upgrades),
+            Column::new("downgrades".into(), downgrades),
+        ]);
+        let days = DataFrame::new_infer_height(cols)?;
+        let customers = DataFrame::new_infer_height(vec![
+            Column::new("cid".into(), c_cid),
+            Column::new("first_day".into(), c_first),
+            Column::new("carry_last_purchase_day".into(), c_lp),
+            Column::new("carry_last_activity_day".into(), c_la),
+            Column::new("carry_last_login_day".into(), c_ll),
+            Column::new("carry_nps".into(), c_nps),
+            Column::new("carry_mrr".into(), c_mrr),
+        ])?;
+        Ok(RollupFrames { days, customers })
+    }
+}
+
+fn sum_where(c: &str, w: Expr) -> Expr {
+    when(w).then(col(c)).otherwise(lit(0.0)).sum()
+}
+
+fn recency(as_of: i32, last: Expr) -> Expr {
+    when(last.clone().is_null())
+        .then(lit(RECENCY_CAP_DAYS))
+        .otherwise(
+            (lit(as_of) - last)
+                .cast(DataType::Float64)
+                .clip_max_expr(RECENCY_CAP_DAYS),
+        )
+}
+
+trait ClipMax {
+    fn clip_max_expr(self, max: f64) -> Expr;
+}
+
+impl ClipMax for Expr {
+    fn clip_max_expr(self, max: f64) -> Expr {
+        when(self.clone().gt(lit(max)))
+            .then(lit(max))
+            .otherwise(self)
+    }
+}
+
+fn rel_change(cur: &str, prev: &str) -> Expr {
+    ((col(cur) - col(prev)) / (col(prev) + lit(1.0))).clip_max_expr(5.0)
+}
+
+/// Every registry feature (raw, before transforms) as of the end of UTC day `as_of`, one row per
+/// customer whose first event is on or before that day, sorted by `cid`. Columns: `cid` then the
+/// registry names in order. Only rollup days `<= as_of` are read, so no later event can leak in.
+pub fn feature_frame(frames: &RollupFrames, as_of: i32) -> Result<DataFrame, Error> {
+    let d = col("day");
+    let w28 = d.clone().gt(lit(as_of - 28));
+    let p28 = d
+        .clone()
+        .gt(lit(as_of - 56))
+        .and(d.clone().lt_eq(lit(as_of - 28)));
+    let w90 = d.clone().gt(lit(as_of - 90));
+    let activity = KIND_COLS
+        .iter()
+        .fold(col("purchases"), |acc, k| acc + col(*k));
+
+    let mut aggs = vec![
+        d.clone()
+            .filter(col("purchases").gt(lit(0.0)))
+            .max()
+            .alias("last_purchase_day"),
+        d.clone().max().alias("last_activity_day"),
+        d.clone()
+            .filter(col("login").gt(lit(0.0)))
+            .max()
+            .alias("last_login_day"),
+        sum_where("purchases", w28.clone()).alias("purchases_28d"),
+        sum_where("purchases", w90.clone()).alias("purchases_90d"),
+        sum_where("revenue", w28.clone()).alias("revenue_28d"),
+        sum_where("revenue", p28.clone()).alias("revenue_prev_28d"),
+        sum_where("revenue", w90.clone()).alias("revenue_90d"),
+        sum_where("discount", w90.clone()).alias("discount_90d"),
+        sum_where("session_seconds", w28.clone()).alias("session_seconds_28d"),
+        when(w28.clone())
+            .then(activity.clone())
+            .otherwise(lit(0.0))
+            .sum()
+            .alias("activity_28d"),
+        when(p28.clone())
+            .then(activity)
+            .otherwise(lit(0.0))
+            .sum()
+            .alias("activity_prev_28d"),
+        sum_where("upgrades", w90.clone()).alias("upgrades_90d"),
+        sum_where("downgrades", w90.clone()).alias("downgrades_90d"),
+        col("nps_last")
+            .filter(col("nps_last").is_not_null())
+            .last()
+            .alias("nps_last_all"),
+        col("nps_first")
+            .filter(col("nps_first").is_not_null().and(w90.clone()))
+            .first()
+            .alias("nps_first_90"),
+        col("nps_last")
+            .filter(col("nps_last").is_not_null().and(w90.clone()))
+            .last()
+            .alias("nps_last_90"),
+        col("mrr_last")
+            .filter(col("mrr_last").is_not_null())
+            .last()
+            .alias("mrr_last_all"),
+    ];
+    for k in KIND_COLS {
+        aggs.push(sum_where(k, w28.clone()).alias(format!("{k}_28d")));
+    }
+
+    let agg = frames
+        .days
+        .clone()
+        .lazy()
+        .filter(d.clone().lt_eq(lit(as_of)))
+        .group_by([col("cid")])
+        .agg(aggs);
+
+    let nps = col("nps_last_all").fill_null(col("carry_nps"));
+    let mrr = col("mrr_last_all")
+        .fill_null(col("carry_mrr"))
+        .fill_null(lit(0.0));
+    let out = frames
+        .customers
+        .clone()
+        .lazy()
+        .filter(col("first_day").lt_eq(lit(as_of)))
+        .left_join(agg, col("cid"), col("cid"))
+        // Customers with no rollup day in range get zero counts.
+        .with_columns(zero_filled())
+        .select([
+            col("cid"),
+            recency(
+                as_of,
+                col("last_purchase_day").fill_null(col("carry_last_purchase_day")),
+            )
+            .alias("recency_purchase_days"),
+            recency(
+                as_of,
+                col("last_activity_day").fill_null(col("carry_last_activity_day")),
+            )
+            .alias("recency_activity_days"),
+            recency(
+                as_of,
+                col("last_login_day").fill_null(col("carry_last_login_day")),
+            )
+            .alias("days_since_login"),
+            (lit(as_of) - col("first_day") + lit(1))
+                .cast(DataType::Float64)
+                .alias("tenure_days"),
+            col("purchases_28d"),
+            col("purchases_90d"),
+            col("revenue_28d"),
+            col("revenue_90d"),
+            when(col("purchases_90d").gt(lit(0.0)))
+                .then(col("revenue_90d") / col("purchases_90d"))
+                .otherwise(lit(0.0))
+                .alias("avg_order_value_90d"),
+            col("login_28d").alias("logins_28d"),
+            col("session_28d").alias("sessions_28d"),
+            col("page_view_28d").alias("page_views_28d"),
+            col("feature_use_28d").alias("feature_uses_28d"),
+            col("email_open_28d").alias("email_opens_28d"),
+            col("email_click_28d").alias("email_clicks_28d"),
+            col("support_ticket_28d").alias("support_tickets_28d"),
+            col("complaint_28d").alias("complaints_28d"),
+            (col("session_seconds_28d") / lit(60.0)).alias("session_minutes_28d"),
+            col("activity_28d"),
+            rel_change("activity_28d", "activity_prev_28d").alias("activity_change_28d"),
+            rel_change("revenue_28d", "revenue_prev_28d").alias("revenue_change_28d"),
+            (col("feature_use_28d") / (col("session_28d") + lit(1.0)))
+                .alias("feature_uses_per_session_28d"),
+            (col("email_click_28d") / (col("email_open_28d") + lit(1.0)))
+                .alias("email_click_rate_28d"),
+            mrr.clone().alias("mrr"),
+            when(mrr.gt(lit(0.0)))
+                .then(lit(1.0))
+                .otherwise(lit(0.0))
+                .alias("subscribed"),
+            col("downgrades_90d"),
+            col("upgrades_90d"),
+            when((col("revenue_90d") + col("discount_90d")).gt(lit(0.0)))
+                .then(col("discount_90d") / (col("revenue_90d") + col("discount_90d")))
+                .otherwise(lit(0.0))
+                .alias("discount_share_90d"),
+            nps.clone().fill_null(lit(7.0)).alias("nps_latest"),
+            when(nps.clone().is_null())
+                .then(lit(1.0))
+                .otherwise(lit(0.0))
+                .alias("nps_missing"),
+            when(nps.clone().lt_eq(lit(6.0)))
+                .then(lit(1.0))
+                .otherwise(lit(0.0))
+                .alias("nps_detractor"),
+            when(nps.gt_eq(lit(9.0)))
+                .then(lit(1.0))
+                .otherwise(lit(0.0))
+                .alias("nps_promoter"),
+            (col("nps_last_90") - col("nps_first_90"))
+                .fill_null(lit(0.0))
+                .alias("nps_trend_90d"),
+        ])
+        .sort(["cid"], SortMultipleOptions::default())
+        .collect()?;
+    Ok(out)
+}
+
+/// After the left join, count columns of customers without rows in range are null: make them 0.
+fn zero_filled() -> Vec<Expr> {
+    let mut names: Vec<String> = [
+        "purchases_28d",
+        "purchases_90d",
+        "revenue_28d",
+        "revenue_prev_28d",
+        "revenue_90d",
+        "discount_90d",
+        "session_seconds_28d",
+        "activity_28d",
+        "activity_prev_28d",
+        "upgrades_90d",
+        "downgrades_90d",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    names.extend(KIND_COLS.iter().map(|k| format!("{k}_28d")));
+    names
+        .into_iter()
+        .map(|n| col(n.as_str()).fill_null(lit(0.0)))
+        .collect()
+}
+
+/// A feature frame as a dense row-major matrix of RAW values in registry order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMatrix {
+    /// `cid` of each row.
+    pub cids: Vec<u32>,
+    /// Row-major, `cids.len() × FEATURES.len()`.
+    pub values: Vec<f64>,
+}
+
+impl FeatureMatrix {
+    pub fn n_features(&self) -> usize {
+        FEATURES.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.cids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cids.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        let n = FEATURES.len();
+        &self.values[i * n..(i + 1) * n]
+    }
+
+    /// Extract from a [`feature_frame`] result.
+    pub fn from_frame(df: &DataFrame) -> Result<Self, Error> {
+        let cids: Vec<u32> = df
+            .column("cid")?
+            .u32()?
+            .iter()
+            .map(|v| v.unwrap_or(u32::MAX))
+            .collect();
+        let n = FEATURES.len();
+        let mut values = vec![0.0; cids.len() * n];
+        for (j, def) in FEATURES.iter().enumerate() {
+            let c = df.column(def.name)?.f64()?;
+            for (i, v) in c.iter().enumerate() {
+                let v = v.ok_or(Error::NullFeature(def.name))?;
+                values[i * n + j] = v;
+            }
+        }
+        Ok(FeatureMatrix { cids, values })
+    }
+}

@@ -1,0 +1,44 @@
+//! Features for churnstream: one code path for training and serving.
+//!
+//! Layout:
+//! - [`rollup`]: per-customer daily rollups ([`CustomerRollups`]), folded from events by both
+//!   the batch and the streaming path.
+//! - [`registry`]: every feature's name, description, binding level and transform.
+//! - [`features`]: the polars query computing all features "as of" a day from rollups.
+//! - [`training`]: observation dates, labels under the configured churn definition, and the
+//!   time-based split.
+
+pub mod features;
+pub mod registry;
+pub mod rollup;
+pub mod training;
+
+pub use features::{feature_frame, FeatureMatrix, RollupFrames};
+pub use registry::{Binding, FeatureDef, FEATURES};
+pub use rollup::{day_of, day_start, CustomerRollups};
+
+/// Errors of the feature stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("polars: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    #[error("feature `{0}` is null in the feature frame (bug in the feature query)")]
+    NullFeature(&'static str),
+    #[error("no observation dates: history spans {days} days but horizon is {horizon} days")]
+    NoObservations { days: i32, horizon: i32 },
+}
+
+/// Build per-customer rollups from events (the batch path). Customers come back sorted by id so
+/// results are deterministic.
+pub fn rollups_from_events<'a>(
+    events: impl IntoIterator<Item = &'a churn_events::Event>,
+) -> Vec<(String, CustomerRollups)> {
+    let mut map: std::collections::HashMap<&'a str, CustomerRollups> = Default::default();
+    for ev in events {
+        map.entry(ev.customer_id.as_str()).or_default().apply(ev);
+    }
+    let mut out: Vec<(String, CustomerRollups)> =
+        map.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

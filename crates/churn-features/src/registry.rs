@@ -1,0 +1,150 @@
+//! The feature registry: one list that training, serving, alert reasons and docs all read.
+
+use serde::Serialize;
+
+/// Why a customer stays, in the retention literature's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// Price, spend, discounts, plan.
+    Rational,
+    /// NPS, complaints, feedback, engagement.
+    Emotional,
+    /// Tenure, subscription, integrations / feature adoption.
+    Structural,
+}
+
+impl Binding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::Rational => "rational",
+            Binding::Emotional => "emotional",
+            Binding::Structural => "structural",
+        }
+    }
+}
+
+/// How a raw feature value is turned into a model input (before standardisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    Identity,
+    /// `ln(1 + x)` for fat-tailed, non-negative counts and amounts.
+    Log1p,
+}
+
+/// One feature: its column name in the feature frame, what it means, and how it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FeatureDef {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub binding: Binding,
+    pub transform: Transform,
+}
+
+const fn f(
+    name: &'static str,
+    binding: Binding,
+    transform: Transform,
+    description: &'static str,
+) -> FeatureDef {
+    FeatureDef {
+        name,
+        description,
+        binding,
+        transform,
+    }
+}
+
+use Binding::{Emotional as E, Rational as R, Structural as S};
+use Transform::{Identity as Id, Log1p as Log};
+
+/// Recency features are capped here (days); "never" counts as the cap.
+pub const RECENCY_CAP_DAYS: f64 = 365.0;
+
+/// Every feature, in model-input order.
+pub const FEATURES: &[FeatureDef] = &[
+    f("recency_purchase_days", R, Id, "Days since the last purchase (capped at 365; never = 365)"),
+    f("recency_activity_days", E, Id, "Days since the last event of any kind (capped at 365)"),
+    f("days_since_login", E, Id, "Days since the last login (capped at 365; never = 365)"),
+    f("tenure_days", S, Log, "Days since the customer's first event"),
+    f("purchases_28d", R, Log, "Orders in the last 28 days"),
+    f("purchases_90d", R, Log, "Orders in the last 90 days"),
+    f("revenue_28d", R, Log, "Order value in the last 28 days"),
+    f("revenue_90d", R, Log, "Order value in the last 90 days"),
+    f("avg_order_value_90d", R, Log, "Average order value over the last 90 days (0 without orders)"),
+    f("logins_28d", E, Log, "Logins in the last 28 days"),
+    f("sessions_28d", E, Log, "Sessions in the last 28 days"),
+    f("page_views_28d", E, Log, "Page views in the last 28 days"),
+    f("feature_uses_28d", S, Log, "Product feature uses in the last 28 days"),
+    f("email_opens_28d", E, Log, "Marketing e-mails opened in the last 28 days"),
+    f("email_clicks_28d", E, Log, "Marketing e-mail clicks in the last 28 days"),
+    f("support_tickets_28d", E, Log, "Support tickets opened in the last 28 days"),
+    f("complaints_28d", E, Log, "Complaints in the last 28 days"),
+    f("session_minutes_28d", E, Log, "Total session minutes in the last 28 days"),
+    f("activity_28d", E, Log, "Purchases plus engagement events of every kind in the last 28 days"),
+    f("activity_change_28d", E, Id, "Relative change of activity_28d, last 28 d vs the 28 d before: (cur-prev)/(prev+1), capped at 5"),
+    f("revenue_change_28d", R, Id, "Relative change of order value, last 28 d vs the 28 d before: (cur-prev)/(prev+1), capped at 5"),
+    f("feature_uses_per_session_28d", S, Id, "Feature uses per session over 28 days: uses/(sessions+1)"),
+    f("email_click_rate_28d", E, Id, "E-mail clicks per open over 28 days: clicks/(opens+1)"),
+    f("mrr", R, Log, "Current monthly recurring revenue (latest subscription event)"),
+    f("subscribed", S, Id, "1 if current MRR > 0"),
+    f("downgrades_90d", R, Id, "Plan downgrades in the last 90 days"),
+    f("upgrades_90d", R, Id, "Plan upgrades in the last 90 days"),
+    f("discount_share_90d", R, Id, "Share of list value given as discount over 90 days"),
+    f("nps_latest", E, Id, "Latest NPS answer 0-10 (7 when never answered)"),
+    f("nps_missing", E, Id, "1 if the customer never answered an NPS survey"),
+    f("nps_detractor", E, Id, "1 if the latest NPS answer is 0-6"),
+    f("nps_promoter", E, Id, "1 if the latest NPS answer is 9-10"),
+    f("nps_trend_90d", E, Id, "Latest minus earliest NPS answer within 90 days (0 with fewer than two)"),
+];
+
+/// Feature names in model-input order.
+pub fn names() -> Vec<&'static str> {
+    FEATURES.iter().map(|d| d.name).collect()
+}
+
+/// Look a feature up by name.
+pub fn get(name: &str) -> Option<&'static FeatureDef> {
+    FEATURES.iter().find(|d| d.name == name)
+}
+
+/// Raw feature row → model input row (applies each feature's [`Transform`]).
+pub fn model_input(raw: &[f64], out: &mut Vec<f64>) {
+    out.clear();
+    out.extend(raw.iter().zip(FEATURES).map(|(&v, d)| match d.transform {
+        Transform::Identity => v,
+        Transform::Log1p => v.max(0.0).ln_1p(),
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_described() {
+        let mut n = names();
+        let len = n.len();
+        n.sort_unstable();
+        n.dedup();
+        assert_eq!(n.len(), len, "duplicate feature names");
+        assert!(FEATURES.iter().all(|d| !d.description.is_empty()));
+        assert!(len >= 30);
+    }
+
+    #[test]
+    fn model_input_applies_log1p_only_where_declared() {
+        let raw: Vec<f64> = FEATURES.iter().map(|_| 3.0).collect();
+        let mut out = Vec::new();
+        model_input(&raw, &mut out);
+        for (d, v) in FEATURES.iter().zip(&out) {
+            let want = if d.transform == Transform::Log1p {
+                4f64.ln()
+            } else {
+                3.0
+            };
+            assert!((v - want).abs() < 1e-12, "{}", d.name);
+        }
+    }
+}

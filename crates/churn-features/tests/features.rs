@@ -1,0 +1,252 @@
+//! Feature values on hand-built histories, leakage, and expiry invariance.
+
+use chrono::{DateTime, Duration, Utc};
+use churn_events::{
+    Engagement, EngagementKind, Event, Feedback, Payload, Purchase, Subscription,
+    SubscriptionAction,
+};
+use churn_features::registry::FEATURES;
+use churn_features::rollup::RETAIN_DAYS;
+use churn_features::training::{build_training_set, ChurnDefinition, ObservationPlan};
+use churn_features::{
+    day_of, feature_frame, rollups_from_events, CustomerRollups, FeatureMatrix, RollupFrames,
+};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+        .expect("literal")
+        .with_timezone(&Utc)
+}
+
+fn ev(n: usize, cust: &str, day: i64, payload: Payload) -> Event {
+    Event {
+        event_id: format!("e{n}"),
+        customer_id: cust.into(),
+        occurred_at: t0() + Duration::days(day),
+        payload,
+    }
+}
+
+fn purchase(amount: f64) -> Payload {
+    Payload::Purchase(Purchase {
+        order_id: "o".into(),
+        amount,
+        currency: "EUR".into(),
+        items: 1,
+        discount: Some(amount / 10.0),
+    })
+}
+
+fn eng(kind: EngagementKind) -> Payload {
+    Payload::Engagement(Engagement {
+        kind,
+        duration_s: Some(120.0),
+        feature: None,
+    })
+}
+
+fn nps(score: u8) -> Payload {
+    Payload::Feedback(Feedback {
+        nps_score: score,
+        comment: None,
+        channel: None,
+    })
+}
+
+fn sub(action: SubscriptionAction, mrr: f64) -> Payload {
+    Payload::Subscription(Subscription {
+        action,
+        plan: "pro".into(),
+        mrr,
+    })
+}
+
+fn features_of(customers: &[&CustomerRollups], as_of: i32) -> FeatureMatrix {
+    let frames = RollupFrames::build(customers.iter().copied()).expect("frames");
+    FeatureMatrix::from_frame(&feature_frame(&frames, as_of).expect("query")).expect("matrix")
+}
+
+fn get(m: &FeatureMatrix, row: usize, name: &str) -> f64 {
+    let j = FEATURES
+        .iter()
+        .position(|d| d.name == name)
+        .expect("known feature");
+    m.row(row)[j]
+}
+
+fn history() -> Vec<Event> {
+    let mut v = Vec::new();
+    let mut n = 0;
+    let mut push = |day: i64, p: Payload| {
+        n += 1;
+        v.push(ev(n, "a", day, p));
+    };
+    push(0, sub(SubscriptionAction::Start, 49.0));
+    push(0, purchase(100.0));
+    push(10, nps(9));
+    push(40, purchase(50.0));
+    push(45, eng(EngagementKind::Login));
+    push(50, eng(EngagementKind::Session));
+    push(50, eng(EngagementKind::FeatureUse));
+    push(60, nps(4));
+    push(61, sub(SubscriptionAction::Downgrade, 19.0));
+    push(62, eng(EngagementKind::Complaint));
+    v
+}
+
+#[test]
+fn hand_computed_values() {
+    let evs = history();
+    let r = rollups_from_events(&evs);
+    let c = &r[0].1;
+    let as_of = day_of(t0()) + 70;
+    let m = features_of(&[c], as_of);
+    assert_eq!(m.len(), 1);
+    assert_eq!(get(&m, 0, "recency_purchase_days"), 30.0);
+    assert_eq!(get(&m, 0, "recency_activity_days"), 8.0);
+    assert_eq!(get(&m, 0, "days_since_login"), 25.0);
+    assert_eq!(get(&m, 0, "tenure_days"), 71.0);
+    assert_eq!(get(&m, 0, "purchases_28d"), 0.0);
+    assert_eq!(get(&m, 0, "purchases_90d"), 2.0);
+    assert_eq!(get(&m, 0, "revenue_90d"), 150.0);
+    assert_eq!(get(&m, 0, "avg_order_value_90d"), 75.0);
+    assert!((get(&m, 0, "discount_share_90d") - 15.0 / 165.0).abs() < 1e-12);
+    assert_eq!(get(&m, 0, "sessions_28d"), 1.0);
+    assert_eq!(get(&m, 0, "complaints_28d"), 1.0);
+    assert_eq!(get(&m, 0, "session_minutes_28d"), 2.0);
+    assert_eq!(get(&m, 0, "feature_uses_per_session_28d"), 0.5);
+    assert_eq!(get(&m, 0, "mrr"), 19.0);
+    assert_eq!(get(&m, 0, "subscribed"), 1.0);
+    assert_eq!(get(&m, 0, "downgrades_90d"), 1.0);
+    assert_eq!(get(&m, 0, "nps_latest"), 4.0);
+    assert_eq!(get(&m, 0, "nps_detractor"), 1.0);
+    assert_eq!(get(&m, 0, "nps_promoter"), 0.0);
+    assert_eq!(get(&m, 0, "nps_missing"), 0.0);
+    assert_eq!(get(&m, 0, "nps_trend_90d"), -5.0);
+    // last 28 d (days 43..=70): login, session, feature_use, complaint = 4 (NPS answers and
+    // subscription changes have their own features); previous 28 d (days 15..=42): purchase = 1.
+    // (4-1)/(1+1) = 1.5
+    assert_eq!(get(&m, 0, "activity_28d"), 4.0);
+    assert_eq!(get(&m, 0, "activity_change_28d"), 1.5);
+}
+
+#[test]
+fn activity_is_purchases_plus_engagement() {
+    let evs = history();
+    let r = rollups_from_events(&evs);
+    let m = features_of(&[&r[0].1], day_of(t0()) + 70);
+    let kinds = [
+        "logins_28d",
+        "sessions_28d",
+        "page_views_28d",
+        "feature_uses_28d",
+        "email_opens_28d",
+        "email_clicks_28d",
+        "support_tickets_28d",
+        "complaints_28d",
+        "purchases_28d",
+    ];
+    let sum: f64 = kinds.iter().map(|k| get(&m, 0, k)).sum();
+    assert_eq!(get(&m, 0, "activity_28d"), sum);
+}
+
+#[test]
+fn no_leakage_future_events_do_not_change_past_features() {
+    let mut evs = history();
+    let r = rollups_from_events(&evs);
+    let as_of = day_of(t0()) + 70;
+    let before = features_of(&[&r[0].1], as_of);
+    // Events on later days that would change almost every feature if they leaked.
+    evs.push(ev(100, "a", 71, purchase(1000.0)));
+    evs.push(ev(101, "a", 72, nps(10)));
+    evs.push(ev(102, "a", 75, sub(SubscriptionAction::Upgrade, 199.0)));
+    let r2 = rollups_from_events(&evs);
+    let after = features_of(&[&r2[0].1], as_of);
+    assert_eq!(before, after);
+    // ...while the same events are visible one week later.
+    let later = features_of(&[&r2[0].1], as_of + 7);
+    assert_eq!(get(&later, 0, "nps_latest"), 10.0);
+    assert_eq!(get(&later, 0, "mrr"), 199.0);
+}
+
+#[test]
+fn training_labels_look_only_forward_and_features_only_back() {
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 300,
+        days: 150,
+        ..Default::default()
+    });
+    let customers = rollups_from_events(&pop.events);
+    let plan = ObservationPlan::default();
+    let set = build_training_set(&customers, &plan).expect("set");
+    assert!(set.len() > 300, "rows: {}", set.len());
+    let churn_rate = set.labels.iter().filter(|&&y| y).count() as f64 / set.len() as f64;
+    assert!(
+        churn_rate > 0.01 && churn_rate < 0.6,
+        "churn rate {churn_rate}"
+    );
+    // Truncating history right after an observation date must not change that row's features.
+    let as_of = set.as_of[set.len() / 2];
+    let cutoff = churn_features::day_start(as_of + 1);
+    let truncated: Vec<Event> = pop
+        .events
+        .iter()
+        .filter(|e| e.occurred_at < cutoff)
+        .cloned()
+        .collect();
+    let tcust = rollups_from_events(&truncated);
+    let full = features_of(&customers.iter().map(|(_, c)| c).collect::<Vec<_>>(), as_of);
+    let part = features_of(&tcust.iter().map(|(_, c)| c).collect::<Vec<_>>(), as_of);
+    // Map by customer id (cids differ between the two layouts).
+    let full_ids: Vec<&str> = full
+        .cids
+        .iter()
+        .map(|&i| customers[i as usize].0.as_str())
+        .collect();
+    let part_ids: Vec<&str> = part
+        .cids
+        .iter()
+        .map(|&i| tcust[i as usize].0.as_str())
+        .collect();
+    assert_eq!(full_ids, part_ids);
+    assert_eq!(full.values, part.values);
+    // Every label agrees with the inactivity definition computed straight from the events.
+    let def = ChurnDefinition::Inactivity { days: 30 };
+    for i in (0..set.len()).step_by(37) {
+        let id = &set.customer_ids[i];
+        let a = set.as_of[i];
+        let start = churn_features::day_start(a + 1);
+        let end = churn_features::day_start(a + 31);
+        let any = pop
+            .events
+            .iter()
+            .any(|e| &e.customer_id == id && e.occurred_at >= start && e.occurred_at < end);
+        assert_eq!(set.labels[i], !any, "customer {id} at {a} ({def:?})");
+    }
+}
+
+#[test]
+fn expiry_does_not_change_features() {
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 150,
+        days: 240,
+        ..Default::default()
+    });
+    let customers = rollups_from_events(&pop.events);
+    let last = customers
+        .iter()
+        .filter_map(|(_, c)| c.days.last().map(|d| d.day))
+        .max()
+        .expect("events");
+    let mut expired: Vec<CustomerRollups> = customers.iter().map(|(_, c)| c.clone()).collect();
+    for c in &mut expired {
+        c.expire(last - RETAIN_DAYS);
+    }
+    assert!(
+        expired.iter().map(|c| c.days.len()).sum::<usize>()
+            < customers.iter().map(|(_, c)| c.days.len()).sum::<usize>()
+    );
+    let a = features_of(&customers.iter().map(|(_, c)| c).collect::<Vec<_>>(), last);
+    let b = features_of(&expired.iter().collect::<Vec<_>>(), last);
+    assert_eq!(a, b);
+}

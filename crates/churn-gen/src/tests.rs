@@ -1,0 +1,461 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+
+use churn_events::{decode, DecodeLimits, NpsCategory};
+
+use super::*;
+
+/// The default population, generated once for all tests.
+fn default_pop() -> &'static Population {
+    static POP: OnceLock<Population> = OnceLock::new();
+    POP.get_or_init(|| generate(&GenConfig::default()))
+}
+
+fn small_cfg(seed: u64) -> GenConfig {
+    GenConfig {
+        customers: 150,
+        days: 90,
+        seed,
+        ..GenConfig::default()
+    }
+}
+
+fn jsonl(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_jsonl(events, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+fn is_activity(ev: &Event) -> bool {
+    matches!(ev.payload, Payload::Engagement(_) | Payload::Purchase(_))
+}
+
+#[test]
+fn default_config_matches_the_brief() {
+    let cfg = GenConfig::default();
+    assert_eq!(cfg.customers, 2000);
+    assert_eq!(cfg.days, 180);
+    assert_eq!(cfg.seed, 42);
+    assert_eq!(cfg.churn_inactivity_days, 30);
+    assert_eq!(
+        cfg.start.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(
+        cfg.end().to_rfc3339_opts(SecondsFormat::Secs, true),
+        "2026-06-30T00:00:00Z"
+    );
+}
+
+#[test]
+fn deterministic_for_a_seed_and_different_across_seeds() {
+    let a = generate(&small_cfg(7));
+    let b = generate(&small_cfg(7));
+    assert_eq!(a, b);
+    assert_eq!(jsonl(&a.events), jsonl(&b.events));
+    let c = generate(&small_cfg(8));
+    assert_ne!(jsonl(&a.events), jsonl(&c.events));
+}
+
+#[test]
+fn customers_do_not_depend_on_population_size() {
+    let small = generate(&small_cfg(3));
+    let big = generate(&GenConfig {
+        customers: 300,
+        ..small_cfg(3)
+    });
+    assert_eq!(small.labels[..], big.labels[..150]);
+    let of_small: Vec<&Event> = big
+        .events
+        .iter()
+        .filter(|e| e.customer_id.as_str() < "cust-000150")
+        .collect();
+    assert_eq!(of_small.len(), small.events.len());
+    assert!(of_small.iter().zip(&small.events).all(|(a, b)| *a == b));
+}
+
+#[test]
+fn every_event_decodes_and_round_trips_through_the_validator() {
+    let cfg = GenConfig::default();
+    let now = cfg.end();
+    let limits = DecodeLimits::default();
+    for ev in &default_pop().events {
+        let bytes = ev.to_json();
+        let back = decode(&bytes, now, &limits)
+            .unwrap_or_else(|r| panic!("{r}: {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(&back, ev);
+    }
+}
+
+#[test]
+fn events_sorted_unique_and_inside_the_period() {
+    let cfg = GenConfig::default();
+    let pop = default_pop();
+    assert!(!pop.events.is_empty());
+    for w in pop.events.windows(2) {
+        let key = |e: &Event| (e.occurred_at, e.event_id.clone());
+        assert!(key(&w[0]) < key(&w[1]), "{:?} !< {:?}", w[0], w[1]);
+    }
+    let ids: HashSet<&str> = pop.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), pop.events.len(), "event ids must be unique");
+    let first = pop.events.first().expect("non-empty");
+    let last = pop.events.last().expect("non-empty");
+    assert!(first.occurred_at >= cfg.start);
+    assert!(last.occurred_at < cfg.end());
+    assert!(pop
+        .events
+        .iter()
+        .all(|e| e.occurred_at.timestamp_subsec_nanos() == 0));
+}
+
+#[test]
+fn field_contents_are_realistic() {
+    let pop = default_pop();
+    let mut kinds: HashSet<EngagementKind> = HashSet::new();
+    let mut actions: HashSet<&'static str> = HashSet::new();
+    let mut features: HashSet<&str> = HashSet::new();
+    let mut types: HashSet<&'static str> = HashSet::new();
+    let mut discounts = 0usize;
+    let mut purchases = 0usize;
+    let mut nps = [0usize; 3];
+    let mut orders: HashSet<&str> = HashSet::new();
+    for ev in &pop.events {
+        types.insert(ev.payload.type_name());
+        assert!(ev.customer_id.starts_with("cust-") && ev.customer_id.len() == 11);
+        match &ev.payload {
+            Payload::Purchase(p) => {
+                purchases += 1;
+                assert!(p.amount >= 0.0);
+                assert!(((p.amount * 100.0).round() - p.amount * 100.0).abs() < 1e-6);
+                assert_eq!(p.currency, "EUR");
+                assert!(p.items >= 1);
+                assert!(orders.insert(p.order_id.as_str()), "duplicate order id");
+                if let Some(d) = p.discount {
+                    discounts += 1;
+                    assert!(d > 0.0 && d < p.amount);
+                }
+            }
+            Payload::Engagement(e) => {
+                kinds.insert(e.kind);
+                assert_eq!(e.duration_s.is_some(), e.kind == EngagementKind::Session);
+                assert_eq!(e.feature.is_some(), e.kind == EngagementKind::FeatureUse);
+                if let Some(f) = &e.feature {
+                    features.insert(f.as_str());
+                }
+            }
+            Payload::Feedback(f) => {
+                nps[NpsCategory::of(f.nps_score) as usize] += 1;
+            }
+            Payload::Subscription(s) => {
+                actions.insert(s.action.as_str());
+                let want = match (s.action, s.plan.as_str()) {
+                    (SubscriptionAction::Cancel, _) => 0.0,
+                    (_, "basic") => 19.0,
+                    (_, "pro") => 49.0,
+                    (_, "enterprise") => 199.0,
+                    (_, other) => panic!("unknown plan {other}"),
+                };
+                assert_eq!(s.mrr, want);
+            }
+        }
+    }
+    assert_eq!(types.len(), 4);
+    assert_eq!(kinds.len(), EngagementKind::ALL.len(), "{kinds:?}");
+    for a in ["start", "renew", "upgrade", "downgrade", "cancel"] {
+        assert!(actions.contains(a), "no {a} in {actions:?}");
+    }
+    assert_eq!(features.len(), FEATURES.len());
+    let share = discounts as f64 / purchases as f64;
+    assert!((0.05..0.4).contains(&share), "discount share {share}");
+    // Every NPS category is well represented.
+    let total: usize = nps.iter().sum();
+    for (i, c) in nps.iter().enumerate() {
+        assert!(*c as f64 > 0.15 * total as f64, "category {i}: {nps:?}");
+    }
+    // Logins are the most common engagement.
+    let mut counts: HashMap<EngagementKind, usize> = HashMap::new();
+    for ev in &pop.events {
+        if let Payload::Engagement(e) = &ev.payload {
+            *counts.entry(e.kind).or_default() += 1;
+        }
+    }
+    let login = counts[&EngagementKind::Login];
+    assert!(counts
+        .iter()
+        .all(|(k, c)| *k == EngagementKind::Login || *c < login));
+    assert!(counts[&EngagementKind::Complaint] * 20 < login);
+}
+
+#[test]
+fn labels_are_consistent_and_churn_rate_is_sane() {
+    let cfg = GenConfig::default();
+    let pop = default_pop();
+    assert_eq!(pop.labels.len(), cfg.customers);
+    let mut causes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, l) in pop.labels.iter().enumerate() {
+        assert_eq!(l.customer_id, format!("cust-{i:06}"));
+        assert_eq!(l.churned, l.churn_at.is_some());
+        assert_eq!(l.churned, l.cause != "none");
+        if let Some(t) = l.churn_at {
+            assert!(t >= cfg.start && t < cfg.end());
+        }
+        assert!(!l.segment_hint.is_empty());
+        *causes.entry(l.cause.as_str()).or_default() += 1;
+    }
+    let churned = pop.labels.iter().filter(|l| l.churned).count();
+    let rate = churned as f64 / pop.labels.len() as f64;
+    assert!(
+        (0.20..=0.35).contains(&rate),
+        "churn rate {rate}, {causes:?}"
+    );
+    for c in [
+        "disengaged",
+        "detractor",
+        "downgrade",
+        "complaints",
+        "price",
+        "random",
+    ] {
+        assert!(
+            causes.get(c).copied().unwrap_or(0) > 0,
+            "no {c}: {causes:?}"
+        );
+    }
+    let random = causes.get("random").copied().unwrap_or(0) as f64 / churned as f64;
+    assert!((0.01..=0.10).contains(&random), "random share {random}");
+}
+
+#[test]
+fn churners_are_silent_after_churn_and_subscribers_cancel() {
+    let pop = default_pop();
+    let churn: HashMap<&str, DateTime<Utc>> = pop
+        .labels
+        .iter()
+        .filter_map(|l| l.churn_at.map(|t| (l.customer_id.as_str(), t)))
+        .collect();
+    let mut last: HashMap<&str, &Event> = HashMap::new();
+    let mut subscribers: HashSet<&str> = HashSet::new();
+    for ev in &pop.events {
+        let id = ev.customer_id.as_str();
+        last.insert(id, ev);
+        let cancel = matches!(&ev.payload, Payload::Subscription(s) if s.action == SubscriptionAction::Cancel);
+        if matches!(ev.payload, Payload::Subscription(_)) {
+            subscribers.insert(id);
+        }
+        match churn.get(id) {
+            Some(t) => {
+                assert!(ev.occurred_at <= *t, "{ev:?} after churn {t}");
+                assert_eq!(
+                    cancel,
+                    ev.occurred_at == *t,
+                    "only the cancel at churn_at: {ev:?}"
+                );
+            }
+            None => assert!(!cancel, "cancel from a non-churner: {ev:?}"),
+        }
+    }
+    let mut checked = 0;
+    for (id, t) in &churn {
+        if subscribers.contains(id) {
+            let ev = last[id];
+            assert_eq!(ev.occurred_at, *t);
+            assert!(
+                matches!(&ev.payload, Payload::Subscription(s) if s.action == SubscriptionAction::Cancel && s.mrr == 0.0)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "too few subscription churners: {checked}");
+}
+
+#[test]
+fn churners_activity_decays_before_churn() {
+    let pop = default_pop();
+    let d28 = Duration::days(28);
+    let mut first: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    for ev in &pop.events {
+        first
+            .entry(ev.customer_id.as_str())
+            .or_insert(ev.occurred_at);
+    }
+    // Customers observed for the full 56 days before churning.
+    let windows: HashMap<&str, DateTime<Utc>> = pop
+        .labels
+        .iter()
+        .filter_map(|l| {
+            let t = l.churn_at?;
+            let f = first.get(l.customer_id.as_str())?;
+            (*f <= t - d28 - d28).then_some((l.customer_id.as_str(), t))
+        })
+        .collect();
+    assert!(windows.len() > 100, "too few churners: {}", windows.len());
+    let (mut recent, mut before) = (0usize, 0usize);
+    for ev in pop.events.iter().filter(|e| is_activity(e)) {
+        if let Some(t) = windows.get(ev.customer_id.as_str()) {
+            if ev.occurred_at < *t && ev.occurred_at >= *t - d28 {
+                recent += 1;
+            } else if ev.occurred_at < *t - d28 && ev.occurred_at >= *t - d28 - d28 {
+                before += 1;
+            }
+        }
+    }
+    let n = windows.len() as f64;
+    let (recent, before) = (recent as f64 / n, before as f64 / n);
+    assert!(
+        recent < 0.6 * before,
+        "activity per churner: last 28 d {recent:.1}, 28 d before {before:.1}"
+    );
+}
+
+#[test]
+fn non_churners_stay_active() {
+    // A healthy customer is rarely silent for a whole churn window: most non-churners who
+    // existed all period have activity in its last 30 days.
+    let cfg = GenConfig::default();
+    let pop = default_pop();
+    let cutoff = cfg.end() - Duration::days(30);
+    let active: HashSet<&str> = pop
+        .events
+        .iter()
+        .filter(|e| e.occurred_at >= cutoff && is_activity(e))
+        .map(|e| e.customer_id.as_str())
+        .collect();
+    let stayers: Vec<&Label> = pop.labels.iter().filter(|l| !l.churned).collect();
+    let share = stayers
+        .iter()
+        .filter(|l| active.contains(l.customer_id.as_str()))
+        .count() as f64
+        / stayers.len() as f64;
+    assert!(
+        share > 0.95,
+        "only {share} of non-churners active at the end"
+    );
+}
+
+#[test]
+fn jsonl_round_trips() {
+    let pop = generate(&small_cfg(11));
+    let bytes = jsonl(&pop.events);
+    assert_eq!(
+        bytes.iter().filter(|b| **b == b'\n').count(),
+        pop.events.len()
+    );
+    let back = read_jsonl(bytes.as_slice()).expect("own output parses");
+    assert_eq!(back, pop.events);
+}
+
+#[test]
+fn read_jsonl_names_the_bad_line() {
+    let pop = generate(&small_cfg(11));
+    let mut bytes = jsonl(&pop.events[..2]);
+    bytes.extend_from_slice(b"\n{\"event_id\":\"x\"}\n");
+    let err = read_jsonl(bytes.as_slice()).expect_err("line 4 is not an event");
+    assert!(matches!(err, GenError::Json { line: 4, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("line 4:"), "{err}");
+}
+
+#[test]
+fn labels_csv_round_trips() {
+    let pop = default_pop();
+    let mut out = Vec::new();
+    write_labels_csv(&pop.labels, &mut out).expect("writing to a Vec cannot fail");
+    let text = String::from_utf8(out.clone()).expect("utf-8");
+    assert!(text.starts_with("customer_id,churned,churn_at,cause"));
+    let back = read_labels_csv(out.as_slice()).expect("own output parses");
+    assert_eq!(back, pop.labels);
+}
+
+#[test]
+fn labels_csv_quotes_and_reports_errors() {
+    let labels = vec![Label {
+        customer_id: "cust,\"odd\"".into(),
+        churned: false,
+        churn_at: None,
+        cause: "none".into(),
+        segment_hint: String::new(),
+    }];
+    let mut out = Vec::new();
+    write_labels_csv(&labels, &mut out).expect("writing to a Vec cannot fail");
+    assert_eq!(read_labels_csv(out.as_slice()).expect("parses"), labels);
+
+    let four = "customer_id,churned,churn_at,cause\ncust-000001,true,2026-02-03T04:05:06Z,price\n";
+    let got = read_labels_csv(four.as_bytes()).expect("segment_hint is optional");
+    assert_eq!(got[0].cause, "price");
+    assert_eq!(got[0].segment_hint, "");
+
+    let bad =
+        "customer_id,churned,churn_at,cause\ncust-000001,false,,none\ncust-000002,maybe,,none\n";
+    let err = read_labels_csv(bad.as_bytes()).expect_err("bad bool");
+    assert!(matches!(err, GenError::Csv { line: 3, .. }), "{err:?}");
+    let missing = "customer_id,churned,cause\n";
+    assert!(read_labels_csv(missing.as_bytes()).is_err());
+}
+
+#[test]
+fn degenerate_configs_are_empty_not_panics() {
+    let none = generate(&GenConfig {
+        customers: 0,
+        ..GenConfig::default()
+    });
+    assert!(none.events.is_empty() && none.labels.is_empty());
+    let zero_days = generate(&GenConfig {
+        customers: 5,
+        days: 0,
+        ..GenConfig::default()
+    });
+    assert!(zero_days.events.is_empty());
+    assert!(zero_days.labels.iter().all(|l| !l.churned));
+    let tiny_window = generate(&GenConfig {
+        customers: 50,
+        churn_inactivity_days: 0,
+        ..small_cfg(1)
+    });
+    assert_eq!(tiny_window.labels.len(), 50);
+}
+
+#[test]
+#[ignore = "timing; run with --release -- --ignored"]
+fn timing_20k_customers_180_days() {
+    let cfg = GenConfig {
+        customers: 20_000,
+        ..GenConfig::default()
+    };
+    let t = std::time::Instant::now();
+    let pop = generate(&cfg);
+    let el = t.elapsed();
+    let churned = pop.labels.iter().filter(|l| l.churned).count();
+    let mut causes: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &pop.labels {
+        *causes.entry(l.cause.as_str()).or_default() += 1;
+    }
+    println!(
+        "20k x 180 d: {} events in {:.2?}, churn rate {:.3}, causes {causes:?}",
+        pop.events.len(),
+        el,
+        churned as f64 / pop.labels.len() as f64
+    );
+    let d = default_pop();
+    let churned = d.labels.iter().filter(|l| l.churned).count();
+    let mut causes: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &d.labels {
+        *causes.entry(l.cause.as_str()).or_default() += 1;
+    }
+    println!(
+        "default: {} events, churn rate {:.3}, causes {causes:?}",
+        d.events.len(),
+        churned as f64 / d.labels.len() as f64
+    );
+    assert!(el.as_secs() < 20, "too slow: {el:?}");
+}
+
+#[test]
+fn output_does_not_depend_on_thread_count() {
+    let cfg = GenConfig {
+        customers: 700,
+        days: 60,
+        ..GenConfig::default()
+    };
+    let one = generate_with_threads(&cfg, 1);
+    assert_eq!(one, generate_with_threads(&cfg, 3));
+    assert_eq!(one, generate(&cfg));
+}

@@ -1,0 +1,379 @@
+//! The one configuration struct: embedded defaults → TOML file → `CHURN__SECTION__KEY` env vars.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`). Every key is documented in README.md
+//! ("Configuration") with its default; `deploy/churnstream.toml` is a complete example.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub pipeline: PipelineConfig,
+    pub alerts: AlertConfig,
+    pub model: ModelConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group id; instances with the same id split the partitions.
+    pub group_id: String,
+    /// Extra librdkafka properties passed verbatim to consumer and producer
+    /// (e.g. `security.protocol`, `sasl.mechanism`, `ssl.ca.location`).
+    pub client: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the consumer only.
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producer only.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "churnstream".into(),
+            client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub purchases: String,
+    pub engagement: String,
+    pub feedback: String,
+    pub subscriptions: String,
+    pub alerts: String,
+    pub scores: String,
+    pub dlq: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        use churn_events::topics as t;
+        TopicsConfig {
+            purchases: t::PURCHASES.into(),
+            engagement: t::ENGAGEMENT.into(),
+            feedback: t::FEEDBACK.into(),
+            subscriptions: t::SUBSCRIPTIONS.into(),
+            alerts: t::ALERTS.into(),
+            scores: t::SCORES.into(),
+            dlq: t::DLQ.into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn inputs(&self) -> [&str; 4] {
+        [
+            &self.purchases,
+            &self.engagement,
+            &self.feedback,
+            &self.subscriptions,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Largest micro-batch (messages) before scoring and storing offsets.
+    pub batch_max_events: usize,
+    /// Longest a micro-batch waits to fill, in milliseconds.
+    pub batch_max_wait_ms: u64,
+    /// How many recent `event_id`s are remembered for duplicate dropping.
+    pub dedupe_window: usize,
+    /// Largest accepted message in bytes (larger ones go to the DLQ).
+    pub max_event_bytes: usize,
+    /// How far in the future an `occurred_at` may be, in hours.
+    pub max_future_hours: i64,
+    /// Silent-customer sweep interval, in seconds (processing time).
+    pub sweep_interval_s: u64,
+    /// A customer whose last event is at least this many days older than the event-time
+    /// watermark is re-scored by the sweep (once per watermark day).
+    pub silent_after_days: i32,
+    /// Event-time watermark source: "event" (newest event time seen, for replays and backtests)
+    /// or "wall" (the clock, for live traffic).
+    pub clock: Clock,
+    /// A source (topic-partition) that delivered nothing for this long no longer holds the
+    /// event-time watermark back, in milliseconds.
+    pub idle_source_ms: u64,
+    /// No alerts until this many days of event time have been observed (scores are still
+    /// published): customers first seen during warm-up have no history yet and would look silent.
+    /// Set to 0 when the state is restored or backfilled.
+    pub warmup_days: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    Event,
+    Wall,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_max_events: 5000,
+            batch_max_wait_ms: 200,
+            dedupe_window: 200_000,
+            max_event_bytes: 64 * 1024,
+            max_future_hours: 24,
+            sweep_interval_s: 5,
+            silent_after_days: 7,
+            clock: Clock::Event,
+            idle_source_ms: 5000,
+            warmup_days: 56,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Lowest band that raises an alert: "medium", "high" or "critical".
+    pub min_band: String,
+    /// Relative hysteresis: a customer leaves a band only when risk falls below the band's lower
+    /// edge × (1 − hysteresis).
+    pub hysteresis: f64,
+    /// Days after an alert during which the same customer is not alerted again at the same or a
+    /// lower band (a higher band still alerts).
+    pub cooldown_days: i32,
+    /// Horizon for "revenue at risk", in days.
+    pub horizon_days: f64,
+    /// Expected horizon revenue at or above which an at-risk customer counts as high-value.
+    pub high_value_revenue: f64,
+    /// CloudEvents `source` of alerts.
+    pub source: String,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            min_band: "high".into(),
+            hysteresis: 0.1,
+            cooldown_days: 7,
+            horizon_days: 30.0,
+            high_value_revenue: 150.0,
+            source: "urn:churnstream:score".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Path of the model artifact written by `churnstream train`.
+    pub path: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            path: "model/model.json".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics, /healthz and /readyz.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `CHURN__SECTION__KEY` environment variables
+    /// (`CHURN__KAFKA__CLIENT__SECURITY_PROTOCOL` style keys under `kafka.client` map `_` to `.`).
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &vars)
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, Error> {
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Config {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                text.parse().map_err(|e: toml::de::Error| Error::Config {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("CHURN__") else {
+                continue;
+            };
+            let parts: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(Error::Config {
+                    path: format!("env {k}"),
+                    message: "expected CHURN__SECTION__KEY".into(),
+                });
+            }
+            let mut table = &mut doc;
+            for p in &parts[..parts.len() - 1] {
+                let entry = table
+                    .entry(p.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = entry.as_table_mut().ok_or_else(|| Error::Config {
+                    path: format!("env {k}"),
+                    message: format!("`{p}` is not a section"),
+                })?;
+            }
+            let mut key = parts[parts.len() - 1].clone();
+            let passthrough = parts.len() == 3
+                && parts[0] == "kafka"
+                && matches!(parts[1].as_str(), "client" | "consumer" | "producer");
+            if passthrough {
+                key = key.replace('_', ".");
+            }
+            table.insert(key, env_value(v, passthrough));
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config {
+                path: path.map_or("<defaults+env>".into(), |p| p.display().to_string()),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks serde cannot express.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| {
+            Err(Error::Config {
+                path: "config".into(),
+                message: m,
+            })
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers must not be empty".into());
+        }
+        if !matches!(
+            self.alerts.min_band.as_str(),
+            "medium" | "high" | "critical"
+        ) {
+            return bad(format!(
+                "alerts.min_band = `{}`: expected medium, high or critical",
+                self.alerts.min_band
+            ));
+        }
+        if !(0.0..1.0).contains(&self.alerts.hysteresis) {
+            return bad(format!(
+                "alerts.hysteresis = {}: expected a fraction in [0, 1)",
+                self.alerts.hysteresis
+            ));
+        }
+        if self.pipeline.batch_max_events == 0 {
+            return bad("pipeline.batch_max_events must be > 0".into());
+        }
+        if self.pipeline.silent_after_days < 1 {
+            return bad("pipeline.silent_after_days must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Env values are strings; numbers and booleans are recognised for typed keys, but librdkafka
+/// passthrough keys always stay strings.
+fn env_value(v: &str, keep_string: bool) -> toml::Value {
+    if !keep_string {
+        if let Ok(i) = v.parse::<i64>() {
+            return toml::Value::Integer(i);
+        }
+        if let Ok(f) = v.parse::<f64>() {
+            return toml::Value::Float(f);
+        }
+        if let Ok(b) = v.parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
+    }
+    toml::Value::String(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_env_overrides() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[kafka]\nbrokers = \"a:1\"\n[kafka.client]\n\"security.protocol\" = \"SASL_SSL\"\n[pipeline]\nbatch_max_events = 10\n",
+        )
+        .expect("write");
+        let cfg = Config::load_with_env(
+            Some(&p),
+            &env(&[
+                ("CHURN__KAFKA__BROKERS", "b:2"),
+                ("CHURN__PIPELINE__SILENT_AFTER_DAYS", "3"),
+                ("CHURN__KAFKA__CLIENT__SASL_MECHANISM", "PLAIN"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(cfg.kafka.brokers, "b:2");
+        assert_eq!(cfg.pipeline.batch_max_events, 10);
+        assert_eq!(cfg.pipeline.silent_after_days, 3);
+        assert_eq!(
+            cfg.kafka
+                .client
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(
+            cfg.kafka.client.get("sasl.mechanism").map(String::as_str),
+            Some("PLAIN")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[pipeline]\nbatch_size = 10\n").expect("write");
+        let e = Config::load_with_env(Some(&p), &[]).expect_err("unknown key");
+        assert!(e.to_string().contains("batch_size"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("CHURN__ALERTS__MIN_BAND", "extreme")]))
+            .expect_err("bad band");
+        assert!(e.to_string().contains("extreme"), "{e}");
+    }
+}

@@ -1,0 +1,466 @@
+//! The in-process core of the streaming stages: decode → validate → dedupe → rollup → features →
+//! score → alert decision. No I/O: the Kafka service, the file backtest and the benchmarks all
+//! drive this same type, so what a backtest sees is what production does.
+//!
+//! Time: the engine keeps an event-time *watermark*. Each source (a topic-partition) tracks the
+//! newest `occurred_at` it delivered; the watermark is the minimum over sources that delivered
+//! within `idle_source_ms`, so one fast partition cannot drag the clock ahead of customers whose
+//! events sit in a slower one (with `clock = "wall"` the wall clock is used instead). Features are computed as of the watermark's UTC day, and the
+//! silent-customer sweep compares each customer's last event with it, so a replay of history
+//! behaves like the live stream did. Late events (older than the watermark) are folded into the
+//! right day; days older than the retention horizon go to the rollup carry (see
+//! [`churn_features::rollup`]).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use churn_events::{
+    AlertData, CloudEvent, DecodeLimits, Event, Payload, Reason, Rejection, ScoreRecord,
+};
+use churn_features::registry::{self, FEATURES};
+use churn_features::rollup::RETAIN_DAYS;
+use churn_features::{
+    day_of, day_start, feature_frame, CustomerRollups, FeatureMatrix, RollupFrames,
+};
+use churn_model::{Band, ModelArtifact};
+
+use crate::config::{AlertConfig, Clock, PipelineConfig};
+use crate::policy::{self, AlertMemory, PolicyColumns};
+use crate::Error;
+
+/// What happened to one input message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingest {
+    Accepted,
+    Duplicate,
+    Rejected(Rejection),
+}
+
+/// An alert ready to publish (key = customer id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertOut {
+    pub key: String,
+    pub id: String,
+    pub payload: Vec<u8>,
+    pub band: Band,
+    pub action: &'static str,
+    /// When the oldest event behind this score was received (for latency metrics).
+    pub received: Option<Instant>,
+}
+
+/// A latest-score record for the compacted scores topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreOut {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Outputs of one scoring pass.
+#[derive(Debug, Default)]
+pub struct Scored {
+    pub alerts: Vec<AlertOut>,
+    pub scores: Vec<ScoreOut>,
+}
+
+/// Business KPIs over the tracked population.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Kpis {
+    pub customers: usize,
+    pub state_bytes: usize,
+    /// % promoters − % detractors over NPS answers of the last 90 days (None without answers).
+    pub nps_90d: Option<f64>,
+    pub by_band: [usize; 4],
+    pub revenue_at_risk: f64,
+    /// Customers silent for 30+ days (churned by the inactivity definition), as a fraction.
+    pub churned_fraction: f64,
+}
+
+#[derive(Debug, Default)]
+struct Customer {
+    rollups: CustomerRollups,
+    mem: AlertMemory,
+    dirty: bool,
+    last_scored_day: Option<i32>,
+    received: Option<Instant>,
+    revenue_at_risk: f64,
+}
+
+/// Bounded memory of recent event ids (64-bit hashes, FIFO eviction).
+#[derive(Debug, Default)]
+struct Dedupe {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+    cap: usize,
+}
+
+impl Dedupe {
+    /// True if `id` was seen within the window; remembers it otherwise.
+    fn check(&mut self, id: &str) -> bool {
+        if self.cap == 0 {
+            return false;
+        }
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        let k = h.finish();
+        if !self.seen.insert(k) {
+            return true;
+        }
+        self.order.push_back(k);
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        false
+    }
+}
+
+/// The streaming core. See module docs.
+pub struct Engine {
+    model: Arc<ModelArtifact>,
+    pipeline: PipelineConfig,
+    alerts: AlertConfig,
+    limits: DecodeLimits,
+    min_band: Band,
+    cols: PolicyColumns,
+    customers: HashMap<String, Customer>,
+    dirty: Vec<String>,
+    dedupe: Dedupe,
+    watermark: Option<DateTime<Utc>>,
+    /// Day of the first watermark: alerts wait until `warmup_days` of history were seen.
+    first_day: Option<i32>,
+    /// Per source: newest event time and when it last delivered.
+    sources: Vec<(Option<DateTime<Utc>>, Instant)>,
+    /// NPS answers per day: (day, promoters, detractors, answers).
+    nps_days: VecDeque<(i32, u32, u32, u32)>,
+}
+
+impl Engine {
+    /// Build an engine; fails if the model's features do not match this code's registry.
+    pub fn new(
+        model: Arc<ModelArtifact>,
+        pipeline: PipelineConfig,
+        alerts: AlertConfig,
+    ) -> Result<Self, Error> {
+        model.check_features(&registry::names())?;
+        let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
+        Ok(Engine {
+            limits: DecodeLimits {
+                max_bytes: pipeline.max_event_bytes,
+                max_future: Duration::hours(pipeline.max_future_hours),
+                ..DecodeLimits::default()
+            },
+            dedupe: Dedupe {
+                cap: pipeline.dedupe_window,
+                ..Dedupe::default()
+            },
+            model,
+            pipeline,
+            alerts,
+            min_band,
+            cols: PolicyColumns::default(),
+            customers: HashMap::new(),
+            dirty: Vec::new(),
+            watermark: None,
+            sources: Vec::new(),
+            first_day: None,
+            nps_days: VecDeque::new(),
+        })
+    }
+
+    pub fn model(&self) -> &ModelArtifact {
+        &self.model
+    }
+
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.watermark
+    }
+
+    /// Decode, validate, de-duplicate and fold one message payload from source `source` (a small
+    /// index per topic-partition, chosen by the caller).
+    pub fn ingest(
+        &mut self,
+        bytes: &[u8],
+        source: usize,
+        received: Instant,
+        now: DateTime<Utc>,
+    ) -> Ingest {
+        match churn_events::decode(bytes, now, &self.limits) {
+            Ok(ev) => self.ingest_event(&ev, source, received),
+            Err(r) => Ingest::Rejected(r),
+        }
+    }
+
+    /// Fold one already-validated event from `source`.
+    pub fn ingest_event(&mut self, ev: &Event, source: usize, received: Instant) -> Ingest {
+        if self.dedupe.check(&ev.event_id) {
+            return Ingest::Duplicate;
+        }
+        if self.sources.len() <= source {
+            self.sources.resize(source + 1, (None, received));
+        }
+        let src = &mut self.sources[source];
+        src.1 = received;
+        if src.0.is_none_or(|t| ev.occurred_at > t) {
+            src.0 = Some(ev.occurred_at);
+        }
+        if let Payload::Feedback(f) = &ev.payload {
+            self.count_nps(day_of(ev.occurred_at), f.nps_score);
+        }
+        let c = match self.customers.get_mut(ev.customer_id.as_str()) {
+            Some(c) => c,
+            None => self.customers.entry(ev.customer_id.clone()).or_default(),
+        };
+        c.rollups.apply(ev);
+        if !c.dirty {
+            c.dirty = true;
+            c.received = Some(received);
+            self.dirty.push(ev.customer_id.clone());
+        }
+        Ingest::Accepted
+    }
+
+    fn count_nps(&mut self, day: i32, score: u8) {
+        let pos = self.nps_days.iter().position(|e| e.0 == day);
+        let e = match pos {
+            Some(i) => &mut self.nps_days[i],
+            None => {
+                self.nps_days.push_back((day, 0, 0, 0));
+                let last = self.nps_days.len() - 1;
+                &mut self.nps_days[last]
+            }
+        };
+        match churn_events::NpsCategory::of(score) {
+            churn_events::NpsCategory::Promoter => e.1 += 1,
+            churn_events::NpsCategory::Detractor => e.2 += 1,
+            churn_events::NpsCategory::Passive => {}
+        }
+        e.3 += 1;
+    }
+
+    /// Recompute the watermark: the wall clock with `clock = "wall"`, else the minimum newest
+    /// event time over sources active within `idle_source_ms` of `at` (never moves backwards).
+    pub fn advance_watermark(&mut self, now: DateTime<Utc>, at: Instant) {
+        let candidate = match self.pipeline.clock {
+            Clock::Wall => Some(now),
+            Clock::Event => {
+                let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
+                let active = self
+                    .sources
+                    .iter()
+                    .filter(|(t, seen)| t.is_some() && at.saturating_duration_since(*seen) <= idle)
+                    .filter_map(|(t, _)| *t)
+                    .min();
+                // All sources idle: the newest time seen anywhere.
+                active.or_else(|| self.sources.iter().filter_map(|(t, _)| *t).max())
+            }
+        };
+        if let Some(c) = candidate {
+            if self.watermark.is_none_or(|w| c > w) {
+                self.watermark = Some(c);
+            }
+            self.first_day.get_or_insert(day_of(c));
+        }
+    }
+
+    /// Number of customers with unscored events.
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Score every customer with new events since the last pass (advances the watermark first).
+    pub fn score_dirty(&mut self) -> Result<Scored, Error> {
+        self.advance_watermark(Utc::now(), Instant::now());
+        let keys = std::mem::take(&mut self.dirty);
+        for k in &keys {
+            if let Some(c) = self.customers.get_mut(k) {
+                c.dirty = false;
+            }
+        }
+        self.score(keys, "event")
+    }
+
+    /// Re-score customers whose last event is `silent_after_days` or more before the watermark
+    /// (once per watermark day each), expire old rollup days, and return the outputs.
+    pub fn sweep(&mut self) -> Result<Scored, Error> {
+        self.advance_watermark(Utc::now(), Instant::now());
+        let Some(w) = self.watermark else {
+            return Ok(Scored::default());
+        };
+        let today = day_of(w);
+        let silent_before = today - self.pipeline.silent_after_days;
+        let mut keys = Vec::new();
+        for (k, c) in self.customers.iter_mut() {
+            c.rollups.expire(today - RETAIN_DAYS);
+            let last = c
+                .rollups
+                .last_event
+                .map(|t| day_of(DateTime::from_timestamp_micros(t).unwrap_or_default()));
+            let silent = last.is_some_and(|d| d <= silent_before);
+            if silent && !c.dirty && c.last_scored_day.is_none_or(|d| d < today) {
+                keys.push(k.clone());
+            }
+        }
+        keys.sort_unstable();
+        while self.nps_days.front().is_some_and(|e| e.0 <= today - 90) {
+            self.nps_days.pop_front();
+        }
+        self.score(keys, "sweep")
+    }
+
+    fn score(&mut self, keys: Vec<String>, trigger: &str) -> Result<Scored, Error> {
+        let mut out = Scored::default();
+        let Some(w) = self.watermark else {
+            return Ok(out);
+        };
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let today = day_of(w);
+        let warm = self
+            .first_day
+            .is_some_and(|d| today - d >= self.pipeline.warmup_days);
+        let frames = RollupFrames::build(
+            keys.iter()
+                .filter_map(|k| self.customers.get(k).map(|c| &c.rollups)),
+        )?;
+        let m = FeatureMatrix::from_frame(&feature_frame(&frames, today)?)?;
+        // cids index the keys that were found; all are found (keys come from the map).
+        let mut input = Vec::with_capacity(FEATURES.len());
+        let as_of = day_start(today + 1) - Duration::seconds(1);
+        let window = day_start(today).format("%Y-%m-%d").to_string();
+        for i in 0..m.len() {
+            let key = &keys[m.cids[i] as usize];
+            let raw = m.row(i);
+            registry::model_input(raw, &mut input);
+            let p = self.model.predict_proba(&input);
+            let Some(c) = self.customers.get_mut(key) else {
+                continue;
+            };
+            c.last_scored_day = Some(today);
+            let received = c.received.take();
+            let segment = policy::segment(&self.cols, raw);
+            c.revenue_at_risk =
+                p * policy::expected_revenue(&self.cols, raw, self.alerts.horizon_days);
+            let decision = policy::decide(
+                &mut c.mem,
+                &self.model.thresholds,
+                &self.alerts,
+                self.min_band,
+                p,
+                today,
+            );
+            let band = c.mem.band.unwrap_or(Band::Low);
+            let score = ScoreRecord {
+                customer_id: key.clone(),
+                risk: p,
+                risk_band: band.as_str().into(),
+                segment: segment.into(),
+                model_version: self.model.model_version.clone(),
+                as_of,
+            };
+            out.scores.push(ScoreOut {
+                key: key.clone(),
+                payload: serde_json::to_vec(&score)?,
+            });
+            let Some((previous_risk, previous_band)) = decision.filter(|_| warm) else {
+                continue;
+            };
+            let action = policy::action(&self.cols, &self.alerts, raw);
+            let reasons = self
+                .model
+                .explain(&input)
+                .into_iter()
+                .filter(|c| c.contribution > 0.0)
+                .take(3)
+                .map(|c| Reason {
+                    value: raw.get(c.index).copied().unwrap_or(c.value),
+                    description: FEATURES.get(c.index).map_or("", |d| d.description).into(),
+                    feature: c.feature,
+                    contribution: c.contribution,
+                    binding: c.binding,
+                })
+                .collect();
+            let data = AlertData {
+                customer_id: key.clone(),
+                risk: p,
+                risk_band: band.as_str().into(),
+                previous_risk,
+                previous_band: previous_band.map(|b| b.as_str().into()),
+                segment: segment.into(),
+                reasons,
+                recommended_action: action.into(),
+                revenue_at_risk: c.revenue_at_risk,
+                model_version: self.model.model_version.clone(),
+                as_of,
+                last_event_at: c
+                    .rollups
+                    .last_event
+                    .and_then(DateTime::from_timestamp_micros),
+                trigger: trigger.into(),
+            };
+            let ev = CloudEvent::alert(&self.alerts.source, &window, data);
+            out.alerts.push(AlertOut {
+                key: key.clone(),
+                id: ev.id.clone(),
+                payload: serde_json::to_vec(&ev)?,
+                band,
+                action,
+                received,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Population KPIs (O(customers); call from the sweep timer, not per event).
+    pub fn kpis(&self) -> Kpis {
+        let mut k = Kpis {
+            customers: self.customers.len(),
+            ..Kpis::default()
+        };
+        let today = self.watermark.map(day_of);
+        let mut churned = 0usize;
+        for c in self.customers.values() {
+            k.state_bytes += c.rollups.approx_bytes() + std::mem::size_of::<Customer>();
+            let b = c.mem.band.unwrap_or(Band::Low);
+            k.by_band[Band::ALL.iter().position(|x| *x == b).unwrap_or(0)] += 1;
+            k.revenue_at_risk += c.revenue_at_risk;
+            if let (Some(t), Some(last)) = (today, c.rollups.last_event) {
+                let d = day_of(DateTime::from_timestamp_micros(last).unwrap_or_default());
+                if t - d >= 30 {
+                    churned += 1;
+                }
+            }
+        }
+        let (p, d, n) = self.nps_days.iter().fold((0u64, 0u64, 0u64), |a, e| {
+            (
+                a.0 + u64::from(e.1),
+                a.1 + u64::from(e.2),
+                a.2 + u64::from(e.3),
+            )
+        });
+        if n > 0 {
+            k.nps_90d = Some(100.0 * (p as f64 - d as f64) / n as f64);
+        }
+        if k.customers > 0 {
+            k.churned_fraction = churned as f64 / k.customers as f64;
+        }
+        k
+    }
+
+    /// Rollups of one customer (for parity tests and inspection).
+    pub fn rollups(&self, customer_id: &str) -> Option<&CustomerRollups> {
+        self.customers.get(customer_id).map(|c| &c.rollups)
+    }
+
+    /// Customer ids currently tracked, sorted.
+    pub fn customer_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.customers.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+}

@@ -1,0 +1,545 @@
+//! Kafka source and sink (rdkafka), and the streaming service loop.
+//!
+//! At-least-once by construction: a micro-batch's source offsets are stored only after every
+//! output it caused (DLQ records, alerts, scores) was acknowledged by the broker. librdkafka's
+//! auto-commit then commits the *stored* offsets (`enable.auto.offset.store=false`). If an output
+//! cannot be delivered the service stops with an error instead of storing the offset, so a
+//! restart re-reads the batch; alert ids are deterministic, so consumers can de-duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use churn_metrics::{Health, Metrics};
+use churn_model::ModelArtifact;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::engine::{Engine, Ingest, Scored};
+use crate::Error;
+
+/// Client properties every churnstream client gets, then the user's passthrough keys.
+fn client_config(cfg: &Config, role: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in cfg.kafka.client.iter().chain(role) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer: group member with manual offset store and librdkafka auto-commit.
+pub fn consumer(cfg: &Config) -> Result<StreamConsumer, Error> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "32768")
+        .set("enable.partition.eof", "false");
+    for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
+        c.set(k, v);
+    }
+    Ok(c.create()?)
+}
+
+/// The producer: idempotent, acks=all. Passthrough keys may override (e.g. for brokers without
+/// idempotence support).
+pub fn producer(cfg: &Config) -> Result<FutureProducer, Error> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    let extra = client_config(cfg, &cfg.kafka.producer);
+    for (k, v) in extra.config_map() {
+        c.set(k, v);
+    }
+    Ok(c.create()?)
+}
+
+/// What an output is, for accounting after acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dlq,
+    Alert,
+    Score,
+}
+
+/// Producer wrapper that keeps delivery futures until [`Sink::flush`].
+pub struct Sink {
+    producer: FutureProducer,
+    pending: Vec<(DeliveryFuture, Kind, Option<Instant>)>,
+}
+
+impl Sink {
+    pub fn new(producer: FutureProducer) -> Self {
+        Sink {
+            producer,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        kind: Kind,
+        received: Option<Instant>,
+    ) -> Result<(), Error> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => {
+                    self.pending.push((f, kind, received));
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                    // Back-pressure: wait for what is in flight before queueing more.
+                    record = rec;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((e, _)) => return Err(Error::Produce(e.to_string())),
+            }
+        }
+    }
+
+    /// Wait for every pending delivery; error on the first failure.
+    async fn flush(&mut self, metrics: &Metrics) -> Result<(), Error> {
+        let mut first_err = None;
+        for (f, kind, received) in self.pending.drain(..) {
+            match f.await {
+                Ok(Ok(_)) => match kind {
+                    Kind::Dlq => metrics.dlq_published.inc(),
+                    Kind::Alert => {
+                        if let Some(r) = received {
+                            metrics
+                                .event_to_alert_latency
+                                .observe(r.elapsed().as_secs_f64());
+                        }
+                    }
+                    Kind::Score => {}
+                },
+                Ok(Err((e, _))) => {
+                    metrics.produce_errors.inc();
+                    first_err.get_or_insert(Error::Produce(e.to_string()));
+                }
+                Err(_) => {
+                    metrics.produce_errors.inc();
+                    first_err.get_or_insert(Error::Produce("delivery future cancelled".into()));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Publish a scoring pass's alerts and scores.
+async fn publish(
+    sink: &mut Sink,
+    cfg: &Config,
+    metrics: &Metrics,
+    scored: &Scored,
+) -> Result<(), Error> {
+    for a in &scored.alerts {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ce_id",
+                value: Some(a.id.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/cloudevents+json"),
+            });
+        sink.send(
+            &cfg.topics.alerts,
+            Some(a.key.as_bytes()),
+            &a.payload,
+            Some(headers),
+            Kind::Alert,
+            a.received,
+        )
+        .await?;
+        metrics.alert(a.band.as_str(), a.action).inc();
+    }
+    for s in &scored.scores {
+        sink.send(
+            &cfg.topics.scores,
+            Some(s.key.as_bytes()),
+            &s.payload,
+            None,
+            Kind::Score,
+            None,
+        )
+        .await?;
+    }
+    metrics.scores.inc_by(scored.scores.len() as u64);
+    Ok(())
+}
+
+fn dlq_headers(
+    orig: Option<&rdkafka::message::BorrowedHeaders>,
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new();
+    if let Some(orig) = orig {
+        for x in orig.iter() {
+            h = h.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
+        }
+    }
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    h.insert(Header {
+        key: "error.reason",
+        value: Some(reason),
+    })
+    .insert(Header {
+        key: "error.stage",
+        value: Some("ingest"),
+    })
+    .insert(Header {
+        key: "source.topic",
+        value: Some(topic),
+    })
+    .insert(Header {
+        key: "source.partition",
+        value: Some(partition.as_str()),
+    })
+    .insert(Header {
+        key: "source.offset",
+        value: Some(offset.as_str()),
+    })
+}
+
+/// Update gauges from the engine's population KPIs.
+fn export_kpis(engine: &Engine, metrics: &Metrics) {
+    let k = engine.kpis();
+    metrics.customers_tracked.set(k.customers as i64);
+    metrics.state_bytes.set(k.state_bytes as i64);
+    if let Some(n) = k.nps_90d {
+        metrics.nps_rolling.set(n);
+    }
+    for (b, n) in churn_model::Band::ALL.iter().zip(k.by_band) {
+        metrics
+            .customers_by_band
+            .with_label_values(&[b.as_str()])
+            .set(n as i64);
+    }
+    metrics.revenue_at_risk.set(k.revenue_at_risk);
+    metrics.churn_rate.set(k.churned_fraction);
+}
+
+/// Run the streaming service until `shutdown` is cancelled. See module docs for the semantics.
+pub async fn run(
+    cfg: Config,
+    model: Arc<ModelArtifact>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
+    metrics
+        .model_info
+        .with_label_values(&[&model.model_version])
+        .set(1);
+    if let Some(auc) = model
+        .metrics
+        .get("test_auc")
+        .or(model.metrics.get("valid_auc"))
+    {
+        metrics.model_training_auc.set(*auc);
+    }
+    let consumer = consumer(&cfg)?;
+    let mut sink = Sink::new(producer(&cfg)?);
+    let inputs = cfg.topics.inputs();
+    consumer.subscribe(&inputs)?;
+    info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.kafka.group_id, "consuming");
+    let consumed: Vec<(String, prometheus::IntCounter)> = inputs
+        .iter()
+        .map(|t| (t.to_string(), metrics.consumed(t)))
+        .collect();
+    let rejected: BTreeMap<&'static str, prometheus::IntCounter> = churn_events::Rejection::CODES
+        .iter()
+        .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
+        .collect();
+    health.set_ready(true);
+    metrics.ready.set(1);
+
+    let max = cfg.pipeline.batch_max_events;
+    let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
+    let mut sweep =
+        tokio::time::interval(Duration::from_secs(cfg.pipeline.sweep_interval_s.max(1)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut sources: BTreeMap<(String, i32), usize> = BTreeMap::new();
+
+    'outer: loop {
+        // Wait for the first message of a batch, a sweep tick, or shutdown.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break 'outer,
+            _ = sweep.tick() => {
+                let scored = tokio::task::block_in_place(|| engine.sweep())?;
+                metrics.sweeps.inc();
+                metrics.sweep_rescored.inc_by(scored.scores.len() as u64);
+                publish(&mut sink, &cfg, &metrics, &scored).await?;
+                sink.flush(&metrics).await?;
+                export_kpis(&engine, &metrics);
+                continue;
+            }
+            m = consumer.recv() => m,
+        };
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut n = 0usize;
+        let mut next = Some(first);
+        let now = Utc::now();
+        while let Some(m) = next.take() {
+            match m {
+                Ok(msg) => {
+                    n += 1;
+                    let topic = msg.topic();
+                    let (partition, offset) = (msg.partition(), msg.offset());
+                    let payload = msg.payload().unwrap_or(&[]);
+                    if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
+                        c.inc();
+                    }
+                    let next_id = sources.len();
+                    let source = *sources
+                        .entry((topic.to_string(), partition))
+                        .or_insert(next_id);
+                    match engine.ingest(payload, source, started, now) {
+                        Ingest::Accepted => {}
+                        Ingest::Duplicate => metrics.duplicates_dropped.inc(),
+                        Ingest::Rejected(r) => {
+                            if let Some(c) = rejected.get(r.code()) {
+                                c.inc();
+                            }
+                            let reason = r.to_string();
+                            warn!(topic, partition, offset, reason = %reason, "rejected event → DLQ");
+                            let headers =
+                                dlq_headers(msg.headers(), &reason, topic, partition, offset);
+                            sink.send(
+                                &cfg.topics.dlq,
+                                msg.key(),
+                                payload,
+                                Some(headers),
+                                Kind::Dlq,
+                                None,
+                            )
+                            .await?;
+                        }
+                    }
+                    let e = offsets
+                        .entry((topic.to_string(), partition))
+                        .or_insert(offset);
+                    *e = (*e).max(offset);
+                }
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+            if n >= max {
+                break;
+            }
+            next = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => None,
+                m = consumer.recv() => Some(m),
+            };
+        }
+        let t_score = Instant::now();
+        let scored = tokio::task::block_in_place(|| engine.score_dirty())?;
+        metrics
+            .scoring_duration
+            .observe(t_score.elapsed().as_secs_f64());
+        publish(&mut sink, &cfg, &metrics, &scored).await?;
+        sink.flush(&metrics).await?;
+        // Every output of this batch is acknowledged: now the offsets may be stored.
+        store_offsets(&consumer, &mut offsets, &metrics)?;
+        metrics.batch_events.observe(n as f64);
+        metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    info!("shutting down: flushing producer and committing offsets");
+    health.set_ready(false);
+    metrics.ready.set(0);
+    sink.flush(&metrics).await?;
+    sink.producer.flush(Duration::from_secs(10))?;
+    store_offsets(&consumer, &mut offsets, &metrics)?;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn store_offsets(
+    consumer: &StreamConsumer,
+    offsets: &mut BTreeMap<(String, i32), i64>,
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in offsets.iter() {
+        tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
+    }
+    match consumer.store_offsets(&tpl) {
+        Ok(()) => metrics.offsets_stored.inc_by(offsets.len() as u64),
+        // A partition revoked by a rebalance cannot be stored; its new owner re-reads it.
+        Err(e) => warn!(error = %e, "storing offsets failed for some partitions"),
+    }
+    offsets.clear();
+    Ok(())
+}
+
+/// Publishes input events (file → Kafka): topic by event type, key = customer_id, optional
+/// target rate. Used by `churnstream replay`, `generate --publish` and the tests.
+pub struct Publisher {
+    topics: crate::config::TopicsConfig,
+    sink: Sink,
+    metrics: Metrics,
+    sent: usize,
+}
+
+impl Publisher {
+    pub fn new(cfg: &Config) -> Result<Self, Error> {
+        Ok(Publisher {
+            topics: cfg.topics.clone(),
+            sink: Sink::new(producer(cfg)?),
+            metrics: Metrics::new(),
+            sent: 0,
+        })
+    }
+
+    /// Topic of an event under this configuration.
+    pub fn topic_of(&self, ev: &churn_events::Event) -> &str {
+        use churn_events::Payload as P;
+        match ev.payload {
+            P::Purchase(_) => &self.topics.purchases,
+            P::Engagement(_) => &self.topics.engagement,
+            P::Feedback(_) => &self.topics.feedback,
+            P::Subscription(_) => &self.topics.subscriptions,
+        }
+    }
+
+    pub async fn send_event(&mut self, ev: &churn_events::Event) -> Result<(), Error> {
+        let topic = self.topic_of(ev).to_string();
+        self.send_raw(&topic, Some(ev.customer_id.as_bytes()), &ev.to_json())
+            .await
+    }
+
+    /// Send arbitrary bytes (e.g. malformed input in tests).
+    pub async fn send_raw(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        self.sink
+            .send(topic, key, payload, None, Kind::Score, None)
+            .await?;
+        self.sent += 1;
+        if self.sink.pending.len() >= 20_000 {
+            self.sink.flush(&self.metrics).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until everything sent is acknowledged. Returns how many messages were sent.
+    pub async fn flush(&mut self) -> Result<usize, Error> {
+        self.sink.flush(&self.metrics).await?;
+        Ok(self.sent)
+    }
+
+    /// Send all events, paced at `rate` events/s when given.
+    pub async fn send_all(
+        &mut self,
+        events: &[churn_events::Event],
+        rate: Option<f64>,
+    ) -> Result<usize, Error> {
+        let t0 = Instant::now();
+        for (i, ev) in events.iter().enumerate() {
+            self.send_event(ev).await?;
+            if let Some(r) = rate.filter(|r| *r > 0.0) {
+                if i % 256 == 255 {
+                    let due = Duration::from_secs_f64((i + 1) as f64 / r);
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+        self.flush().await
+    }
+}
+
+/// Consume `topic` from the beginning with a throw-away group and hand each record (key,
+/// payload, headers as pairs) to `f` until `shutdown` is cancelled or `f` returns false.
+pub async fn tail(
+    cfg: &Config,
+    topic: &str,
+    shutdown: CancellationToken,
+    mut f: impl FnMut(Option<&[u8]>, &[u8], Vec<(String, String)>) -> bool,
+) -> Result<(), Error> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set(
+            "group.id",
+            format!("churnstream-tail-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer = c.create()?;
+    consumer.subscribe(&[topic])?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = consumer.recv() => m?,
+        };
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !f(m.key(), m.payload().unwrap_or_default(), headers) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The streaming stages of churnstream.
+//!
+//! Layout:
+//! - [`config`]: the one configuration struct (TOML + `CHURN__…` env overrides).
+//! - [`engine`]: the I/O-free core (decode → validate → dedupe → rollups → features → score →
+//!   alert decision), driven by Kafka, by files (backtest) and by benchmarks alike.
+//! - [`policy`]: bands, hysteresis, cooldown, segments, recommended actions, revenue at risk.
+//! - [`kafka`]: rdkafka source/sink and the service loop with at-least-once offset handling.
+//! - [`train`]: offline training/evaluation through the same feature code.
+//! - [`backtest`]: replay a history file through the same engine and evaluate the alerts.
+
+pub mod backtest;
+pub mod config;
+pub mod engine;
+pub mod kafka;
+pub mod policy;
+pub mod train;
+
+pub use config::Config;
+pub use engine::{Engine, Ingest, Scored};
+
+/// Errors of the pipeline. `Produce` and `Kafka` are retryable by restarting the service
+/// (offsets of undelivered work are not stored); `Config` and `Model` are fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config {path}: {message}")]
+    Config { path: String, message: String },
+    #[error("model: {0}")]
+    Model(#[from] churn_model::ModelError),
+    #[error("features: {0}")]
+    Features(#[from] churn_features::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("producing to Kafka failed (offsets not stored, restart to retry): {0}")]
+    Produce(String),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,229 @@
+//! Alert policy: risk bands with hysteresis and cooldown, RFM segment, recommended action and
+//! revenue at risk. Pure functions of a customer's raw features and score history.
+//!
+//! Recommended action, first rule that matches:
+//! 1. latest NPS is a detractor (0–6) → `feedback_call` (personal follow-up);
+//! 2. expected revenue over the horizon ≥ `alerts.high_value_revenue` → `loyalty_reward`;
+//! 3. dormant (no login for 14+ days or no activity for 7+ days) → `reactivation_email`
+//!    (explaining unused features);
+//! 4. otherwise (typically a passive 7–8 with falling activity: "satisfied is not loyal")
+//!    → `engagement_nudge`.
+
+use churn_features::registry::FEATURES;
+use churn_model::{Band, Bands};
+
+use crate::config::AlertConfig;
+
+/// Index of a registry feature (panics only on a typo in this file; covered by tests).
+fn idx(name: &str) -> usize {
+    FEATURES
+        .iter()
+        .position(|d| d.name == name)
+        .unwrap_or(usize::MAX)
+}
+
+/// Feature positions the policy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyColumns {
+    recency: usize,
+    days_since_login: usize,
+    purchases_90d: usize,
+    revenue_90d: usize,
+    tenure: usize,
+    mrr: usize,
+    nps_latest: usize,
+    nps_missing: usize,
+}
+
+impl Default for PolicyColumns {
+    fn default() -> Self {
+        PolicyColumns {
+            recency: idx("recency_activity_days"),
+            days_since_login: idx("days_since_login"),
+            purchases_90d: idx("purchases_90d"),
+            revenue_90d: idx("revenue_90d"),
+            tenure: idx("tenure_days"),
+            mrr: idx("mrr"),
+            nps_latest: idx("nps_latest"),
+            nps_missing: idx("nps_missing"),
+        }
+    }
+}
+
+/// RFM-style segment from raw features.
+pub fn segment(cols: &PolicyColumns, raw: &[f64]) -> &'static str {
+    let r = raw[cols.recency];
+    let f = raw[cols.purchases_90d];
+    let m = raw[cols.revenue_90d] + 3.0 * raw[cols.mrr];
+    let tenure = raw[cols.tenure];
+    if r <= 7.0 && f >= 4.0 && m >= 300.0 {
+        "champions"
+    } else if r <= 14.0 && f >= 2.0 {
+        "loyal"
+    } else if r <= 14.0 && tenure <= 60.0 {
+        "promising"
+    } else if r <= 30.0 && f >= 1.0 {
+        "needs_attention"
+    } else if r <= 30.0 {
+        "at_risk"
+    } else if r <= 90.0 {
+        "hibernating"
+    } else {
+        "lost"
+    }
+}
+
+/// Expected revenue over `horizon_days` from recent order value and current MRR.
+pub fn expected_revenue(cols: &PolicyColumns, raw: &[f64], horizon_days: f64) -> f64 {
+    raw[cols.revenue_90d] * horizon_days / 90.0 + raw[cols.mrr] * horizon_days / 30.0
+}
+
+/// Recommended action (see module docs for the rules).
+pub fn action(cols: &PolicyColumns, cfg: &AlertConfig, raw: &[f64]) -> &'static str {
+    let detractor = raw[cols.nps_missing] == 0.0 && raw[cols.nps_latest] <= 6.0;
+    if detractor {
+        "feedback_call"
+    } else if expected_revenue(cols, raw, cfg.horizon_days) >= cfg.high_value_revenue {
+        "loyalty_reward"
+    } else if raw[cols.days_since_login] >= 14.0 || raw[cols.recency] >= 7.0 {
+        "reactivation_email"
+    } else {
+        "engagement_nudge"
+    }
+}
+
+/// Parse a band name.
+pub fn parse_band(s: &str) -> Option<Band> {
+    Band::ALL.into_iter().find(|b| b.as_str() == s)
+}
+
+/// Sticky band with hysteresis: rises immediately, falls only once `p` is below the current
+/// band's lower edge × (1 − `margin`) (a relative margin, so it works at any probability scale).
+pub fn next_band(bands: &Bands, current: Band, p: f64, margin: f64) -> Band {
+    let raw = bands.band(p);
+    if raw >= current || p < bands.lower_edge(current) * (1.0 - margin) {
+        raw
+    } else {
+        current
+    }
+}
+
+/// Per-customer alert memory.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AlertMemory {
+    pub band: Option<Band>,
+    pub risk: Option<f64>,
+    pub last_alert_day: Option<i32>,
+    pub last_alert_band: Option<Band>,
+}
+
+/// Decide whether a new score raises an alert; updates `mem`. Returns the previous (risk, band)
+/// when it alerts.
+pub fn decide(
+    mem: &mut AlertMemory,
+    bands: &Bands,
+    cfg: &AlertConfig,
+    min_band: Band,
+    p: f64,
+    day: i32,
+) -> Option<(Option<f64>, Option<Band>)> {
+    let prev_band = mem.band;
+    let prev_risk = mem.risk;
+    let band = next_band(bands, prev_band.unwrap_or(Band::Low), p, cfg.hysteresis);
+    mem.band = Some(band);
+    mem.risk = Some(p);
+    let entered_higher = band > prev_band.unwrap_or(Band::Low);
+    if band < min_band || !entered_higher {
+        return None;
+    }
+    let in_cooldown = mem
+        .last_alert_day
+        .is_some_and(|d| day - d < cfg.cooldown_days)
+        && mem.last_alert_band.is_some_and(|b| band <= b);
+    if in_cooldown {
+        return None;
+    }
+    mem.last_alert_day = Some(day);
+    mem.last_alert_band = Some(band);
+    Some((prev_risk, prev_band))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bands() -> Bands {
+        Bands {
+            medium: 0.2,
+            high: 0.4,
+            critical: 0.7,
+        }
+    }
+
+    #[test]
+    fn policy_columns_exist() {
+        let c = PolicyColumns::default();
+        for i in [
+            c.recency,
+            c.days_since_login,
+            c.purchases_90d,
+            c.revenue_90d,
+            c.tenure,
+            c.mrr,
+            c.nps_latest,
+            c.nps_missing,
+        ] {
+            assert!(i < FEATURES.len());
+        }
+    }
+
+    #[test]
+    fn hysteresis_holds_band_until_below_edge_minus_margin() {
+        let b = bands();
+        // high edge 0.4, relative margin 0.1 → leaves high below 0.36
+        assert_eq!(next_band(&b, Band::Low, 0.45, 0.1), Band::High);
+        assert_eq!(next_band(&b, Band::High, 0.37, 0.1), Band::High);
+        assert_eq!(next_band(&b, Band::High, 0.35, 0.1), Band::Medium);
+        assert_eq!(next_band(&b, Band::High, 0.8, 0.1), Band::Critical);
+    }
+
+    #[test]
+    fn alerts_on_entering_a_higher_band_with_cooldown() {
+        let b = bands();
+        let cfg = AlertConfig::default();
+        let mut m = AlertMemory::default();
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.3, 0).is_none(),
+            "medium is below min band"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 1).is_some(),
+            "enters high"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.45, 2).is_none(),
+            "stays high: no storm"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.38, 3).is_none(),
+            "wobble inside margin"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.1, 4).is_none(),
+            "drops to low"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 5).is_none(),
+            "re-enters high inside cooldown"
+        );
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.9, 6).is_some(),
+            "critical beats cooldown"
+        );
+        assert!(decide(&mut m, &b, &cfg, Band::High, 0.1, 7).is_none());
+        assert!(
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 20).is_some(),
+            "after cooldown"
+        );
+    }
+}

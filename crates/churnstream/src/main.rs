@@ -1,0 +1,454 @@
+//! `churnstream`: the command line. Thin: parses flags, loads config, calls library code.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use churn_features::training::{ChurnDefinition, ObservationPlan};
+use churn_metrics::{Health, Metrics};
+use churn_model::{ModelArtifact, TrainParams};
+use churn_pipeline::{backtest, kafka, train, Config, Engine};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "churnstream",
+    version,
+    about = "Event-driven customer churn prediction on Kafka"
+)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by CHURN__SECTION__KEY env vars.
+    #[arg(long, short, global = true, env = "CHURN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the streaming pipeline: consume the input topics, keep per-customer features, score,
+    /// publish alerts to churn.alerts and scores to churn.scores, serve /metrics, /healthz, /readyz.
+    Run {
+        /// Stage to run. Only "all" exists today: ingest, features and score run in one process,
+        /// scaled out by adding instances to the consumer group.
+        #[arg(long, default_value = "all", value_parser = ["all"])]
+        stage: String,
+        /// Override kafka.brokers.
+        #[arg(long, env = "CHURN_BROKERS")]
+        brokers: Option<String>,
+        /// Override model.path.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Override metrics.listen (e.g. 127.0.0.1:9464; port 0 picks a free port).
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
+    /// Train the logistic model on an event history (JSONL from `generate` or your own export).
+    Train {
+        /// Event history, one JSON event per line.
+        #[arg(long)]
+        events: PathBuf,
+        /// Where to write the model artifact.
+        #[arg(long, default_value = "model/model.json")]
+        out: PathBuf,
+        /// Churn definition: "inactivity" (no event for --churn-days) or "cancel" (subscription
+        /// cancel within --churn-days).
+        #[arg(long, default_value = "inactivity", value_parser = ["inactivity", "cancel"])]
+        churn: String,
+        /// Days of the churn definition / label horizon.
+        #[arg(long, default_value_t = 30)]
+        churn_days: i32,
+        /// Days between observation dates.
+        #[arg(long, default_value_t = 7)]
+        every_days: i32,
+        /// Random seed (oversampling).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Risk band cut-offs on the churn probability: medium,high,critical. Alerts start at high.
+        #[arg(long, default_value = "0.15,0.35,0.6")]
+        bands: String,
+    },
+    /// Evaluate a model on the test split of an event history; prints JSON metrics (AUC, log loss,
+    /// Brier, top-decile lift, precision/recall at the alert threshold, recency baseline).
+    Evaluate {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value = "model/model.json")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        churn_days: i32,
+    },
+    /// Generate a synthetic population: events (JSONL) and ground-truth labels (CSV).
+    Generate {
+        #[arg(long, default_value_t = 2000)]
+        customers: usize,
+        #[arg(long, default_value_t = 180)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory (events.jsonl, labels.csv).
+        #[arg(long, default_value = "data")]
+        out: PathBuf,
+        /// Also publish the events to Kafka.
+        #[arg(long)]
+        publish: bool,
+        /// Target publish rate in events/s (unlimited when absent).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, env = "CHURN_BROKERS")]
+        brokers: Option<String>,
+    },
+    /// Publish an event file to the input topics (topic by type, key = customer_id).
+    Replay {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, env = "CHURN_BROKERS")]
+        brokers: Option<String>,
+    },
+    /// Print the records of a topic (alerts are summarised one per line; --json for raw JSON).
+    Tail {
+        #[arg(long, default_value = "churn.alerts")]
+        topic: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "CHURN_BROKERS")]
+        brokers: Option<String>,
+    },
+    /// Replay a history through the streaming engine offline and write the alerts it would send.
+    Backtest {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value = "model/model.json")]
+        model: PathBuf,
+        /// Output file for alerts (JSONL).
+        #[arg(long, default_value = "backtest-alerts.jsonl")]
+        out: PathBuf,
+        /// Ground-truth labels (CSV from `generate`) to evaluate the alerts against.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+}
+
+fn read_events(path: &Path) -> Result<Vec<churn_events::Event>> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    churn_gen::read_jsonl(BufReader::new(f)).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load_config(path: Option<&Path>, brokers: Option<String>) -> Result<Config> {
+    let mut cfg = Config::load(path)?;
+    if let Some(b) = brokers {
+        cfg.kafka.brokers = b;
+    }
+    Ok(cfg)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Run {
+            stage: _,
+            brokers,
+            model,
+            metrics_listen,
+        } => {
+            let mut cfg = load_config(cli.config.as_deref(), brokers)?;
+            if let Some(m) = model {
+                cfg.model.path = m;
+            }
+            if let Some(l) = metrics_listen {
+                cfg.metrics.listen = l;
+            }
+            rt.block_on(run(cfg))
+        }
+        Cmd::Train {
+            events,
+            out,
+            churn,
+            churn_days,
+            every_days,
+            seed,
+            bands,
+        } => {
+            let cut: Vec<f64> = bands
+                .split(',')
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .with_context(|| {
+                    format!("--bands {bands}: expected three numbers like 0.15,0.35,0.6")
+                })?;
+            let [medium, high, critical] = cut[..] else {
+                bail!("--bands {bands}: expected exactly three cut-offs");
+            };
+            let bands = churn_model::Bands {
+                medium,
+                high,
+                critical,
+            };
+            let events = read_events(&events)?;
+            let definition = if churn == "cancel" {
+                ChurnDefinition::Cancel {
+                    horizon_days: churn_days,
+                }
+            } else {
+                ChurnDefinition::Inactivity { days: churn_days }
+            };
+            let plan = ObservationPlan {
+                definition,
+                every_days,
+                active_within_days: churn_days,
+                ..ObservationPlan::default()
+            };
+            let params = TrainParams {
+                seed,
+                alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                ..TrainParams::default()
+            };
+            let t0 = std::time::Instant::now();
+            let (model, summary, _) = train::train_from_events(&events, &plan, &params, bands)?;
+            if !summary.converged {
+                tracing::warn!(
+                    iterations = summary.iterations,
+                    gradient_norm = summary.gradient_norm,
+                    "training did not converge; the model is saved but check the data/params"
+                );
+            }
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            model.save(&out)?;
+            info!(path = %out.display(), version = %model.model_version, seconds = t0.elapsed().as_secs_f64(), "model saved");
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Cmd::Evaluate {
+            events,
+            model,
+            churn_days,
+        } => {
+            let model = ModelArtifact::load(&model)?;
+            let events = read_events(&events)?;
+            let plan = ObservationPlan {
+                definition: ChurnDefinition::Inactivity { days: churn_days },
+                active_within_days: churn_days,
+                ..ObservationPlan::default()
+            };
+            let customers = churn_features::rollups_from_events(&events);
+            let set = churn_features::training::build_training_set(&customers, &plan)?;
+            let (_, _, test, _, _) = set.time_split(0.6, 0.2);
+            let ev = train::evaluate(&model, &test);
+            println!("{}", serde_json::to_string_pretty(&ev)?);
+            Ok(())
+        }
+        Cmd::Generate {
+            customers,
+            days,
+            seed,
+            out,
+            publish,
+            rate,
+            brokers,
+        } => {
+            let cfg = churn_gen::GenConfig {
+                customers,
+                days,
+                seed,
+                ..Default::default()
+            };
+            let pop = churn_gen::generate(&cfg);
+            std::fs::create_dir_all(&out)?;
+            let mut w = BufWriter::new(File::create(out.join("events.jsonl"))?);
+            churn_gen::write_jsonl(&pop.events, &mut w)?;
+            w.flush()?;
+            let mut w = BufWriter::new(File::create(out.join("labels.csv"))?);
+            churn_gen::write_labels_csv(&pop.labels, &mut w)?;
+            w.flush()?;
+            let churned = pop.labels.iter().filter(|l| l.churned).count();
+            info!(events = pop.events.len(), customers, churned, dir = %out.display(), "generated");
+            if publish {
+                let cfg = load_config(cli.config.as_deref(), brokers)?;
+                let n = rt.block_on(async {
+                    kafka::Publisher::new(&cfg)?
+                        .send_all(&pop.events, rate)
+                        .await
+                })?;
+                info!(published = n, brokers = %cfg.kafka.brokers, "published");
+            }
+            Ok(())
+        }
+        Cmd::Replay {
+            events,
+            rate,
+            brokers,
+        } => {
+            let cfg = load_config(cli.config.as_deref(), brokers)?;
+            let events = read_events(&events)?;
+            let t0 = std::time::Instant::now();
+            let n =
+                rt.block_on(async { kafka::Publisher::new(&cfg)?.send_all(&events, rate).await })?;
+            let s = t0.elapsed().as_secs_f64();
+            info!(published = n, seconds = s, rate = n as f64 / s, "replayed");
+            Ok(())
+        }
+        Cmd::Tail {
+            topic,
+            json,
+            brokers,
+        } => {
+            let cfg = load_config(cli.config.as_deref(), brokers)?;
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    stop.cancel();
+                });
+                kafka::tail(&cfg, &topic, shutdown, |_, payload, _| {
+                    println!("{}", summarize(payload, json));
+                    true
+                })
+                .await
+            })?;
+            Ok(())
+        }
+        Cmd::Backtest {
+            events,
+            model,
+            out,
+            labels,
+        } => {
+            let cfg = load_config(cli.config.as_deref(), None)?;
+            let model = Arc::new(ModelArtifact::load(&model)?);
+            let events = read_events(&events)?;
+            let mut engine = Engine::new(model, cfg.pipeline.clone(), cfg.alerts.clone())?;
+            let (alerts, stats) =
+                backtest::replay(&mut engine, &events, cfg.pipeline.batch_max_events)?;
+            let mut w = BufWriter::new(File::create(&out)?);
+            for a in &alerts {
+                w.write_all(&a.payload)?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()?;
+            info!(alerts = alerts.len(), events = stats.events, out = %out.display(), "backtest done");
+            if let Some(l) = labels {
+                let labels = churn_gen::read_labels_csv(BufReader::new(File::open(&l)?))?;
+                let start = events
+                    .iter()
+                    .map(|e| e.occurred_at)
+                    .min()
+                    .unwrap_or_default();
+                let from = start + chrono::Duration::days(i64::from(cfg.pipeline.warmup_days));
+                let report = backtest::judge(&alerts, &labels, from);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One line per alert for humans; anything else as received.
+fn summarize(payload: &[u8], raw: bool) -> String {
+    let text = String::from_utf8_lossy(payload).into_owned();
+    if raw {
+        return text;
+    }
+    match serde_json::from_slice::<churn_events::CloudEvent<churn_events::AlertData>>(payload) {
+        Ok(ev) => {
+            let d = ev.data;
+            let reasons: Vec<String> = d
+                .reasons
+                .iter()
+                .map(|r| format!("{}={:.1} ({})", r.feature, r.value, r.binding))
+                .collect();
+            format!(
+                "ALERT {} risk={:.2} {} segment={} action={} revenue_at_risk={:.0} as_of={} [{}] via {}",
+                d.customer_id,
+                d.risk,
+                d.risk_band,
+                d.segment,
+                d.recommended_action,
+                d.revenue_at_risk,
+                d.as_of.format("%Y-%m-%d"),
+                reasons.join(", "),
+                d.trigger
+            )
+        }
+        Err(_) => text,
+    }
+}
+
+async fn run(cfg: Config) -> Result<()> {
+    let model = ModelArtifact::load(&cfg.model.path).with_context(|| {
+        format!(
+            "loading model {} (train one with `churnstream train`)",
+            cfg.model.path.display()
+        )
+    })?;
+    let model = Arc::new(model);
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    let listener = churn_metrics::bind(&cfg.metrics.listen).await?;
+    let addr = listener.local_addr()?;
+    info!(url = %format!("http://{addr}/metrics"), "metrics endpoint");
+    println!("metrics: http://{addr}/metrics");
+    let server = tokio::spawn(churn_metrics::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.child_token(),
+    ));
+    let signals = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received: finishing the current batch");
+            shutdown.cancel();
+        })
+    };
+    let result = kafka::run(cfg, model, metrics, health, shutdown.child_token()).await;
+    shutdown.cancel();
+    signals.abort();
+    let _ = server.await;
+    if let Err(e) = result {
+        bail!(e);
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
