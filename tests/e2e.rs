@@ -1,0 +1,245 @@
+//! End to end on the real local broker: generated events (plus malformed ones) → pipeline →
+//! alerts on the alerts topic for the customers the ground truth marks as churning, every bad
+//! event in the DLQ with its reason, and /metrics showing what was consumed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churn_events::{AlertData, CloudEvent};
+use churn_features::training::ObservationPlan;
+use churn_metrics::{Health, Metrics};
+use churn_model::TrainParams;
+use churn_pipeline::{kafka, train, Config};
+use tokio_util::sync::CancellationToken;
+
+struct Topics {
+    cfg: Config,
+}
+
+async fn setup(name: &str) -> Topics {
+    let brokers = common::brokers();
+    let s = common::unique(name);
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.group_id = format!("{s}_group");
+    let t = &mut cfg.topics;
+    t.purchases = format!("{s}_purchases");
+    t.engagement = format!("{s}_engagement");
+    t.feedback = format!("{s}_feedback");
+    t.subscriptions = format!("{s}_subscriptions");
+    t.alerts = format!("{s}_alerts");
+    t.scores = format!("{s}_scores");
+    t.dlq = format!("{s}_dlq");
+    common::create_topics(
+        &brokers,
+        &[
+            (&t.purchases, 2),
+            (&t.engagement, 2),
+            (&t.feedback, 2),
+            (&t.subscriptions, 2),
+            (&t.alerts, 2),
+            (&t.scores, 2),
+            (&t.dlq, 1),
+        ],
+    )
+    .await;
+    cfg.pipeline.batch_max_wait_ms = 100;
+    cfg.pipeline.sweep_interval_s = 1;
+    cfg.metrics.listen = "127.0.0.1:0".into();
+    Topics { cfg }
+}
+
+/// Malformed inputs with the reason code each must be rejected with.
+fn malformed(n: usize) -> Vec<(Vec<u8>, &'static str)> {
+    let samples: Vec<(Vec<u8>, &'static str)> = vec![
+        (b"{\"event_id\":\"x\",\"customer_id\":\"c\"".to_vec(), "malformed_json"),
+        (vec![0xff, 0xfe, 0x00, 0x7b], "invalid_utf8"),
+        (br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"refund"}"#.to_vec(), "unknown_type"),
+        (br#"{"event_id":"x","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":5}"#.to_vec(), "missing_field"),
+        (br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":12}"#.to_vec(), "nps_out_of_range"),
+        (br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"purchase","order_id":"o","amount":-3,"currency":"EUR","items":1}"#.to_vec(), "negative_amount"),
+        (br#"{"event_id":"x","customer_id":"c","occurred_at":"9999-01-01T00:00:00Z","type":"feedback","nps_score":5}"#.to_vec(), "future_timestamp"),
+        (br#"{"event_id":"x","customer_id":"c","occurred_at":"soon","type":"feedback","nps_score":5}"#.to_vec(), "bad_timestamp"),
+    ];
+    (0..n).map(|i| samples[i % samples.len()].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_dlq() {
+    let t = setup("e2e").await;
+    let cfg = t.cfg.clone();
+
+    // Data and model: the generator's hidden process, a model trained on it.
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 400,
+        days: 150,
+        seed: 7,
+        ..Default::default()
+    });
+    let (model, summary, _) = train::train_from_events(
+        &pop.events,
+        &ObservationPlan::default(),
+        &TrainParams::default(),
+        train::DEFAULT_BANDS,
+    )
+    .expect("training");
+    assert!(summary.test.auc > 0.8, "test AUC {}", summary.test.auc);
+    let model = Arc::new(model);
+
+    // Pipeline in-process, metrics on a free port.
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    let listener = churn_metrics::bind(&cfg.metrics.listen)
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(churn_metrics::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.child_token(),
+    ));
+    let pipeline = tokio::spawn(kafka::run(
+        cfg.clone(),
+        model.clone(),
+        metrics.clone(),
+        health.clone(),
+        shutdown.child_token(),
+    ));
+
+    // Produce: every generated event plus ~10 % malformed ones, interleaved.
+    let bad = malformed(pop.events.len() / 10);
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    let mut bad_iter = bad.iter();
+    for (i, ev) in pop.events.iter().enumerate() {
+        publisher.send_event(ev).await.expect("send");
+        if i % 10 == 9 {
+            if let Some((bytes, _)) = bad_iter.next() {
+                publisher
+                    .send_raw(&cfg.topics.purchases, Some(b"bad"), bytes)
+                    .await
+                    .expect("send bad");
+            }
+        }
+    }
+    let total = publisher.flush().await.expect("flush");
+    assert_eq!(total, pop.events.len() + bad.len());
+
+    // Wait until /metrics shows everything consumed.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let consumed = loop {
+        let (status, body) = common::http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let n: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("churn_ingest_events_consumed_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        if n as usize >= total || Instant::now() > deadline {
+            break n as usize;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(consumed, total, "consumed count on /metrics");
+    let (_, ready) = common::http_get(addr, "/readyz").await;
+    assert!(
+        ready.contains("ready") || ready.contains("ok"),
+        "readyz body: {ready}"
+    );
+    // Let the last batch and a sweep finish, then stop gracefully.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.cancel();
+    pipeline
+        .await
+        .expect("join")
+        .expect("pipeline exits cleanly");
+    let _ = server.await;
+
+    // DLQ: every malformed event, original bytes, reason headers.
+    let dlq = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.dlq,
+        bad.len() + 1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        dlq.len(),
+        bad.len(),
+        "every malformed event is dead-lettered exactly once"
+    );
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    let want: BTreeMap<&[u8], &str> = bad.iter().map(|(b, r)| (b.as_slice(), *r)).collect();
+    for r in &dlq {
+        let reason = r.header("error.reason").expect("error.reason header");
+        let code = reason.split(':').next().unwrap_or_default().to_string();
+        assert_eq!(
+            Some(&code.as_str()),
+            want.get(r.payload.as_slice()),
+            "payload kept byte for byte, reason {reason}"
+        );
+        assert_eq!(r.header("error.stage"), Some("ingest"));
+        assert_eq!(
+            r.header("source.topic"),
+            Some(cfg.topics.purchases.as_str())
+        );
+        assert!(r.header("source.partition").is_some() && r.header("source.offset").is_some());
+        *by_reason.entry(code).or_default() += 1;
+    }
+    assert_eq!(by_reason.len(), 8, "{by_reason:?}");
+
+    // Alerts: CloudEvents, unique deterministic ids, for the churners of the ground truth.
+    let alerts = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!alerts.is_empty(), "no alerts at all");
+    let mut ids = BTreeSet::new();
+    let mut alerted = BTreeSet::new();
+    for a in &alerts {
+        let ev: CloudEvent<AlertData> =
+            serde_json::from_slice(&a.payload).expect("alert is a CloudEvent");
+        assert_eq!(ev.specversion, "1.0");
+        assert_eq!(ev.ty, "com.churnstream.customer.at_risk");
+        assert_eq!(a.key.as_deref(), Some(ev.data.customer_id.as_bytes()));
+        assert!(ids.insert(ev.id.clone()), "duplicate alert id {}", ev.id);
+        assert!(!ev.data.reasons.is_empty() && ev.data.reasons.len() <= 3);
+        assert!(matches!(ev.data.risk_band.as_str(), "high" | "critical"));
+        alerted.insert(ev.data.customer_id);
+    }
+    let churners: BTreeSet<&str> = pop
+        .labels
+        .iter()
+        .filter(|l| l.churned)
+        .map(|l| l.customer_id.as_str())
+        .collect();
+    let stayers = pop.labels.len() - churners.len();
+    let caught =
+        churners.iter().filter(|c| alerted.contains(**c)).count() as f64 / churners.len() as f64;
+    let false_alarm = alerted
+        .iter()
+        .filter(|c| !churners.contains(c.as_str()))
+        .count() as f64
+        / stayers as f64;
+    assert!(caught >= 0.6, "only {caught:.2} of churners alerted");
+    assert!(false_alarm <= 0.25, "{false_alarm:.2} of stayers alerted");
+
+    let body = metrics.render();
+    assert_eq!(
+        common::metric(&body, "churn_ingest_dlq_published_total"),
+        Some(bad.len() as f64)
+    );
+    let rejected: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("churn_ingest_events_rejected_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    assert_eq!(rejected as usize, bad.len());
+}
