@@ -1,6 +1,52 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark prints one JSON line and writes target/bench/<name>.json.
+# `make bench`: build the benchmarks in release (cargo's bench profile), run each once, and write
+# every JSON line it prints to target/bench/<name>.json (one file per benchmark name; a summary of
+# all lines goes to target/bench/all.jsonl). A benchmark's stderr goes to target/bench/<bench>.log.
+#
+#   BENCHES="inprocess state_memory" make bench    run a subset (names below)
+#
+# Benchmarks (each a `harness = false` main printing one JSON line per measurement):
+#   churn-pipeline/inprocess      decode → … → alert decision via Engine::ingest, ~1 M events
+#   churn-pipeline/state_memory   state bytes per customer at 1 M customers
+#   churnstream/e2e_broker        through a local tansu broker (starts and stops its own)
+#   churn-model/train             logistic training on 1 M × 30 rows (~2 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p target/bench
-cargo bench --workspace 2>/dev/null | grep '^{' | tee target/bench/all.jsonl
+out=target/bench
+mkdir -p "$out"
+
+declare -A PKG=(
+  [inprocess]=churn-pipeline
+  [state_memory]=churn-pipeline
+  [e2e_broker]=churnstream
+  [train]=churn-model
+)
+BENCHES=${BENCHES:-"inprocess state_memory e2e_broker train"}
+
+# Build everything first so compile output does not interleave with measurements.
+args=()
+for b in $BENCHES; do
+  [ -n "${PKG[$b]:-}" ] || { echo "unknown benchmark '$b' (known: ${!PKG[*]})" >&2; exit 2; }
+  args+=(-p "${PKG[$b]}" --bench "$b")
+done
+cargo bench --no-run "${args[@]}"
+
+: >"$out/all.jsonl"
+failed=0
+for b in $BENCHES; do
+  echo "[bench] running $b (log: $out/$b.log)" >&2
+  if ! cargo bench -q -p "${PKG[$b]}" --bench "$b" 2>"$out/$b.log" | grep '^{' >"$out/$b.lines"; then
+    echo "[bench] $b FAILED; last lines of its log:" >&2
+    tail -n 20 "$out/$b.log" >&2
+    failed=1
+    continue
+  fi
+  while IFS= read -r line; do
+    name=$(sed -n 's/.*"name":"\([^"]*\)".*/\1/p' <<<"$line")
+    [ -n "$name" ] || name=$b
+    printf '%s\n' "$line" >"$out/$name.json"
+    printf '%s\n' "$line" | tee -a "$out/all.jsonl"
+  done <"$out/$b.lines"
+  rm -f "$out/$b.lines"
+done
+exit "$failed"

@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use churn_events::{EngagementKind, Event, Payload, SubscriptionAction};
+use serde::{Deserialize, Serialize};
 
 /// Days kept as per-day rows; older days are folded into [`Carry`]. Must exceed the longest
 /// window a feature reads (90 days) so features are identical with or without expiry.
@@ -32,7 +33,7 @@ pub fn day_start(day: i32) -> DateTime<Utc> {
 
 /// A timestamped value where the later `(ts, value)` wins; ties broken by value so the choice
 /// does not depend on arrival order.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Stamped<T> {
     pub ts: Micros,
     pub value: T,
@@ -53,7 +54,7 @@ fn earlier<T: PartialOrd + Copy>(a: Option<Stamped<T>>, b: Stamped<T>) -> Option
 }
 
 /// One customer's activity on one UTC day.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DayRollup {
     pub day: i32,
     pub purchases: u32,
@@ -73,7 +74,7 @@ pub struct DayRollup {
 }
 
 /// Values folded out of expired days.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Carry {
     pub last_purchase_day: Option<i32>,
     pub last_activity_day: Option<i32>,
@@ -83,7 +84,7 @@ pub struct Carry {
 }
 
 /// All state kept for one customer.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CustomerRollups {
     /// First day any event was seen (tenure start). Never expires.
     pub first_day: Option<i32>,

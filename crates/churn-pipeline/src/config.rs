@@ -59,6 +59,11 @@ pub struct TopicsConfig {
     pub alerts: String,
     pub scores: String,
     pub dlq: String,
+    /// Compacted changelog of per-customer state, co-partitioned with the inputs (same partition
+    /// count). Created at start-up if missing, like Kafka Streams' internal changelog topics.
+    pub changelog: String,
+    /// Replication factor used when the changelog topic is created (use 3 in production).
+    pub changelog_replication: i32,
 }
 
 impl Default for TopicsConfig {
@@ -72,6 +77,8 @@ impl Default for TopicsConfig {
             alerts: t::ALERTS.into(),
             scores: t::SCORES.into(),
             dlq: t::DLQ.into(),
+            changelog: "churn.state-changelog".into(),
+            changelog_replication: 1,
         }
     }
 }

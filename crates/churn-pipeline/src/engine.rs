@@ -79,14 +79,70 @@ pub struct Kpis {
     pub churned_fraction: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Customer {
     rollups: CustomerRollups,
     mem: AlertMemory,
     dirty: bool,
+    /// Changed since the last changelog record.
+    changed: bool,
     last_scored_day: Option<i32>,
     received: Option<Instant>,
     revenue_at_risk: f64,
+    /// Input partition this customer's events arrive on (all input topics are co-partitioned by
+    /// customer id), and the newest offset applied per input topic: replays after a restore skip
+    /// what the restored state already contains.
+    partition: i32,
+    applied: [i64; 4],
+}
+
+impl Default for Customer {
+    fn default() -> Self {
+        Customer {
+            rollups: CustomerRollups::default(),
+            mem: AlertMemory::default(),
+            dirty: false,
+            changed: false,
+            last_scored_day: None,
+            received: None,
+            revenue_at_risk: 0.0,
+            partition: 0,
+            applied: [-1; 4],
+        }
+    }
+}
+
+/// Where an input message came from (Kafka) — enables the replay guard and state partitioning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Small index per topic-partition, for the event-time watermark.
+    pub source: usize,
+    /// Index of the input topic (0..4: purchases, engagement, feedback, subscriptions).
+    pub topic: usize,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One customer's state as written to the changelog topic (key = customer id).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub v: u8,
+    pub partition: i32,
+    pub applied: [i64; 4],
+    pub rollups: CustomerRollups,
+    pub mem: AlertMemory,
+    pub last_scored_day: Option<i32>,
+    pub revenue_at_risk: f64,
+    /// The engine's first watermark day (keeps the warm-up from restarting after a restore).
+    pub first_day: Option<i32>,
+}
+
+/// A changelog record to publish: key = customer id, to `partition` of the changelog topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRecord {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
 }
 
 /// Bounded memory of recent event ids (64-bit hashes, FIFO eviction).
@@ -129,6 +185,7 @@ pub struct Engine {
     cols: PolicyColumns,
     customers: HashMap<String, Customer>,
     dirty: Vec<String>,
+    changed: Vec<String>,
     dedupe: Dedupe,
     watermark: Option<DateTime<Utc>>,
     /// Day of the first watermark: alerts wait until `warmup_days` of history were seen.
@@ -165,6 +222,7 @@ impl Engine {
             cols: PolicyColumns::default(),
             customers: HashMap::new(),
             dirty: Vec::new(),
+            changed: Vec::new(),
             watermark: None,
             sources: Vec::new(),
             first_day: None,
@@ -195,6 +253,27 @@ impl Engine {
         }
     }
 
+    /// [`Engine::ingest`] for a Kafka message: also records the partition and offset, and skips a
+    /// message whose offset the customer's (restored) state already contains.
+    pub fn ingest_from(&mut self, bytes: &[u8], origin: Origin, received: Instant, now: DateTime<Utc>) -> Ingest {
+        let ev = match churn_events::decode(bytes, now, &self.limits) {
+            Ok(ev) => ev,
+            Err(r) => return Ingest::Rejected(r),
+        };
+        let t = origin.topic.min(3);
+        if let Some(c) = self.customers.get(ev.customer_id.as_str()) {
+            if c.applied[t] >= origin.offset {
+                return Ingest::Duplicate;
+            }
+        }
+        let res = self.ingest_event(&ev, origin.source, received);
+        if let Some(c) = self.customers.get_mut(ev.customer_id.as_str()) {
+            c.partition = origin.partition;
+            c.applied[t] = c.applied[t].max(origin.offset);
+        }
+        res
+    }
+
     /// Fold one already-validated event from `source`.
     pub fn ingest_event(&mut self, ev: &Event, source: usize, received: Instant) -> Ingest {
         if self.dedupe.check(&ev.event_id) {
@@ -216,6 +295,10 @@ impl Engine {
             None => self.customers.entry(ev.customer_id.clone()).or_default(),
         };
         c.rollups.apply(ev);
+        if !c.changed {
+            c.changed = true;
+            self.changed.push(ev.customer_id.clone());
+        }
         if !c.dirty {
             c.dirty = true;
             c.received = Some(received);
@@ -324,12 +407,7 @@ impl Engine {
         let warm = self
             .first_day
             .is_some_and(|d| today - d >= self.pipeline.warmup_days);
-        let frames = RollupFrames::build(
-            keys.iter()
-                .filter_map(|k| self.customers.get(k).map(|c| &c.rollups)),
-        )?;
-        let m = FeatureMatrix::from_frame(&feature_frame(&frames, today)?)?;
-        // cids index the keys that were found; all are found (keys come from the map).
+        let m = self.feature_rows(&keys, today)?;
         let mut input = Vec::with_capacity(FEATURES.len());
         let as_of = day_start(today + 1) - Duration::seconds(1);
         let window = day_start(today).format("%Y-%m-%d").to_string();
@@ -342,6 +420,10 @@ impl Engine {
                 continue;
             };
             c.last_scored_day = Some(today);
+            if !c.changed {
+                c.changed = true;
+                self.changed.push(key.clone());
+            }
             let received = c.received.take();
             let segment = policy::segment(&self.cols, raw);
             c.revenue_at_risk =
@@ -414,6 +496,79 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+
+    /// Raw feature rows (registry order) of `keys` as of the end of `day`; `cids[i]` indexes
+    /// `keys`. The one feature computation of the engine: scoring and the parity test use it.
+    fn feature_rows(&self, keys: &[String], day: i32) -> Result<FeatureMatrix, Error> {
+        let empty = CustomerRollups::default();
+        let frames = RollupFrames::build(
+            keys.iter()
+                .map(|k| self.customers.get(k).map_or(&empty, |c| &c.rollups)),
+        )?;
+        Ok(FeatureMatrix::from_frame(&feature_frame(&frames, day)?)?)
+    }
+
+    /// Features of every tracked customer as of the end of `day`, as the scorer computes them:
+    /// (customer ids sorted, matrix whose `cids` index that list).
+    pub fn features_as_of(&self, day: i32) -> Result<(Vec<String>, FeatureMatrix), Error> {
+        let keys = self.customer_ids();
+        let m = self.feature_rows(&keys, day)?;
+        Ok((keys, m))
+    }
+
+    /// Changelog records of every customer changed since the last call (state after this batch).
+    pub fn take_changelog(&mut self) -> Result<Vec<StateRecord>, Error> {
+        let keys = std::mem::take(&mut self.changed);
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let Some(c) = self.customers.get_mut(&k) else {
+                continue;
+            };
+            c.changed = false;
+            let snap = Snapshot {
+                v: 1,
+                partition: c.partition,
+                applied: c.applied,
+                rollups: c.rollups.clone(),
+                mem: c.mem,
+                last_scored_day: c.last_scored_day,
+                revenue_at_risk: c.revenue_at_risk,
+                first_day: self.first_day,
+            };
+            out.push(StateRecord {
+                partition: c.partition,
+                payload: serde_json::to_vec(&snap)?,
+                key: k,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Restore one customer from a changelog record (later records replace earlier ones).
+    pub fn restore(&mut self, key: &str, payload: &[u8]) -> Result<(), Error> {
+        let snap: Snapshot = serde_json::from_slice(payload)?;
+        if let Some(d) = snap.first_day {
+            self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));
+        }
+        let c = self.customers.entry(key.to_string()).or_default();
+        c.rollups = snap.rollups;
+        c.mem = snap.mem;
+        c.partition = snap.partition;
+        c.applied = snap.applied;
+        c.last_scored_day = snap.last_scored_day;
+        c.revenue_at_risk = snap.revenue_at_risk;
+        Ok(())
+    }
+
+    /// Forget every customer of an input partition (revoked in a rebalance; its new owner restores
+    /// it from the changelog). Returns how many were dropped.
+    pub fn drop_partition(&mut self, partition: i32) -> usize {
+        let before = self.customers.len();
+        self.customers.retain(|_, c| c.partition != partition);
+        self.dirty.retain(|k| self.customers.contains_key(k));
+        self.changed.retain(|k| self.customers.contains_key(k));
+        before - self.customers.len()
     }
 
     /// Population KPIs (O(customers); call from the sweep timer, not per event).

@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use churn_metrics::{Health, Metrics};
 use churn_model::ModelArtifact;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -23,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, Ingest, Scored};
+use crate::engine::{Engine, Ingest, Origin, Scored};
 use crate::Error;
 
 /// Client properties every churnstream client gets, then the user's passthrough keys.
@@ -36,8 +41,201 @@ fn client_config(cfg: &Config, role: &BTreeMap<String, String>) -> ClientConfig 
     c
 }
 
-/// The consumer: group member with manual offset store and librdkafka auto-commit.
-pub fn consumer(cfg: &Config) -> Result<StreamConsumer, Error> {
+/// A change of the partitions this instance owns, prepared inside the rebalance callback.
+#[derive(Debug)]
+pub enum StateChange {
+    /// Partition assigned: its changelog records, oldest first (later records win).
+    Restore {
+        partition: i32,
+        records: Vec<(String, Vec<u8>)>,
+        seconds: f64,
+    },
+    /// Partition revoked: forget its customers.
+    Revoke(i32),
+    /// Restoring failed: the service must stop (and be restarted) rather than run without state.
+    Failed(String),
+}
+
+/// Consumer context: on assignment, reads the changelog partitions of the newly assigned input
+/// partitions *inside* the rebalance callback, so no message of a partition is delivered before
+/// its state is ready; the service loop applies the queued changes before processing messages.
+pub struct ServiceContext {
+    inputs: Vec<String>,
+    changelog: String,
+    reader: ClientConfig,
+    pending: Mutex<Vec<StateChange>>,
+    has_pending: AtomicBool,
+}
+
+impl ServiceContext {
+    fn new(cfg: &Config) -> Self {
+        let mut reader = client_config(cfg, &cfg.kafka.consumer);
+        reader
+            .set("group.id", format!("{}-restore", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        ServiceContext {
+            inputs: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            changelog: cfg.topics.changelog.clone(),
+            reader,
+            pending: Mutex::new(Vec::new()),
+            has_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        let mut ps: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| self.inputs.iter().any(|t| t == e.topic()))
+            .map(|e| e.partition())
+            .collect();
+        ps.sort_unstable();
+        ps.dedup();
+        ps
+    }
+
+    fn push(&self, c: StateChange) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(c);
+            self.has_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Take the queued changes (cheap when there are none).
+    pub fn take(&self) -> Vec<StateChange> {
+        if !self.has_pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+}
+
+impl ClientContext for ServiceContext {}
+
+impl ConsumerContext for ServiceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            for p in self.partitions(tpl) {
+                self.push(StateChange::Revoke(p));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            for p in self.partitions(tpl) {
+                let t0 = Instant::now();
+                match read_partition(&self.reader, &self.changelog, p) {
+                    Ok(records) => self.push(StateChange::Restore {
+                        partition: p,
+                        records,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    }),
+                    Err(e) => self.push(StateChange::Failed(format!(
+                        "restoring state from {} partition {p}: {e}",
+                        self.changelog
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// Read one partition from the beginning to its current end: (key, value) pairs in order.
+pub fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Result<Vec<(String, Vec<u8>)>, KafkaError> {
+    let c: BaseConsumer = reader.create()?;
+    let (low, high) = c.fetch_watermarks(topic, partition, Duration::from_secs(15))?;
+    let mut out = Vec::new();
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    c.assign(&tpl)?;
+    loop {
+        match c.poll(Duration::from_secs(15)) {
+            Some(Ok(m)) => {
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                out.push((key, m.payload().unwrap_or_default().to_vec()));
+                if m.offset() >= high - 1 {
+                    return Ok(out);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)),
+        }
+    }
+}
+
+/// Check that the input and output topics exist (clear error naming the brokers tried) and create
+/// the changelog topic, co-partitioned with the inputs, if it is missing.
+pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new()).create()?;
+    let md = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(|e| Error::Config {
+            path: "kafka.brokers".into(),
+            message: format!("cannot reach brokers `{}`: {e}", cfg.kafka.brokers),
+        })?;
+    let parts = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+    };
+    let t = &cfg.topics;
+    let mut input_parts = Vec::new();
+    for name in t.inputs().into_iter().chain([t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()]) {
+        let Some(n) = parts(name) else {
+            return Err(Error::Config {
+                path: "topics".into(),
+                message: format!(
+                    "topic `{name}` does not exist on `{}`; create it first (scripts/broker.sh topics for the local broker)",
+                    cfg.kafka.brokers
+                ),
+            });
+        };
+        if t.inputs().contains(&name) {
+            input_parts.push(n);
+        }
+    }
+    let n = input_parts.iter().copied().max().unwrap_or(1);
+    if input_parts.iter().any(|p| *p != n) {
+        return Err(Error::Config {
+            path: "topics".into(),
+            message: format!("input topics must be co-partitioned (same partition count), found {input_parts:?}"),
+        });
+    }
+    match parts(&t.changelog) {
+        Some(m) if m == n => Ok(()),
+        Some(m) => Err(Error::Config {
+            path: "topics.changelog".into(),
+            message: format!("`{}` has {m} partitions but the inputs have {n}", t.changelog),
+        }),
+        None => {
+            let topic = NewTopic::new(&t.changelog, n, TopicReplication::Fixed(t.changelog_replication))
+                .set("cleanup.policy", "compact");
+            let res = admin
+                .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))))
+                .await?;
+            for r in res {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, e)) => return Err(Error::Produce(format!("creating {name}: {e}"))),
+                }
+            }
+            info!(topic = %t.changelog, partitions = n, "created state changelog topic");
+            Ok(())
+        }
+    }
+}
+
+/// The consumer: group member with manual offset store and librdkafka auto-commit. The range
+/// assignor keeps partition `p` of every input topic on the same member (co-partitioning), which
+/// the per-customer state relies on.
+pub fn consumer(cfg: &Config) -> Result<StreamConsumer<ServiceContext>, Error> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", &cfg.kafka.group_id)
@@ -46,11 +244,12 @@ pub fn consumer(cfg: &Config) -> Result<StreamConsumer, Error> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "32768")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("partition.assignment.strategy", "range");
     for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
         c.set(k, v);
     }
-    Ok(c.create()?)
+    Ok(c.create_with_context(ServiceContext::new(cfg))?)
 }
 
 /// The producer: idempotent, acks=all. Passthrough keys may override (e.g. for brokers without
@@ -100,7 +299,24 @@ impl Sink {
         kind: Kind,
         received: Option<Instant>,
     ) -> Result<(), Error> {
+        self.send_to(topic, None, key, payload, headers, kind, received).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        kind: Kind,
+        received: Option<Instant>,
+    ) -> Result<(), Error> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -196,6 +412,54 @@ async fn publish(
     Ok(())
 }
 
+/// Publish the changelog records of every customer changed since the last call.
+async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Result<(), Error> {
+    for r in engine.take_changelog()? {
+        sink.send_to(
+            &cfg.topics.changelog,
+            Some(r.partition),
+            Some(r.key.as_bytes()),
+            &r.payload,
+            None,
+            Kind::Score,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Apply queued rebalance changes to the engine. Returns true if any were applied.
+fn apply_state_changes(ctx: &ServiceContext, engine: &mut Engine, metrics: &Metrics) -> Result<bool, Error> {
+    let changes = ctx.take();
+    let any = !changes.is_empty();
+    for c in changes {
+        match c {
+            StateChange::Revoke(p) => {
+                let n = engine.drop_partition(p);
+                info!(partition = p, customers = n, "partition revoked: state released");
+            }
+            StateChange::Restore {
+                partition,
+                records,
+                seconds,
+            } => {
+                let n = records.len();
+                for (k, v) in records {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    engine.restore(&k, &v)?;
+                }
+                metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
+                info!(partition, records = n, seconds, "partition assigned: state restored from changelog");
+            }
+            StateChange::Failed(m) => return Err(Error::Produce(m)),
+        }
+    }
+    Ok(any)
+}
+
 fn dlq_headers(
     orig: Option<&rdkafka::message::BorrowedHeaders>,
     reason: &str,
@@ -251,6 +515,12 @@ fn export_kpis(engine: &Engine, metrics: &Metrics) {
             .set(n as i64);
     }
     metrics.revenue_at_risk.set(k.revenue_at_risk);
+    let last = metrics.checkpoint_last_success.get();
+    if last > 0.0 {
+        metrics
+            .checkpoint_age
+            .set((Utc::now().timestamp() as f64 - last).max(0.0));
+    }
     metrics.churn_rate.set(k.churned_fraction);
 }
 
@@ -274,6 +544,7 @@ pub async fn run(
     {
         metrics.model_training_auc.set(*auc);
     }
+    prepare_topics(&cfg).await?;
     let consumer = consumer(&cfg)?;
     let mut sink = Sink::new(producer(&cfg)?);
     let inputs = cfg.topics.inputs();
@@ -287,8 +558,7 @@ pub async fn run(
         .iter()
         .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
         .collect();
-    health.set_ready(true);
-    metrics.ready.set(1);
+    let mut restored = false;
 
     let max = cfg.pipeline.batch_max_events;
     let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
@@ -303,11 +573,19 @@ pub async fn run(
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
             _ = sweep.tick() => {
+                if apply_state_changes(consumer.context(), &mut engine, &metrics)? && !restored {
+                    restored = true;
+                    health.set_ready(true);
+                    metrics.ready.set(1);
+                }
                 let scored = tokio::task::block_in_place(|| engine.sweep())?;
                 metrics.sweeps.inc();
                 metrics.sweep_rescored.inc_by(scored.scores.len() as u64);
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
                 sink.flush(&metrics).await?;
+                persist_state(&mut sink, &cfg, &mut engine).await?;
+                sink.flush(&metrics).await?;
+                metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
                 export_kpis(&engine, &metrics);
                 continue;
             }
@@ -319,6 +597,12 @@ pub async fn run(
         let mut next = Some(first);
         let now = Utc::now();
         while let Some(m) = next.take() {
+            // State for newly assigned partitions is in place before their first message.
+            if apply_state_changes(consumer.context(), &mut engine, &metrics)? && !restored {
+                restored = true;
+                health.set_ready(true);
+                metrics.ready.set(1);
+            }
             match m {
                 Ok(msg) => {
                     n += 1;
@@ -332,7 +616,13 @@ pub async fn run(
                     let source = *sources
                         .entry((topic.to_string(), partition))
                         .or_insert(next_id);
-                    match engine.ingest(payload, source, started, now) {
+                    let origin = Origin {
+                        source,
+                        topic: inputs.iter().position(|t| *t == topic).unwrap_or(0),
+                        partition,
+                        offset,
+                    };
+                    match engine.ingest_from(payload, origin, started, now) {
                         Ingest::Accepted => {}
                         Ingest::Duplicate => metrics.duplicates_dropped.inc(),
                         Ingest::Rejected(r) => {
@@ -375,8 +665,14 @@ pub async fn run(
             .scoring_duration
             .observe(t_score.elapsed().as_secs_f64());
         publish(&mut sink, &cfg, &metrics, &scored).await?;
+        // Outputs first, then the state that remembers them: a crash between the two re-emits
+        // the outputs (same ids) instead of losing them.
         sink.flush(&metrics).await?;
-        // Every output of this batch is acknowledged: now the offsets may be stored.
+        persist_state(&mut sink, &cfg, &mut engine).await?;
+        sink.flush(&metrics).await?;
+        metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
+        // Every output of this batch (DLQ, alerts, scores, state) is acknowledged: now the
+        // offsets may be stored.
         store_offsets(&consumer, &mut offsets, &metrics)?;
         metrics.batch_events.observe(n as f64);
         metrics
@@ -398,7 +694,7 @@ pub async fn run(
 }
 
 fn store_offsets(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<ServiceContext>,
     offsets: &mut BTreeMap<(String, i32), i64>,
     metrics: &Metrics,
 ) -> Result<(), Error> {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod kafka;
 pub mod policy;
+pub mod report;
 pub mod train;
 
 pub use config::Config;

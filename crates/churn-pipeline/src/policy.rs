@@ -109,7 +109,7 @@ pub fn next_band(bands: &Bands, current: Band, p: f64, margin: f64) -> Band {
 }
 
 /// Per-customer alert memory.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AlertMemory {
     pub band: Option<Band>,
     pub risk: Option<f64>,

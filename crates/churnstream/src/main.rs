@@ -81,6 +81,14 @@ enum Cmd {
         model: PathBuf,
         #[arg(long, default_value_t = 30)]
         churn_days: i32,
+        /// Also write an HTML report (inline SVG charts: ROC, gains, calibration, risk
+        /// histogram, coefficients; metric, calibration and backtest tables).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Backtest cut-off dates in the report: retrain before each, evaluate on the next window
+        /// (0 = no backtest).
+        #[arg(long, default_value_t = 4, requires = "report")]
+        cutoffs: usize,
     },
     /// Generate a synthetic population: events (JSONL) and ground-truth labels (CSV).
     Generate {
@@ -240,6 +248,8 @@ fn main() -> Result<()> {
             events,
             model,
             churn_days,
+            report,
+            cutoffs,
         } => {
             let model = ModelArtifact::load(&model)?;
             let events = read_events(&events)?;
@@ -248,11 +258,37 @@ fn main() -> Result<()> {
                 active_within_days: churn_days,
                 ..ObservationPlan::default()
             };
+            let spin = churn_pipeline::report::spinner("building features");
             let customers = churn_features::rollups_from_events(&events);
             let set = churn_features::training::build_training_set(&customers, &plan)?;
+            spin.finish_and_clear();
             let (_, _, test, _, _) = set.time_split(0.6, 0.2);
             let ev = train::evaluate(&model, &test);
             println!("{}", serde_json::to_string_pretty(&ev)?);
+            if let Some(path) = report {
+                let params = TrainParams {
+                    alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                    ..TrainParams::default()
+                };
+                let back = if cutoffs == 0 {
+                    Vec::new()
+                } else {
+                    churn_pipeline::report::backtest_on_set(
+                        &set,
+                        &plan,
+                        &params,
+                        model.thresholds,
+                        cutoffs,
+                    )?
+                };
+                let html = churn_pipeline::report::render_report(&model, &test, &back)?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, html)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                info!(path = %path.display(), cutoffs = back.len(), "report written");
+            }
             Ok(())
         }
         Cmd::Generate {

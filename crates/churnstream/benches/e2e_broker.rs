@@ -1,0 +1,375 @@
+//! End to end through the local Kafka-protocol broker (tansu, memory storage): two JSON lines.
+//!
+//! - `e2e_broker_throughput`: generated events are produced to fresh topics first (Publisher,
+//!   idempotent, acks=all); then `kafka::run` starts in-process with a fresh consumer group and we
+//!   measure the time until every offset is processed (the `batch_events` histogram's sum reaches
+//!   the number produced — it is observed after the batch's outputs were acknowledged and its
+//!   offsets stored). Includes the group join; `first_event_s` says how long that took.
+//! - `e2e_broker_fixed_rate`: the pipeline runs first; events are offered at a fixed rate
+//!   (default 20 000 events/s for 10 s) with `Publisher::send_all(.., Some(rate))`; p50/p99 are of
+//!   `churn_score_event_to_alert_latency_seconds` (message receipt → alert acknowledged), computed
+//!   from the histogram buckets with linear interpolation like PromQL's `histogram_quantile`.
+//!
+//! The broker: `scripts/broker.sh start <tmpdir>` (stopped at the end, also on panic), unless
+//! `CHURN_TEST_BROKERS` is set, in which case that broker is used and left running.
+//!
+//! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (1700 → ≈ 300 k events over 180 days),
+//! `CHURN_BENCH_RATE` (20000), `CHURN_BENCH_RATE_SECONDS` (10).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churn_events::Event;
+use churn_features::training::ObservationPlan;
+use churn_metrics::prometheus::core::Metric;
+use churn_metrics::{Health, Metrics};
+use churn_model::{ModelArtifact, TrainParams};
+use churn_pipeline::{kafka, train, Config};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| {
+        let kb: u64 = l
+            .strip_prefix("VmHWM:")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// A tansu broker started by this process, stopped on drop (also when the bench panics).
+struct Broker {
+    addr: String,
+    dir: Option<PathBuf>,
+    root: PathBuf,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        if let Ok(addr) = std::env::var("CHURN_TEST_BROKERS") {
+            return Broker {
+                addr,
+                dir: None,
+                root,
+            };
+        }
+        let dir = std::env::temp_dir().join(format!("churn-bench-broker-{}", std::process::id()));
+        let out = Command::new(root.join("scripts/broker.sh"))
+            .arg("start")
+            .arg(&dir)
+            .current_dir(&root)
+            .output()
+            .expect("running scripts/broker.sh start");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let addr = stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert!(
+            out.status.success() && !addr.is_empty(),
+            "broker.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("[bench] tansu on {addr} (dir {})", dir.display());
+        Broker {
+            addr,
+            dir: Some(dir),
+            root,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = Command::new(self.root.join("scripts/broker.sh"))
+                .arg("stop")
+                .arg(&dir)
+                .status();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Fresh topics (inputs 4 partitions like the default deployment) and a fresh group.
+async fn fresh_config(brokers: &str, name: &str) -> Config {
+    let s = format!(
+        "__bench_{name}_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.group_id = format!("{s}_group");
+    let t = &mut cfg.topics;
+    t.purchases = format!("{s}_purchases");
+    t.engagement = format!("{s}_engagement");
+    t.feedback = format!("{s}_feedback");
+    t.subscriptions = format!("{s}_subscriptions");
+    t.alerts = format!("{s}_alerts");
+    t.scores = format!("{s}_scores");
+    t.dlq = format!("{s}_dlq");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topics: Vec<(&str, i32)> = vec![
+        (&t.purchases, 4),
+        (&t.engagement, 4),
+        (&t.feedback, 4),
+        (&t.subscriptions, 4),
+        (&t.alerts, 4),
+        (&t.scores, 4),
+        (&t.dlq, 1),
+    ];
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create_topics request");
+    for r in res {
+        if let Err((t, e)) = r {
+            panic!("creating topic {t}: {e}");
+        }
+    }
+    cfg
+}
+
+fn quick_model() -> ModelArtifact {
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 400,
+        days: 150,
+        seed: 7,
+        ..Default::default()
+    });
+    let (model, summary, _) = train::train_from_events(
+        &pop.events,
+        &ObservationPlan::default(),
+        &TrainParams::default(),
+        train::DEFAULT_BANDS,
+    )
+    .expect("training the benchmark model");
+    eprintln!("[bench] model test AUC {:.3}", summary.test.auc);
+    model
+}
+
+fn events(customers: usize, seed: u64) -> Vec<Event> {
+    churn_gen::generate(&churn_gen::GenConfig {
+        customers,
+        days: 180,
+        seed,
+        ..Default::default()
+    })
+    .events
+}
+
+/// Messages whose batch finished (outputs acknowledged, offsets stored).
+fn processed(m: &Metrics) -> u64 {
+    m.batch_events.get_sample_sum() as u64
+}
+
+/// Wait until `want` messages were processed, the pipeline stopped, or `limit` passed. Returns
+/// the time of the first processed batch.
+async fn wait_processed(
+    m: &Metrics,
+    want: u64,
+    limit: Duration,
+    pipeline: &tokio::task::JoinHandle<Result<(), churn_pipeline::Error>>,
+) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut first = None;
+    loop {
+        let n = processed(m);
+        if n > 0 && first.is_none() {
+            first = Some(t0.elapsed());
+        }
+        if n >= want || pipeline.is_finished() || t0.elapsed() > limit {
+            return first;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `histogram_quantile` over a prometheus histogram's cumulative buckets.
+fn hist_quantile(h: &churn_metrics::prometheus::Histogram, q: f64) -> Option<f64> {
+    let proto = h.metric();
+    let hist = proto.get_histogram();
+    let total = hist.get_sample_count();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut prev_bound, mut prev_count) = (0.0f64, 0u64);
+    for b in hist.get_bucket() {
+        let (bound, count) = (b.upper_bound(), b.cumulative_count());
+        if count as f64 >= rank {
+            if !bound.is_finite() {
+                return Some(prev_bound);
+            }
+            let in_bucket = (count - prev_count) as f64;
+            let frac = if in_bucket > 0.0 {
+                (rank - prev_count as f64) / in_bucket
+            } else {
+                1.0
+            };
+            return Some(prev_bound + (bound - prev_bound) * frac);
+        }
+        (prev_bound, prev_count) = (bound, count);
+    }
+    Some(prev_bound)
+}
+
+async fn stop(
+    shutdown: CancellationToken,
+    pipeline: tokio::task::JoinHandle<Result<(), churn_pipeline::Error>>,
+) {
+    shutdown.cancel();
+    pipeline
+        .await
+        .expect("pipeline task")
+        .expect("pipeline exits cleanly");
+}
+
+async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Value {
+    let customers = env_or("CHURN_BENCH_E2E_CUSTOMERS", 1700) as usize;
+    let evs = events(customers, 21);
+    let cfg = fresh_config(brokers, "thr").await;
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    let t = Instant::now();
+    let sent = publisher.send_all(&evs, None).await.expect("produce") as u64;
+    let produce_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "[bench] produced {sent} events in {produce_s:.1} s ({:.0}/s)",
+        sent as f64 / produce_s
+    );
+    drop(evs);
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let t0 = Instant::now();
+    let pipeline = tokio::spawn(kafka::run(
+        cfg.clone(),
+        model,
+        metrics.clone(),
+        Health::default(),
+        shutdown.child_token(),
+    ));
+    let first = wait_processed(&metrics, sent, Duration::from_secs(240), &pipeline).await;
+    let seconds = t0.elapsed().as_secs_f64();
+    let done = processed(&metrics);
+    stop(shutdown, pipeline).await;
+    assert_eq!(done, sent, "pipeline processed everything within the limit");
+    let first_s = first.map(|d| d.as_secs_f64());
+    serde_json::json!({
+        "name": "e2e_broker_throughput",
+        "events": sent,
+        "seconds": seconds,
+        "events_per_s": sent as f64 / seconds,
+        "events_per_s_after_first_batch": first_s.map(|f| sent as f64 / (seconds - f)),
+        "first_event_s": first_s,
+        "p50_ms": null,
+        "p99_ms": null,
+        "peak_rss_bytes": peak_rss(),
+        "bytes_per_customer": null,
+        "produce_seconds": produce_s,
+        "produce_events_per_s": sent as f64 / produce_s,
+        "customers": customers,
+        "scores": metrics.scores.get(),
+    })
+}
+
+async fn fixed_rate(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Value {
+    let rate = env_or("CHURN_BENCH_RATE", 20_000) as f64;
+    let secs = env_or("CHURN_BENCH_RATE_SECONDS", 10) as f64;
+    let want = (rate * secs) as usize;
+    // ≈ 175 events per customer over 180 days: enough customers for `want` events that span the
+    // whole period (alerts need the 56-day warm-up to pass).
+    let evs = events((want / 170).max(50), 23);
+    let cfg = fresh_config(brokers, "rate").await;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    let pipeline = tokio::spawn(kafka::run(
+        cfg.clone(),
+        model,
+        metrics.clone(),
+        health.clone(),
+        shutdown.child_token(),
+    ));
+    while !health.is_ready() && !pipeline.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the consumer join its group before offering load.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    let take = want.min(evs.len());
+    let t = Instant::now();
+    let sent = publisher
+        .send_all(&evs[..take], Some(rate))
+        .await
+        .expect("produce") as u64;
+    let offer_s = t.elapsed().as_secs_f64();
+    wait_processed(&metrics, sent, Duration::from_secs(120), &pipeline).await;
+    let seconds = t.elapsed().as_secs_f64();
+    let done = processed(&metrics);
+    stop(shutdown, pipeline).await;
+    assert_eq!(done, sent, "pipeline processed everything within the limit");
+    let lat = &metrics.event_to_alert_latency;
+    let ms = |q| hist_quantile(lat, q).map(|s| s * 1e3);
+    let batch_ms = |q| hist_quantile(&metrics.batch_duration, q).map(|s| s * 1e3);
+    serde_json::json!({
+        "name": "e2e_broker_fixed_rate",
+        "events": sent,
+        "seconds": seconds,
+        "events_per_s": sent as f64 / seconds,
+        "offered_events_per_s": rate,
+        "achieved_offer_events_per_s": sent as f64 / offer_s,
+        "drain_after_offer_s": seconds - offer_s,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "alerts": lat.get_sample_count(),
+        "batch_p99_ms": batch_ms(0.99),
+        "peak_rss_bytes": peak_rss(),
+        "bytes_per_customer": null,
+    })
+}
+
+fn main() {
+    let broker = Broker::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let model = Arc::new(quick_model());
+    rt.block_on(async {
+        let a = throughput(&broker.addr, model.clone()).await;
+        println!("{a}");
+        let b = fixed_rate(&broker.addr, model).await;
+        println!("{b}");
+    });
+    drop(rt);
+    drop(broker);
+}
