@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RUN_DIR ?= .run
 
-.PHONY: help run test lint unit bench broker-install broker-start broker-stop build clean-run
+.PHONY: help run test lint unit bench fuzz broker-install broker-start broker-stop build clean-run
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,8 +20,11 @@ lint: ## cargo fmt --check and clippy with -D warnings
 unit: ## all tests; starts (and stops) a local tansu broker for the integration tests
 	@scripts/test.sh
 
-bench: ## benchmarks; prints one JSON line each and writes target/bench/*.json
+bench: ## benchmarks (release); prints one JSON line each and writes target/bench/<name>.json
 	@scripts/bench.sh
+
+fuzz: ## randomized decoder mutation test for 60 s (cargo-fuzz stand-in; no broker needed)
+	CHURN_FUZZ_SECONDS=$${CHURN_FUZZ_SECONDS:-60} $(CARGO) test -p churnstream --test hostile randomized -- --nocapture
 
 broker-install: ## build tansu 0.6.0 into the cache prefix (once)
 	@scripts/broker.sh install

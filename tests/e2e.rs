@@ -33,6 +33,7 @@ async fn setup(name: &str) -> Topics {
     t.alerts = format!("{s}_alerts");
     t.scores = format!("{s}_scores");
     t.dlq = format!("{s}_dlq");
+    t.changelog = format!("{s}_changelog");
     common::create_topics(
         &brokers,
         &[

@@ -25,6 +25,9 @@ use churn_model::TrainParams;
 use churn_pipeline::{kafka, train, Config};
 use tokio_util::sync::CancellationToken;
 
+/// One hostile message to send: topic, key, payload.
+type Planned<'a> = (&'a str, Option<&'a [u8]>, &'a [u8]);
+
 /// Every file in `tests/hostile/` and what decoding it must give (`"ok"` = accepted).
 const CORPUS: &[(&str, &str)] = &[
     ("truncated.json", "malformed_json"),
@@ -334,6 +337,7 @@ async fn setup(name: &str) -> Setup {
     t.alerts = format!("{s}_alerts");
     t.scores = format!("{s}_scores");
     t.dlq = format!("{s}_dlq");
+    t.changelog = format!("{s}_changelog");
     common::create_topics(
         &brokers,
         &[
@@ -403,7 +407,7 @@ async fn hostile_messages_reach_the_dlq_intact_and_good_events_are_all_consumed(
     let inputs: Vec<String> = cfg.topics.inputs().iter().map(|t| t.to_string()).collect();
     let keys: [Option<&[u8]>; 3] = [Some(b"hostile-key"), Some(b""), None];
     let mut sent: Sent = BTreeMap::new();
-    let plan: Vec<(&str, Option<&[u8]>, &[u8])> = hostile
+    let plan: Vec<Planned> = hostile
         .iter()
         .enumerate()
         .map(|(j, (bytes, code))| {

@@ -255,6 +255,7 @@ async fn setup_topics(name: &str) -> Config {
     t.alerts = format!("{s}_alerts");
     t.scores = format!("{s}_scores");
     t.dlq = format!("{s}_dlq");
+    t.changelog = format!("{s}_changelog");
     common::create_topics(
         &brokers,
         &[

@@ -139,3 +139,35 @@ pub fn metric(body: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.trim().parse().ok())
     })
 }
+
+/// A pipeline configuration on fresh, unique topics (created here, `parts` partitions each) and a
+/// fresh consumer group.
+pub async fn pipeline_config(name: &str, parts: i32) -> churn_pipeline::Config {
+    let brokers = brokers();
+    let s = unique(name);
+    let mut cfg = churn_pipeline::Config::default();
+    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.group_id = format!("{s}_group");
+    let t = &mut cfg.topics;
+    t.purchases = format!("{s}_purchases");
+    t.engagement = format!("{s}_engagement");
+    t.feedback = format!("{s}_feedback");
+    t.subscriptions = format!("{s}_subscriptions");
+    t.alerts = format!("{s}_alerts");
+    t.scores = format!("{s}_scores");
+    t.dlq = format!("{s}_dlq");
+    t.changelog = format!("{s}_changelog");
+    let names = [
+        &t.purchases,
+        &t.engagement,
+        &t.feedback,
+        &t.subscriptions,
+        &t.alerts,
+        &t.scores,
+    ];
+    let mut topics: Vec<(&str, i32)> = names.iter().map(|n| (n.as_str(), parts)).collect();
+    topics.push((t.dlq.as_str(), 1));
+    create_topics(&brokers, &topics).await;
+    cfg.metrics.listen = "127.0.0.1:0".into();
+    cfg
+}

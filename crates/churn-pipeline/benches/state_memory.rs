@@ -45,12 +45,12 @@ fn event(cust: u32, k: u8, at: DateTime<Utc>, h: u64) -> Event {
             duration_s: None,
             feature: None,
         }),
-        _ if h % 5 == 0 => Payload::Feedback(Feedback {
+        _ if h % 35 < 7 => Payload::Feedback(Feedback {
             nps_score: (h % 11) as u8,
             comment: None,
             channel: None,
         }),
-        _ if h % 7 == 0 => Payload::Subscription(Subscription {
+        _ if h % 35 < 12 => Payload::Subscription(Subscription {
             action: SubscriptionAction::Renew,
             plan: "basic".into(),
             mrr: 19.0,

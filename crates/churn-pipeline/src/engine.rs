@@ -192,6 +192,8 @@ pub struct Engine {
     first_day: Option<i32>,
     /// Per source: newest event time and when it last delivered.
     sources: Vec<(Option<DateTime<Utc>>, Instant)>,
+    /// Announced sources that have not delivered yet (see [`Engine::expect_source`]).
+    awaiting: HashSet<usize>,
     /// NPS answers per day: (day, promoters, detractors, answers).
     nps_days: VecDeque<(i32, u32, u32, u32)>,
 }
@@ -224,6 +226,7 @@ impl Engine {
             dirty: Vec::new(),
             changed: Vec::new(),
             watermark: None,
+            awaiting: HashSet::new(),
             sources: Vec::new(),
             first_day: None,
             nps_days: VecDeque::new(),
@@ -255,7 +258,13 @@ impl Engine {
 
     /// [`Engine::ingest`] for a Kafka message: also records the partition and offset, and skips a
     /// message whose offset the customer's (restored) state already contains.
-    pub fn ingest_from(&mut self, bytes: &[u8], origin: Origin, received: Instant, now: DateTime<Utc>) -> Ingest {
+    pub fn ingest_from(
+        &mut self,
+        bytes: &[u8],
+        origin: Origin,
+        received: Instant,
+        now: DateTime<Utc>,
+    ) -> Ingest {
         let ev = match churn_events::decode(bytes, now, &self.limits) {
             Ok(ev) => ev,
             Err(r) => return Ingest::Rejected(r),
@@ -281,6 +290,9 @@ impl Engine {
         }
         if self.sources.len() <= source {
             self.sources.resize(source + 1, (None, received));
+        }
+        if !self.awaiting.is_empty() {
+            self.awaiting.remove(&source);
         }
         let src = &mut self.sources[source];
         src.1 = received;
@@ -325,13 +337,37 @@ impl Engine {
         e.3 += 1;
     }
 
+    /// Announce a source (an input partition just assigned) before it delivers anything: until
+    /// it delivers or stays silent for `idle_source_ms`, it holds the event-time watermark back.
+    /// Without this, a sparse partition that happens to be fetched first (a few hundred
+    /// subscription events spanning months) would move the clock to its end at once.
+    pub fn expect_source(&mut self, source: usize, at: Instant) {
+        if self.sources.len() <= source {
+            self.sources.resize(source + 1, (None, at));
+        }
+        let s = &mut self.sources[source];
+        if s.0.is_none() {
+            s.1 = at;
+            self.awaiting.insert(source);
+        }
+    }
+
     /// Recompute the watermark: the wall clock with `clock = "wall"`, else the minimum newest
     /// event time over sources active within `idle_source_ms` of `at` (never moves backwards).
+    /// While an announced source has not delivered yet (and is not idle), it does not move.
     pub fn advance_watermark(&mut self, now: DateTime<Utc>, at: Instant) {
         let candidate = match self.pipeline.clock {
             Clock::Wall => Some(now),
             Clock::Event => {
                 let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
+                let waiting = self.awaiting.iter().any(|&i| {
+                    self.sources
+                        .get(i)
+                        .is_some_and(|(_, seen)| at.saturating_duration_since(*seen) <= idle)
+                });
+                if waiting {
+                    return;
+                }
                 let active = self
                     .sources
                     .iter()
@@ -346,7 +382,14 @@ impl Engine {
             if self.watermark.is_none_or(|w| c > w) {
                 self.watermark = Some(c);
             }
-            self.first_day.get_or_insert(day_of(c));
+            if self.first_day.is_none() {
+                self.first_day = Some(day_of(c));
+                tracing::info!(
+                    first_day = %day_start(day_of(c)).format("%F"),
+                    warmup_days = self.pipeline.warmup_days,
+                    "event-time clock started: alerts begin after the warm-up"
+                );
+            }
         }
     }
 
@@ -435,8 +478,10 @@ impl Engine {
                 self.min_band,
                 p,
                 today,
+                warm,
             );
-            let band = c.mem.band.unwrap_or(Band::Low);
+            // During the warm-up the memory is untouched: publish the raw band.
+            let band = c.mem.band.unwrap_or_else(|| self.model.thresholds.band(p));
             let score = ScoreRecord {
                 customer_id: key.clone(),
                 risk: p,

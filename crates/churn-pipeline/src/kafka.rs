@@ -19,7 +19,9 @@ use std::sync::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -65,10 +67,11 @@ pub struct ServiceContext {
     reader: ClientConfig,
     pending: Mutex<Vec<StateChange>>,
     has_pending: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl ServiceContext {
-    fn new(cfg: &Config) -> Self {
+    fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let mut reader = client_config(cfg, &cfg.kafka.consumer);
         reader
             .set("group.id", format!("{}-restore", cfg.kafka.group_id))
@@ -80,6 +83,7 @@ impl ServiceContext {
             reader,
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -107,11 +111,32 @@ impl ServiceContext {
         if !self.has_pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
     }
 }
 
-impl ClientContext for ServiceContext {}
+impl ClientContext for ServiceContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): consumer lag per input partition.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            if !self.inputs.iter().any(|i| i == topic) {
+                continue;
+            }
+            for (p, part) in &t.partitions {
+                if *p < 0 || part.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), &p.to_string()])
+                    .set(part.consumer_lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for ServiceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
@@ -143,7 +168,11 @@ impl ConsumerContext for ServiceContext {
 }
 
 /// Read one partition from the beginning to its current end: (key, value) pairs in order.
-pub fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Result<Vec<(String, Vec<u8>)>, KafkaError> {
+pub fn read_partition(
+    reader: &ClientConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<(String, Vec<u8>)>, KafkaError> {
     let c: BaseConsumer = reader.create()?;
     let (low, high) = c.fetch_watermarks(topic, partition, Duration::from_secs(15))?;
     let mut out = Vec::new();
@@ -156,14 +185,21 @@ pub fn read_partition(reader: &ClientConfig, topic: &str, partition: i32) -> Res
     loop {
         match c.poll(Duration::from_secs(15)) {
             Some(Ok(m)) => {
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
                 out.push((key, m.payload().unwrap_or_default().to_vec()));
                 if m.offset() >= high - 1 {
                     return Ok(out);
                 }
             }
             Some(Err(e)) => return Err(e),
-            None => return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)),
+            None => {
+                return Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            }
         }
     }
 }
@@ -187,7 +223,11 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
     };
     let t = &cfg.topics;
     let mut input_parts = Vec::new();
-    for name in t.inputs().into_iter().chain([t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()]) {
+    for name in t
+        .inputs()
+        .into_iter()
+        .chain([t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()])
+    {
         let Some(n) = parts(name) else {
             return Err(Error::Config {
                 path: "topics".into(),
@@ -205,20 +245,32 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
     if input_parts.iter().any(|p| *p != n) {
         return Err(Error::Config {
             path: "topics".into(),
-            message: format!("input topics must be co-partitioned (same partition count), found {input_parts:?}"),
+            message: format!(
+                "input topics must be co-partitioned (same partition count), found {input_parts:?}"
+            ),
         });
     }
     match parts(&t.changelog) {
         Some(m) if m == n => Ok(()),
         Some(m) => Err(Error::Config {
             path: "topics.changelog".into(),
-            message: format!("`{}` has {m} partitions but the inputs have {n}", t.changelog),
+            message: format!(
+                "`{}` has {m} partitions but the inputs have {n}",
+                t.changelog
+            ),
         }),
         None => {
-            let topic = NewTopic::new(&t.changelog, n, TopicReplication::Fixed(t.changelog_replication))
-                .set("cleanup.policy", "compact");
+            let topic = NewTopic::new(
+                &t.changelog,
+                n,
+                TopicReplication::Fixed(t.changelog_replication),
+            )
+            .set("cleanup.policy", "compact");
             let res = admin
-                .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))))
+                .create_topics(
+                    &[topic],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(15))),
+                )
                 .await?;
             for r in res {
                 match r {
@@ -235,7 +287,10 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
 /// The consumer: group member with manual offset store and librdkafka auto-commit. The range
 /// assignor keeps partition `p` of every input topic on the same member (co-partitioning), which
 /// the per-customer state relies on.
-pub fn consumer(cfg: &Config) -> Result<StreamConsumer<ServiceContext>, Error> {
+pub fn consumer(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<StreamConsumer<ServiceContext>, Error> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", &cfg.kafka.group_id)
@@ -245,11 +300,12 @@ pub fn consumer(cfg: &Config) -> Result<StreamConsumer<ServiceContext>, Error> {
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "32768")
         .set("enable.partition.eof", "false")
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000");
     for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
         c.set(k, v);
     }
-    Ok(c.create_with_context(ServiceContext::new(cfg))?)
+    Ok(c.create_with_context(ServiceContext::new(cfg, metrics))?)
 }
 
 /// The producer: idempotent, acks=all. Passthrough keys may override (e.g. for brokers without
@@ -299,7 +355,8 @@ impl Sink {
         kind: Kind,
         received: Option<Instant>,
     ) -> Result<(), Error> {
-        self.send_to(topic, None, key, payload, headers, kind, received).await
+        self.send_to(topic, None, key, payload, headers, kind, received)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -430,14 +487,39 @@ async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Re
 }
 
 /// Apply queued rebalance changes to the engine. Returns true if any were applied.
-fn apply_state_changes(ctx: &ServiceContext, engine: &mut Engine, metrics: &Metrics) -> Result<bool, Error> {
+/// Input topic-partitions → the engine's source indices (for the event-time watermark).
+struct SourceIds {
+    inputs: Vec<String>,
+    ids: BTreeMap<(String, i32), usize>,
+}
+
+impl SourceIds {
+    fn id(&mut self, topic: &str, partition: i32) -> usize {
+        let next = self.ids.len();
+        *self
+            .ids
+            .entry((topic.to_string(), partition))
+            .or_insert(next)
+    }
+}
+
+fn apply_state_changes(
+    ctx: &ServiceContext,
+    engine: &mut Engine,
+    metrics: &Metrics,
+    sources: &mut SourceIds,
+) -> Result<bool, Error> {
     let changes = ctx.take();
     let any = !changes.is_empty();
     for c in changes {
         match c {
             StateChange::Revoke(p) => {
                 let n = engine.drop_partition(p);
-                info!(partition = p, customers = n, "partition revoked: state released");
+                info!(
+                    partition = p,
+                    customers = n,
+                    "partition revoked: state released"
+                );
             }
             StateChange::Restore {
                 partition,
@@ -445,14 +527,28 @@ fn apply_state_changes(ctx: &ServiceContext, engine: &mut Engine, metrics: &Metr
                 seconds,
             } => {
                 let n = records.len();
+                // The partition's input sources hold the event-time clock until they deliver
+                // (or prove idle), so the first partition fetched cannot set it alone.
+                let now = Instant::now();
+                for t in sources.inputs.clone() {
+                    let id = sources.id(&t, partition);
+                    engine.expect_source(id, now);
+                }
                 for (k, v) in records {
                     if v.is_empty() {
                         continue;
                     }
                     engine.restore(&k, &v)?;
                 }
-                metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
-                info!(partition, records = n, seconds, "partition assigned: state restored from changelog");
+                metrics
+                    .checkpoint_last_success
+                    .set(Utc::now().timestamp() as f64);
+                info!(
+                    partition,
+                    records = n,
+                    seconds,
+                    "partition assigned: state restored from changelog"
+                );
             }
             StateChange::Failed(m) => return Err(Error::Produce(m)),
         }
@@ -545,7 +641,7 @@ pub async fn run(
         metrics.model_training_auc.set(*auc);
     }
     prepare_topics(&cfg).await?;
-    let consumer = consumer(&cfg)?;
+    let consumer = consumer(&cfg, metrics.clone())?;
     let mut sink = Sink::new(producer(&cfg)?);
     let inputs = cfg.topics.inputs();
     consumer.subscribe(&inputs)?;
@@ -566,14 +662,17 @@ pub async fn run(
         tokio::time::interval(Duration::from_secs(cfg.pipeline.sweep_interval_s.max(1)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut sources: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    let mut sources = SourceIds {
+        inputs: inputs.iter().map(|t| t.to_string()).collect(),
+        ids: BTreeMap::new(),
+    };
 
     'outer: loop {
         // Wait for the first message of a batch, a sweep tick, or shutdown.
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
             _ = sweep.tick() => {
-                if apply_state_changes(consumer.context(), &mut engine, &metrics)? && !restored {
+                if apply_state_changes(consumer.context(), &mut engine, &metrics, &mut sources)? && !restored {
                     restored = true;
                     health.set_ready(true);
                     metrics.ready.set(1);
@@ -598,7 +697,9 @@ pub async fn run(
         let now = Utc::now();
         while let Some(m) = next.take() {
             // State for newly assigned partitions is in place before their first message.
-            if apply_state_changes(consumer.context(), &mut engine, &metrics)? && !restored {
+            if apply_state_changes(consumer.context(), &mut engine, &metrics, &mut sources)?
+                && !restored
+            {
                 restored = true;
                 health.set_ready(true);
                 metrics.ready.set(1);
@@ -612,10 +713,7 @@ pub async fn run(
                     if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
                         c.inc();
                     }
-                    let next_id = sources.len();
-                    let source = *sources
-                        .entry((topic.to_string(), partition))
-                        .or_insert(next_id);
+                    let source = sources.id(topic, partition);
                     let origin = Origin {
                         source,
                         topic: inputs.iter().position(|t| *t == topic).unwrap_or(0),
@@ -670,7 +768,9 @@ pub async fn run(
         sink.flush(&metrics).await?;
         persist_state(&mut sink, &cfg, &mut engine).await?;
         sink.flush(&metrics).await?;
-        metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
+        metrics
+            .checkpoint_last_success
+            .set(Utc::now().timestamp() as f64);
         // Every output of this batch (DLQ, alerts, scores, state) is acknowledged: now the
         // offsets may be stored.
         store_offsets(&consumer, &mut offsets, &metrics)?;

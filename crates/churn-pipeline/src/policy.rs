@@ -118,7 +118,9 @@ pub struct AlertMemory {
 }
 
 /// Decide whether a new score raises an alert; updates `mem`. Returns the previous (risk, band)
-/// when it alerts.
+/// when it alerts. With `may_alert` false (warm-up: the pipeline has not yet seen enough history
+/// to trust silence-driven features) `mem` is left untouched, so a customer who is still at risk
+/// once the warm-up ends is alerted then as if first seen.
 pub fn decide(
     mem: &mut AlertMemory,
     bands: &Bands,
@@ -126,7 +128,11 @@ pub fn decide(
     min_band: Band,
     p: f64,
     day: i32,
+    may_alert: bool,
 ) -> Option<(Option<f64>, Option<Band>)> {
+    if !may_alert {
+        return None;
+    }
     let prev_band = mem.band;
     let prev_risk = mem.risk;
     let band = next_band(bands, prev_band.unwrap_or(Band::Low), p, cfg.hysteresis);
@@ -193,37 +199,53 @@ mod tests {
         let cfg = AlertConfig::default();
         let mut m = AlertMemory::default();
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.3, 0).is_none(),
+            decide(&mut m, &b, &cfg, Band::High, 0.3, 0, true).is_none(),
             "medium is below min band"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.5, 1).is_some(),
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 1, true).is_some(),
             "enters high"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.45, 2).is_none(),
+            decide(&mut m, &b, &cfg, Band::High, 0.45, 2, true).is_none(),
             "stays high: no storm"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.38, 3).is_none(),
+            decide(&mut m, &b, &cfg, Band::High, 0.38, 3, true).is_none(),
             "wobble inside margin"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.1, 4).is_none(),
+            decide(&mut m, &b, &cfg, Band::High, 0.1, 4, true).is_none(),
             "drops to low"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.5, 5).is_none(),
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 5, true).is_none(),
             "re-enters high inside cooldown"
         );
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.9, 6).is_some(),
+            decide(&mut m, &b, &cfg, Band::High, 0.9, 6, true).is_some(),
             "critical beats cooldown"
         );
-        assert!(decide(&mut m, &b, &cfg, Band::High, 0.1, 7).is_none());
+        assert!(decide(&mut m, &b, &cfg, Band::High, 0.1, 7, true).is_none());
         assert!(
-            decide(&mut m, &b, &cfg, Band::High, 0.5, 20).is_some(),
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 20, true).is_some(),
             "after cooldown"
         );
+    }
+
+    #[test]
+    fn warm_up_leaves_memory_untouched_so_risk_alerts_after_it() {
+        let b = bands();
+        let cfg = AlertConfig::default();
+        let mut m = AlertMemory::default();
+        assert!(decide(&mut m, &b, &cfg, Band::High, 0.5, 0, false).is_none());
+        assert!(decide(&mut m, &b, &cfg, Band::High, 0.9, 1, false).is_none());
+        assert_eq!(m, AlertMemory::default());
+        // The first score after the warm-up alerts a customer who is still at risk.
+        assert_eq!(
+            decide(&mut m, &b, &cfg, Band::High, 0.5, 2, true),
+            Some((None, None))
+        );
+        assert_eq!(m.last_alert_band, Some(Band::High));
     }
 }

@@ -54,13 +54,13 @@ pub struct CutoffResult {
 /// A progress bar on stderr; hidden when stderr is not a terminal (CI, pipes, tests).
 pub fn progress(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{spinner} {msg:<28} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{spinner} {msg:<20} [{bar:24}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     pb.set_style(style);
     pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
 }
 
@@ -151,10 +151,10 @@ pub fn backtest_on_set(
         return Err(too_short());
     }
 
-    let pb = progress(plans.len() as u64, "backtest cut-offs");
+    let pb = progress(plans.len() as u64, "backtest");
     let mut out = Vec::with_capacity(plans.len());
     for (cutoff, end, matured) in plans {
-        pb.set_message(format!("backtest cut-off {}", date(cutoff)));
+        pb.set_message(format!("cut-off {}", date(cutoff)));
         let n_valid = (matured.len() / 4).max(1);
         let valid_from = matured[matured.len() - n_valid];
         let last_train = matured[matured.len() - 1];

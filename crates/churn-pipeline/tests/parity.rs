@@ -84,13 +84,13 @@ fn streaming_features_equal_batch_features() {
             .collect();
         assert_eq!(sids, bids, "same customers observed at day {as_of}");
         assert!(!sids.is_empty());
-        for r in 0..smat.len() {
+        for (r, sid) in sids.iter().enumerate() {
             for (k, (a, b)) in smat.row(r).iter().zip(bmat.row(r)).enumerate() {
                 let tol = 1e-9 * a.abs().max(b.abs()).max(1.0);
                 assert!(
                     (a - b).abs() <= tol,
                     "customer {} feature {} at day {as_of}: streaming {a} vs batch {b}",
-                    sids[r],
+                    sid,
                     churn_features::FEATURES[k].name
                 );
             }

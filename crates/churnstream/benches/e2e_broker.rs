@@ -123,6 +123,7 @@ async fn fresh_config(brokers: &str, name: &str) -> Config {
     t.alerts = format!("{s}_alerts");
     t.scores = format!("{s}_scores");
     t.dlq = format!("{s}_dlq");
+    t.changelog = format!("{s}_changelog");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()

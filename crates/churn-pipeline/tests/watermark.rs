@@ -1,0 +1,69 @@
+//! The event-time watermark waits for every assigned input partition: a sparse partition that is
+//! fetched first cannot move the clock (and so the warm-up and silence detection) to its end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use churn_features::day_of;
+use churn_model::TrainParams;
+use churn_pipeline::config::{AlertConfig, PipelineConfig};
+use churn_pipeline::{train, Engine};
+
+fn engine() -> (Engine, Vec<churn_events::Event>) {
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 120,
+        days: 120,
+        seed: 2,
+        ..Default::default()
+    });
+    let plan = churn_features::training::ObservationPlan {
+        warmup_days: 28,
+        ..Default::default()
+    };
+    let (model, _, _) = train::train_from_events(
+        &pop.events,
+        &plan,
+        &TrainParams::default(),
+        train::DEFAULT_BANDS,
+    )
+    .expect("model");
+    let e = Engine::new(
+        Arc::new(model),
+        PipelineConfig::default(),
+        AlertConfig::default(),
+    )
+    .expect("engine");
+    (e, pop.events)
+}
+
+#[test]
+fn announced_sources_hold_the_watermark_until_they_deliver_or_go_idle() {
+    let (mut e, events) = engine();
+    let early = &events[10];
+    let late = events.last().expect("events");
+    assert!(day_of(late.occurred_at) - day_of(early.occurred_at) > 100);
+    let idle = Duration::from_millis(PipelineConfig::default().idle_source_ms);
+    let t0 = Instant::now();
+
+    e.expect_source(0, t0);
+    e.expect_source(1, t0);
+    // Partition 0 delivers months of history first; partition 1 has not answered yet.
+    e.ingest_event(late, 0, t0);
+    e.advance_watermark(Utc::now(), t0);
+    assert_eq!(e.watermark(), None, "held while partition 1 is pending");
+    // Partition 1 delivers the start of its backlog: the clock starts there, not at the end.
+    e.ingest_event(early, 1, t0);
+    e.advance_watermark(Utc::now(), t0);
+    assert_eq!(e.watermark(), Some(early.occurred_at));
+
+    // A partition that never delivers holds the clock only for `idle_source_ms`.
+    let (mut e, _) = engine();
+    e.expect_source(0, t0);
+    e.expect_source(1, t0);
+    e.ingest_event(late, 0, t0);
+    e.advance_watermark(Utc::now(), t0 + idle / 2);
+    assert_eq!(e.watermark(), None);
+    e.advance_watermark(Utc::now(), t0 + idle + Duration::from_millis(1));
+    assert_eq!(e.watermark(), Some(late.occurred_at));
+}
