@@ -10,6 +10,7 @@
 #   churn-pipeline/state_memory   state bytes per customer at 1 M customers
 #   churnstream/e2e_broker        through a local tansu broker (starts and stops its own)
 #   churn-model/train             logistic training on 1 M × 30 rows (~2 min)
+#   churn-features/features       rollups + polars feature table from 10 M events
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
@@ -20,8 +21,9 @@ declare -A PKG=(
   [state_memory]=churn-pipeline
   [e2e_broker]=churnstream
   [train]=churn-model
+  [features]=churn-features
 )
-BENCHES=${BENCHES:-"inprocess state_memory e2e_broker train"}
+BENCHES=${BENCHES:-"inprocess state_memory e2e_broker features train"}
 
 # Build everything first so compile output does not interleave with measurements.
 args=()

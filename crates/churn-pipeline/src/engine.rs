@@ -175,6 +175,10 @@ impl Dedupe {
     }
 }
 
+/// An announced source with a backlog holds the watermark for at most this many
+/// `idle_source_ms` before it is considered idle (see [`Engine::expect_source`]).
+pub const HOLD_FACTOR: u32 = 12;
+
 /// The streaming core. See module docs.
 pub struct Engine {
     model: Arc<ModelArtifact>,
@@ -337,10 +341,12 @@ impl Engine {
         e.3 += 1;
     }
 
-    /// Announce a source (an input partition just assigned) before it delivers anything: until
-    /// it delivers or stays silent for `idle_source_ms`, it holds the event-time watermark back.
+    /// Announce a source known to hold unread events (an input partition just assigned with a
+    /// backlog): until it delivers, it holds the event-time watermark back — for at most
+    /// [`HOLD_FACTOR`] × `idle_source_ms`, in case its backlog vanished (retention) meanwhile.
     /// Without this, a sparse partition that happens to be fetched first (a few hundred
-    /// subscription events spanning months) would move the clock to its end at once.
+    /// subscription events spanning months) would move the clock to its end at once, and every
+    /// customer of the partitions not read yet would look silent.
     pub fn expect_source(&mut self, source: usize, at: Instant) {
         if self.sources.len() <= source {
             self.sources.resize(source + 1, (None, at));
@@ -360,10 +366,11 @@ impl Engine {
             Clock::Wall => Some(now),
             Clock::Event => {
                 let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
+                let hold = idle * HOLD_FACTOR;
                 let waiting = self.awaiting.iter().any(|&i| {
                     self.sources
                         .get(i)
-                        .is_some_and(|(_, seen)| at.saturating_duration_since(*seen) <= idle)
+                        .is_some_and(|(_, seen)| at.saturating_duration_since(*seen) <= hold)
                 });
                 if waiting {
                     return;

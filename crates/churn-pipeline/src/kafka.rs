@@ -51,6 +51,9 @@ pub enum StateChange {
         partition: i32,
         records: Vec<(String, Vec<u8>)>,
         seconds: f64,
+        /// Input topics of this partition with unread records at assignment (committed offset,
+        /// or the beginning, below the high watermark).
+        backlog: Vec<String>,
     },
     /// Partition revoked: forget its customers.
     Revoke(i32),
@@ -65,6 +68,7 @@ pub struct ServiceContext {
     inputs: Vec<String>,
     changelog: String,
     reader: ClientConfig,
+    group_reader: ClientConfig,
     pending: Mutex<Vec<StateChange>>,
     has_pending: AtomicBool,
     metrics: Arc<Metrics>,
@@ -77,7 +81,13 @@ impl ServiceContext {
             .set("group.id", format!("{}-restore", cfg.kafka.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
+        // Reads the group's committed offsets (never joins the group: no subscribe).
+        let mut group_reader = client_config(cfg, &cfg.kafka.consumer);
+        group_reader
+            .set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false");
         ServiceContext {
+            group_reader,
             inputs: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
             changelog: cfg.topics.changelog.clone(),
             reader,
@@ -104,6 +114,37 @@ impl ServiceContext {
             p.push(c);
             self.has_pending.store(true, Ordering::Release);
         }
+    }
+
+    /// Input topics whose partition `p` has records the group has not consumed yet. Errors count
+    /// as "no backlog": the watermark then falls back to the time-based idle rule.
+    fn backlog(&self, p: i32) -> Vec<String> {
+        let Ok(c) = self.group_reader.create::<BaseConsumer>() else {
+            return Vec::new();
+        };
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.inputs {
+            tpl.add_partition(t, p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).ok();
+        self.inputs
+            .iter()
+            .filter(|t| {
+                let Ok((low, high)) = c.fetch_watermarks(t, p, Duration::from_secs(10)) else {
+                    return false;
+                };
+                let from = committed
+                    .as_ref()
+                    .and_then(|l| l.find_partition(t, p))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(low);
+                high > from
+            })
+            .cloned()
+            .collect()
     }
 
     /// Take the queued changes (cheap when there are none).
@@ -156,6 +197,7 @@ impl ConsumerContext for ServiceContext {
                         partition: p,
                         records,
                         seconds: t0.elapsed().as_secs_f64(),
+                        backlog: self.backlog(p),
                     }),
                     Err(e) => self.push(StateChange::Failed(format!(
                         "restoring state from {} partition {p}: {e}",
@@ -489,7 +531,6 @@ async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Re
 /// Apply queued rebalance changes to the engine. Returns true if any were applied.
 /// Input topic-partitions → the engine's source indices (for the event-time watermark).
 struct SourceIds {
-    inputs: Vec<String>,
     ids: BTreeMap<(String, i32), usize>,
 }
 
@@ -525,13 +566,14 @@ fn apply_state_changes(
                 partition,
                 records,
                 seconds,
+                backlog,
             } => {
                 let n = records.len();
-                // The partition's input sources hold the event-time clock until they deliver
-                // (or prove idle), so the first partition fetched cannot set it alone.
+                // Input partitions with unread records hold the event-time clock until they
+                // deliver, so the first partition fetched cannot move it to its end alone.
                 let now = Instant::now();
-                for t in sources.inputs.clone() {
-                    let id = sources.id(&t, partition);
+                for t in &backlog {
+                    let id = sources.id(t, partition);
                     engine.expect_source(id, now);
                 }
                 for (k, v) in records {
@@ -663,7 +705,6 @@ pub async fn run(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut sources = SourceIds {
-        inputs: inputs.iter().map(|t| t.to_string()).collect(),
         ids: BTreeMap::new(),
     };
 

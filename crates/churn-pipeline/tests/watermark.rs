@@ -57,13 +57,17 @@ fn announced_sources_hold_the_watermark_until_they_deliver_or_go_idle() {
     e.advance_watermark(Utc::now(), t0);
     assert_eq!(e.watermark(), Some(early.occurred_at));
 
-    // A partition that never delivers holds the clock only for `idle_source_ms`.
+    // A slow partition holds the clock even while the other one keeps delivering; one that never
+    // delivers (its backlog vanished) holds it only for HOLD_FACTOR × `idle_source_ms`.
     let (mut e, _) = engine();
     e.expect_source(0, t0);
     e.expect_source(1, t0);
-    e.ingest_event(late, 0, t0);
-    e.advance_watermark(Utc::now(), t0 + idle / 2);
-    assert_eq!(e.watermark(), None);
-    e.advance_watermark(Utc::now(), t0 + idle + Duration::from_millis(1));
+    let busy = t0 + idle * 3;
+    e.ingest_event(late, 0, busy);
+    e.advance_watermark(Utc::now(), busy);
+    assert_eq!(e.watermark(), None, "partition 1 has a backlog: wait for it");
+    let give_up = t0 + idle * churn_pipeline::engine::HOLD_FACTOR + Duration::from_millis(1);
+    e.ingest_event(late, 0, give_up);
+    e.advance_watermark(Utc::now(), give_up);
     assert_eq!(e.watermark(), Some(late.occurred_at));
 }
