@@ -15,9 +15,6 @@ use churn_model::TrainParams;
 use churn_pipeline::engine::Snapshot;
 use churn_pipeline::{kafka, train, Config};
 use rand::Rng;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTS: i32 = 2;
 
@@ -35,31 +32,6 @@ fn spawn(bin: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("spawn churnstream run")
-}
-
-/// True once the group's committed offsets reached the end of every input partition.
-fn caught_up(cfg: &Config) -> bool {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for t in cfg.topics.inputs() {
-        for p in 0..PARTS {
-            tpl.add_partition(t, p);
-        }
-    }
-    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return false;
-    };
-    committed.elements().iter().all(|e| {
-        let high = c
-            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-            .map(|(_, h)| h)
-            .unwrap_or(i64::MAX);
-        matches!(e.offset(), Offset::Offset(o) if o >= high) || (high == 0)
-    })
 }
 
 fn tail(log: &std::path::Path) -> String {
@@ -129,7 +101,7 @@ async fn kill_9_and_restart_loses_nothing() {
     }
     let mut child = spawn(bin, &config_path, &log);
     let deadline = Instant::now() + Duration::from_secs(240);
-    while !caught_up(&cfg) {
+    while !common::caught_up(&cfg, &cfg.kafka.group_id, PARTS) {
         assert!(
             Instant::now() < deadline,
             "pipeline did not catch up; log tail:\n{}",

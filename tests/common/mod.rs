@@ -171,3 +171,30 @@ pub async fn pipeline_config(name: &str, parts: i32) -> churn_pipeline::Config {
     cfg.metrics.listen = "127.0.0.1:0".into();
     cfg
 }
+
+/// True once `group`'s committed offsets reached the end of every input partition of `cfg`.
+pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for t in cfg.topics.inputs() {
+        for p in 0..parts {
+            tpl.add_partition(t, p);
+        }
+    }
+    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return false;
+    };
+    committed.elements().iter().all(|e| {
+        let high = c
+            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+            .map(|(_, h)| h)
+            .unwrap_or(i64::MAX);
+        matches!(e.offset(), Offset::Offset(o) if o >= high) || (high == 0)
+    })
+}
