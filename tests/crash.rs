@@ -13,7 +13,7 @@ use churn_events::{AlertData, CloudEvent};
 use churn_features::rollups_from_events;
 use churn_model::TrainParams;
 use churn_pipeline::engine::Snapshot;
-use churn_pipeline::{kafka, train, Config};
+use churn_pipeline::{kafka, train};
 use rand::Rng;
 
 const PARTS: i32 = 2;
@@ -98,6 +98,10 @@ async fn kill_9_and_restart_loses_nothing() {
             !status.success(),
             "round {round}: killed process must not report success"
         );
+        // Let the dead member's session expire before the next one joins: tansu 0.6's group
+        // coordinator can otherwise keep a partition assigned to the dead member (production
+        // Kafka evicts it after session.timeout.ms and rebalances on its own).
+        tokio::time::sleep(Duration::from_secs(8)).await;
     }
     let mut child = spawn(bin, &config_path, &log);
     let deadline = Instant::now() + Duration::from_secs(240);

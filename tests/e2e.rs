@@ -208,7 +208,10 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
     // the alert's as-of time — no event caused that alert, the timer did.
     let mut times: BTreeMap<&str, Vec<chrono::DateTime<chrono::Utc>>> = BTreeMap::new();
     for e in &pop.events {
-        times.entry(e.customer_id.as_str()).or_default().push(e.occurred_at);
+        times
+            .entry(e.customer_id.as_str())
+            .or_default()
+            .push(e.occurred_at);
     }
     let silent = chrono::Duration::days(i64::from(cfg.pipeline.silent_after_days));
     let mut by_sweep = 0;
@@ -228,9 +231,16 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
             silent.num_days()
         );
         let last = own.iter().filter(|t| **t <= as_of).max().copied();
-        assert_eq!(ev.data.last_event_at, last, "last_event_at of {}", ev.data.customer_id);
+        assert_eq!(
+            ev.data.last_event_at, last,
+            "last_event_at of {}",
+            ev.data.customer_id
+        );
     }
-    assert!(by_sweep > 0, "silent customers are alerted by the sweep alone");
+    assert!(
+        by_sweep > 0,
+        "silent customers are alerted by the sweep alone"
+    );
     for a in &alerts {
         let ev: CloudEvent<AlertData> =
             serde_json::from_slice(&a.payload).expect("alert is a CloudEvent");

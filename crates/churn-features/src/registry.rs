@@ -33,6 +33,16 @@ pub enum Transform {
     Log1p,
 }
 
+impl Transform {
+    /// `"identity"` or `"log1p"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transform::Identity => "identity",
+            Transform::Log1p => "log1p",
+        }
+    }
+}
+
 /// One feature: its column name in the feature frame, what it means, and how it binds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FeatureDef {
@@ -109,6 +119,32 @@ pub fn get(name: &str) -> Option<&'static FeatureDef> {
     FEATURES.iter().find(|d| d.name == name)
 }
 
+/// Write the registry as CSV: `name,binding,transform,description`, one row per feature in
+/// model-input order (what `churnstream features` prints).
+pub fn write_csv(mut w: impl std::io::Write) -> std::io::Result<()> {
+    writeln!(w, "name,binding,transform,description")?;
+    let mut line = String::new();
+    for d in FEATURES {
+        line.clear();
+        for (k, field) in [
+            d.name,
+            d.binding.as_str(),
+            d.transform.as_str(),
+            d.description,
+        ]
+        .iter()
+        .enumerate()
+        {
+            if k > 0 {
+                line.push(',');
+            }
+            crate::training::push_csv_field(&mut line, field);
+        }
+        writeln!(w, "{line}")?;
+    }
+    w.flush()
+}
+
 /// Raw feature row → model input row (applies each feature's [`Transform`]).
 pub fn model_input(raw: &[f64], out: &mut Vec<f64>) {
     out.clear();
@@ -131,6 +167,35 @@ mod tests {
         assert_eq!(n.len(), len, "duplicate feature names");
         assert!(FEATURES.iter().all(|d| !d.description.is_empty()));
         assert!(len >= 30);
+    }
+
+    #[test]
+    fn csv_lists_every_feature_in_order() {
+        let mut out = Vec::new();
+        write_csv(&mut out).expect("write to memory");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "name,binding,transform,description");
+        assert_eq!(lines.len(), FEATURES.len() + 1);
+        for (line, d) in lines[1..].iter().zip(FEATURES) {
+            let prefix = format!(
+                "{},{},{},",
+                d.name,
+                d.binding.as_str(),
+                d.transform.as_str()
+            );
+            assert!(line.starts_with(&prefix), "{line}");
+        }
+        // Descriptions with commas are quoted.
+        let d = get("activity_change_28d").expect("registered");
+        assert!(d.description.contains(','));
+        assert!(text.contains(&format!(
+            "activity_change_28d,emotional,identity,\"{}\"\n",
+            d.description
+        )));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("tenure_days,structural,log1p,")));
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! had started before `A` and were still active (some event within the inactivity window), so
 //! customers who already churned are not counted again.
 
+use std::io::Write;
+
 use serde::{Deserialize, Serialize};
 
 use crate::features::{feature_frame, FeatureMatrix, RollupFrames};
 use crate::registry::FEATURES;
-use crate::rollup::CustomerRollups;
+use crate::rollup::{day_start, CustomerRollups};
 use crate::Error;
 
 /// What "churned" means.
@@ -111,13 +113,9 @@ impl TrainingSet {
         out
     }
 
-    /// Split by observation date: the earliest `train` fraction of dates, then `valid`, the rest
-    /// test. Returns the three sets and the two boundary days.
-    pub fn time_split(
-        &self,
-        train: f64,
-        valid: f64,
-    ) -> (TrainingSet, TrainingSet, TrainingSet, i32, i32) {
+    /// First observation day of the validation and of the test part of
+    /// [`time_split`](Self::time_split)`(train, valid)`.
+    pub fn split_boundaries(&self, train: f64, valid: f64) -> (i32, i32) {
         let mut dates: Vec<i32> = self.as_of.clone();
         dates.sort_unstable();
         dates.dedup();
@@ -132,6 +130,17 @@ impl TrainingSet {
             )
             .copied()
             .unwrap_or(i32::MAX);
+        (b1, b2)
+    }
+
+    /// Split by observation date: the earliest `train` fraction of dates, then `valid`, the rest
+    /// test. Returns the three sets and the two boundary days.
+    pub fn time_split(
+        &self,
+        train: f64,
+        valid: f64,
+    ) -> (TrainingSet, TrainingSet, TrainingSet, i32, i32) {
+        let (b1, b2) = self.split_boundaries(train, valid);
         (
             self.between(i32::MIN, b1),
             self.between(b1, b2),
@@ -139,6 +148,91 @@ impl TrainingSet {
             b1,
             b2,
         )
+    }
+}
+
+/// The part of the time split an observation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    /// Split of an observation at `as_of`, given the boundaries from
+    /// [`TrainingSet::split_boundaries`].
+    pub fn of(as_of: i32, (valid_from, test_from): (i32, i32)) -> Split {
+        if as_of >= test_from {
+            Split::Test
+        } else if as_of >= valid_from {
+            Split::Valid
+        } else {
+            Split::Train
+        }
+    }
+
+    /// `"train"`, `"valid"` or `"test"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn date_string(day: i32) -> String {
+    day_start(day).format("%Y-%m-%d").to_string()
+}
+
+/// Append `s` as one CSV field (RFC 4180: quoted when it holds a comma, quote or line break).
+pub fn push_csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+/// Header of [`TrainingSet::write_csv`]: `customer_id`, `as_of`, every registry feature in
+/// model-input order, `label`, `split`.
+pub fn csv_header() -> Vec<&'static str> {
+    let mut h = vec!["customer_id", "as_of"];
+    h.extend(FEATURES.iter().map(|d| d.name));
+    h.extend(["label", "split"]);
+    h
+}
+
+impl TrainingSet {
+    /// Write the set as CSV, one row per customer × observation date: `customer_id`, `as_of`
+    /// (`YYYY-MM-DD`; features use events up to the end of that UTC day, the label looks at
+    /// the days after it), the raw features (before the registry's transforms and the model's
+    /// scaling; shortest round-trip decimal form, so values are exact), `label` (1 = churned
+    /// within the horizon) and `split` (`train`, `valid`, `test` per `boundaries`, see
+    /// [`split_boundaries`](Self::split_boundaries)).
+    pub fn write_csv(&self, mut w: impl Write, boundaries: (i32, i32)) -> std::io::Result<()> {
+        writeln!(w, "{}", csv_header().join(","))?;
+        let mut line = String::new();
+        for i in 0..self.len() {
+            line.clear();
+            push_csv_field(&mut line, &self.customer_ids[i]);
+            line.push(',');
+            line.push_str(&date_string(self.as_of[i]));
+            for v in self.row(i) {
+                line.push(',');
+                line.push_str(&v.to_string());
+            }
+            line.push_str(if self.labels[i] { ",1," } else { ",0," });
+            line.push_str(Split::of(self.as_of[i], boundaries).as_str());
+            line.push('\n');
+            w.write_all(line.as_bytes())?;
+        }
+        w.flush()
     }
 }
 
@@ -196,4 +290,73 @@ pub fn build_training_set(
         }
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(rows: &[(&str, i32, bool)]) -> TrainingSet {
+        let mut s = TrainingSet::default();
+        for (k, &(id, day, label)) in rows.iter().enumerate() {
+            s.customer_ids.push(id.to_string());
+            s.as_of.push(day);
+            s.values
+                .extend((0..FEATURES.len()).map(|j| k as f64 + j as f64 / 3.0));
+            s.labels.push(label);
+        }
+        s
+    }
+
+    #[test]
+    fn split_of_matches_time_split() {
+        let s = set(&[
+            ("a", 10, false),
+            ("a", 17, false),
+            ("b", 24, true),
+            ("a", 31, false),
+            ("b", 38, true),
+        ]);
+        let b = s.split_boundaries(0.6, 0.2);
+        assert_eq!(b, (31, 38));
+        let (tr, va, te, b1, b2) = s.time_split(0.6, 0.2);
+        assert_eq!((b1, b2), b);
+        for (part, want) in [(tr, Split::Train), (va, Split::Valid), (te, Split::Test)] {
+            assert!(!part.is_empty());
+            assert!(
+                part.as_of.iter().all(|&d| Split::of(d, b) == want),
+                "{want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_has_header_quoting_labels_split_and_exact_values() {
+        let s = set(&[("cust-1", 20_000, false), ("a,\"b\"", 20_007, true)]);
+        let mut out = Vec::new();
+        s.write_csv(&mut out, (20_007, 20_014))
+            .expect("write to memory");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], csv_header().join(","));
+        assert_eq!(csv_header().len(), FEATURES.len() + 4);
+        assert!(lines[0].starts_with("customer_id,as_of,recency_purchase_days,"));
+        assert!(lines[0].ends_with(",nps_trend_90d,label,split"));
+        assert!(lines[1].starts_with("cust-1,2024-10-04,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",0,train"));
+        assert!(
+            lines[2].starts_with("\"a,\"\"b\"\"\",2024-10-11,"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].ends_with(",1,valid"));
+        // Raw values round-trip exactly.
+        let fields: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(fields.len(), FEATURES.len() + 4);
+        for (j, f) in fields[2..2 + FEATURES.len()].iter().enumerate() {
+            let v: f64 = f.parse().expect("number");
+            assert_eq!(v, s.row(0)[j], "{}", FEATURES[j].name);
+        }
+    }
 }

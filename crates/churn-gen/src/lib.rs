@@ -1112,6 +1112,25 @@ pub fn write_jsonl(events: &[Event], mut w: impl Write) -> std::io::Result<()> {
     w.flush()
 }
 
+/// Wraps `r` in a gzip decoder if its first bytes are the gzip magic (`1f 8b`), whatever the
+/// file is called; otherwise returns it unchanged. Concatenated gzip members are read in full.
+pub fn maybe_gunzip<'a>(mut r: impl BufRead + 'a) -> std::io::Result<Box<dyn BufRead + 'a>> {
+    let gz = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        Box::new(std::io::BufReader::new(
+            flate2::bufread::MultiGzDecoder::new(r),
+        ))
+    } else {
+        Box::new(r)
+    })
+}
+
+/// Opens a text file for reading line by line, decompressing it if it is gzip
+/// ([`maybe_gunzip`]): `events.jsonl` and `events.jsonl.gz` read the same.
+pub fn open_text(path: &std::path::Path) -> std::io::Result<Box<dyn BufRead>> {
+    maybe_gunzip(std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
 /// Reads what [`write_jsonl`] wrote. Blank lines are skipped; errors name the 1-based line.
 pub fn read_jsonl(mut r: impl BufRead) -> Result<Vec<Event>, GenError> {
     let mut events = Vec::new();

@@ -345,6 +345,28 @@ fn jsonl_round_trips() {
 }
 
 #[test]
+fn gzip_and_plain_jsonl_read_the_same() {
+    use std::io::Write as _;
+    let pop = generate(&small_cfg(11));
+    let bytes = jsonl(&pop.events[..50]);
+    // Two concatenated gzip members (as `cat a.gz b.gz` makes).
+    let mut gz = Vec::new();
+    for part in [&bytes[..bytes.len() / 2], &bytes[bytes.len() / 2..]] {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(part).expect("compress in memory");
+        gz.extend(enc.finish().expect("compress in memory"));
+    }
+    assert_ne!(gz, bytes);
+    let from_gz = read_jsonl(maybe_gunzip(gz.as_slice()).expect("gzip")).expect("events");
+    let plain = read_jsonl(maybe_gunzip(bytes.as_slice()).expect("plain")).expect("events");
+    assert_eq!(from_gz, pop.events[..50]);
+    assert_eq!(plain, pop.events[..50]);
+    // Empty input is plain and empty.
+    let empty = read_jsonl(maybe_gunzip(&b""[..]).expect("empty")).expect("no events");
+    assert!(empty.is_empty());
+}
+
+#[test]
 fn read_jsonl_names_the_bad_line() {
     let pop = generate(&small_cfg(11));
     let mut bytes = jsonl(&pop.events[..2]);

@@ -31,7 +31,8 @@
 //! # Conventions
 //!
 //! Names follow `churn_<stage>_<name>_<unit>`, counters end in `_total`; stages are
-//! `ingest`, `pipeline`, `score`, `state`, `sink`, `model` and `business`. Labels are few and
+//! `ingest`, `pipeline`, `score`, `state`, `sink`, `model`, `business` and `crm` (the webhook
+//! forwarder). Labels are few and
 //! bounded — never a customer id. Record per batch, not per event, where possible; hot paths
 //! cache the child handle returned by [`Metrics::consumed`] / [`Metrics::alert`].
 //!
@@ -67,9 +68,12 @@
 //! | `revenue_at_risk` | `churn_business_revenue_at_risk` | gauge | |
 //! | `churned_customers` | `churn_business_churned_customers_total` | counter | |
 //! | `churn_rate` | `churn_business_churn_rate_30d` | gauge (fraction) | |
+//! | `crm_deliveries` | `churn_crm_deliveries_total` | counter | `outcome` |
+//! | `crm_delivery_duration` | `churn_crm_delivery_duration_seconds` | histogram (0.005–300 s) | |
 //!
 //! `alerts` is pre-created for every [`ALERT_BANDS`] × [`ALERT_ACTIONS`] pair and
-//! `customers_by_band` for every [`RISK_BANDS`] value, so those series exist (at 0) from start-up.
+//! `customers_by_band` for every [`RISK_BANDS`] value, `crm_deliveries` for every
+//! [`CRM_OUTCOMES`] value, so those series exist (at 0) from start-up.
 //! Topics, reject reasons, partitions and model versions are configuration/data dependent and
 //! appear when first used.
 
@@ -79,7 +83,9 @@ pub mod metrics;
 
 pub use health::Health;
 pub use http::{bind, serve};
-pub use metrics::{names, Metrics, ALERT_ACTIONS, ALERT_BANDS, METRIC_NAMES, RISK_BANDS};
+pub use metrics::{
+    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, METRIC_NAMES, RISK_BANDS,
+};
 /// Re-exported so callers use the same prometheus version as the registry.
 pub use prometheus;
 

@@ -67,6 +67,11 @@ pub mod names {
     pub const BUSINESS_CHURNED_CUSTOMERS: &str = "churn_business_churned_customers_total";
     /// Fraction of active customers that churned over the last 30 days.
     pub const BUSINESS_CHURN_RATE: &str = "churn_business_churn_rate_30d";
+    /// CRM webhook deliveries by `outcome`: `delivered` (2xx), `retried` (one per retry),
+    /// `dead_lettered` (acknowledged on the CRM dead-letter topic).
+    pub const CRM_DELIVERIES: &str = "churn_crm_deliveries_total";
+    /// Time from an alert's first webhook attempt to its final outcome (retries included).
+    pub const CRM_DELIVERY_DURATION: &str = "churn_crm_delivery_duration_seconds";
 }
 
 /// Every metric family name registered by [`Metrics::new`].
@@ -99,7 +104,12 @@ pub const METRIC_NAMES: &[&str] = &[
     names::BUSINESS_REVENUE_AT_RISK,
     names::BUSINESS_CHURNED_CUSTOMERS,
     names::BUSINESS_CHURN_RATE,
+    names::CRM_DELIVERIES,
+    names::CRM_DELIVERY_DURATION,
 ];
+
+/// Outcomes of CRM webhook deliveries (`outcome` label of `churn_crm_deliveries_total`).
+pub const CRM_OUTCOMES: &[&str] = &["delivered", "retried", "dead_lettered"];
 
 /// Risk bands that raise alerts (`band` label of `churn_score_alerts_total`).
 pub const ALERT_BANDS: &[&str] = &["medium", "high", "critical"];
@@ -126,6 +136,10 @@ const BATCH_EVENTS_BUCKETS: &[f64] = &[
 const SCORING_DURATION_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
+];
+/// CRM delivery, first attempt → outcome: 5 ms .. 300 s, log-spaced (retries take minutes).
+const CRM_DELIVERY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 /// Receipt → alert ack: 1 ms .. 60 s, log-spaced.
 const EVENT_TO_ALERT_BUCKETS: &[f64] = &[
@@ -195,6 +209,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// `churn_pipeline_start_time_seconds`, set by [`Metrics::new`].
     pub up_since: Gauge,
+    /// `churn_crm_deliveries_total{outcome}`; see [`Metrics::crm_delivery`].
+    pub crm_deliveries: IntCounterVec,
+    /// `churn_crm_delivery_duration_seconds`.
+    pub crm_delivery_duration: Histogram,
 }
 
 impl Metrics {
@@ -411,6 +429,26 @@ impl Metrics {
                     "Process start time, unix seconds.",
                 ),
             ),
+            crm_deliveries: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::CRM_DELIVERIES,
+                        "CRM webhook deliveries by outcome (delivered, retried, dead_lettered).",
+                    ),
+                    &["outcome"],
+                ),
+            ),
+            crm_delivery_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        names::CRM_DELIVERY_DURATION,
+                        "Time from an alert's first webhook attempt to its final outcome.",
+                    )
+                    .buckets(CRM_DELIVERY_BUCKETS.to_vec()),
+                ),
+            ),
             registry,
         };
 
@@ -421,6 +459,9 @@ impl Metrics {
         }
         for band in RISK_BANDS {
             m.customers_by_band.with_label_values(&[*band]);
+        }
+        for outcome in CRM_OUTCOMES {
+            m.crm_deliveries.with_label_values(&[*outcome]);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -445,6 +486,13 @@ impl Metrics {
     /// Use values from [`ALERT_BANDS`] and [`ALERT_ACTIONS`] to keep the label set bounded.
     pub fn alert(&self, band: &str, action: &str) -> IntCounter {
         self.alerts.with_label_values(&[band, action])
+    }
+
+    /// Handle for `churn_crm_deliveries_total{outcome}`; resolve once per outcome and cache.
+    ///
+    /// Use values from [`CRM_OUTCOMES`].
+    pub fn crm_delivery(&self, outcome: &str) -> IntCounter {
+        self.crm_deliveries.with_label_values(&[outcome])
     }
 
     /// Handle for `churn_ingest_events_rejected_total{reason}`; `reason` must come from a
@@ -514,7 +562,7 @@ mod tests {
     use super::*;
 
     const STAGES: &[&str] = &[
-        "ingest", "pipeline", "score", "state", "sink", "model", "business",
+        "ingest", "pipeline", "score", "state", "sink", "model", "business", "crm",
     ];
 
     fn touch_all(m: &Metrics) {
@@ -544,6 +592,8 @@ mod tests {
         m.churned_customers.inc();
         m.churn_rate.set(0.04);
         m.ready.set(1);
+        m.crm_delivery("delivered").inc();
+        m.crm_delivery_duration.observe(0.3);
     }
 
     /// `# TYPE <name> <type>` lines of an exposition.
@@ -631,6 +681,10 @@ mod tests {
             let series = format!("churn_business_customers_by_risk_band{{band=\"{band}\"}} 0");
             assert!(text.contains(&series), "missing {series}");
         }
+        for outcome in CRM_OUTCOMES {
+            let series = format!("churn_crm_deliveries_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
     }
 
     #[test]
@@ -640,6 +694,7 @@ mod tests {
             (BATCH_EVENTS_BUCKETS, 1.0, 100_000.0),
             (EVENT_TO_ALERT_BUCKETS, 0.001, 60.0),
             (SCORING_DURATION_BUCKETS, 0.00005, 5.0),
+            (CRM_DELIVERY_BUCKETS, 0.005, 300.0),
         ] {
             assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
             assert_eq!(b.first().copied(), Some(lo));

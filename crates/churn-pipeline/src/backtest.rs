@@ -17,8 +17,10 @@ pub struct ReplayStats {
     pub sweeps: usize,
 }
 
-/// Feed `events` (in order) in micro-batches of `batch`; run the sweep whenever the watermark
-/// enters a new day. Returns every alert in emission order.
+/// Feed `events` (in order) in micro-batches of at most `batch` events that never span two
+/// event-time days (a live stream scores many times a day; a replay must score at least daily,
+/// whatever the population size); run the sweep whenever the watermark enters a new day.
+/// Returns every alert in emission order.
 pub fn replay(
     engine: &mut Engine,
     events: &[Event],
@@ -27,7 +29,7 @@ pub fn replay(
     let mut alerts = Vec::new();
     let mut stats = ReplayStats::default();
     let mut last_day = None;
-    for chunk in events.chunks(batch.max(1)) {
+    for chunk in day_batches(events, batch.max(1)) {
         let now = Instant::now();
         for ev in chunk {
             stats.events += 1;
@@ -48,6 +50,23 @@ pub fn replay(
         }
     }
     Ok((alerts, stats))
+}
+
+/// Consecutive slices of at most `max` events, each within one UTC day of `occurred_at`.
+fn day_batches(events: &[Event], max: usize) -> impl Iterator<Item = &[Event]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let day = churn_features::day_of(first.occurred_at);
+        let n = rest
+            .iter()
+            .take(max)
+            .position(|e| churn_features::day_of(e.occurred_at) != day)
+            .unwrap_or(rest.len().min(max));
+        let (head, tail) = rest.split_at(n.max(1));
+        rest = tail;
+        Some(head)
+    })
 }
 
 /// How a set of alerts compares with ground truth.
@@ -129,5 +148,31 @@ pub fn judge(
         precision: ratio(tp, tp + fp),
         recall: ratio(tp, churners),
         median_lead_days: leads.get(leads.len() / 2).copied(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_never_span_two_days_nor_exceed_the_size() {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 30,
+            days: 20,
+            seed: 1,
+            ..Default::default()
+        });
+        let mut total = 0;
+        let mut batches = 0;
+        for b in day_batches(&pop.events, 50) {
+            assert!(!b.is_empty() && b.len() <= 50);
+            let d = churn_features::day_of(b[0].occurred_at);
+            assert!(b.iter().all(|e| churn_features::day_of(e.occurred_at) == d));
+            total += b.len();
+            batches += 1;
+        }
+        assert_eq!(total, pop.events.len());
+        assert!(batches >= 20, "at least one batch per day");
     }
 }

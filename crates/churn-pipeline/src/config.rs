@@ -19,6 +19,7 @@ pub struct Config {
     pub alerts: AlertConfig,
     pub model: ModelConfig,
     pub metrics: MetricsConfig,
+    pub crm: CrmConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +211,109 @@ impl Default for MetricsConfig {
     }
 }
 
+/// CRM delivery: the optional webhook forwarder (`churnstream forward`), which consumes
+/// `topics.alerts` and POSTs each alert to `webhook_url` (crate `churn-crm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrmConfig {
+    /// CRM endpoint every alert is POSTed to (`http://` or `https://`). Empty = forwarder disabled.
+    pub webhook_url: String,
+    /// HMAC-SHA256 signing secret (`X-Churnstream-Signature`); empty = unsigned. Set it with the
+    /// environment variable `CHURN__CRM__SECRET` rather than in the file.
+    pub secret: Secret,
+    /// Timeout of one HTTP attempt (connect, request and response), in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts per alert, the first included, before it is dead-lettered.
+    pub max_attempts: u32,
+    /// No new attempt starts later than this after the first one, in milliseconds.
+    pub max_elapsed_ms: u64,
+    /// Backoff before the first retry, in milliseconds (doubles per retry, with jitter).
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the backoff between two attempts, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Alerts delivered concurrently (lanes by customer key: one customer's alerts stay in order).
+    pub concurrency: usize,
+    /// Dead-letter topic for alerts the CRM rejected or that ran out of retries.
+    pub dlq_topic: String,
+    /// Consumer group of the forwarder on `topics.alerts` (separate from `kafka.group_id`).
+    pub group_id: String,
+}
+
+impl Default for CrmConfig {
+    fn default() -> Self {
+        CrmConfig {
+            webhook_url: String::new(),
+            secret: Secret::default(),
+            timeout_ms: 10_000,
+            max_attempts: 8,
+            max_elapsed_ms: 300_000,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            concurrency: 4,
+            dlq_topic: "churn.crm-dlq".into(),
+            group_id: "churnstream-crm".into(),
+        }
+    }
+}
+
+impl CrmConfig {
+    /// Semantic checks of the `[crm]` section.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = self.webhook_url.trim();
+        let http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !http {
+            return Err(format!(
+                "crm.webhook_url = `{url}`: expected an http:// or https:// URL (or empty to disable)"
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err("crm.timeout_ms must be > 0".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("crm.max_attempts must be >= 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("crm.concurrency must be >= 1".into());
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_initial_ms > self.backoff_max_ms {
+            return Err(format!(
+                "crm.backoff_initial_ms = {} must be > 0 and <= crm.backoff_max_ms = {}",
+                self.backoff_initial_ms, self.backoff_max_ms
+            ));
+        }
+        if self.dlq_topic.trim().is_empty() || self.group_id.trim().is_empty() {
+            return Err("crm.dlq_topic and crm.group_id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// A secret string: serialised as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file (if given), then `CHURN__SECTION__KEY` environment variables
     /// (`CHURN__KAFKA__CLIENT__SECURITY_PROTOCOL` style keys under `kafka.client` map `_` to `.`).
@@ -261,7 +365,9 @@ impl Config {
             if passthrough {
                 key = key.replace('_', ".");
             }
-            table.insert(key, env_value(v, passthrough));
+            // A secret such as `0123` or `1e5` must not become a number.
+            let string_key = parts == ["crm", "secret"];
+            table.insert(key, env_value(v, passthrough || string_key));
         }
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
@@ -305,6 +411,7 @@ impl Config {
         if self.pipeline.silent_after_days < 1 {
             return bad("pipeline.silent_after_days must be >= 1".into());
         }
+        self.crm.validate().or_else(bad)?;
         Ok(())
     }
 }
@@ -370,6 +477,29 @@ mod tests {
             cfg.kafka.client.get("sasl.mechanism").map(String::as_str),
             Some("PLAIN")
         );
+    }
+
+    #[test]
+    fn crm_section_from_env_keeps_the_secret_a_string_and_hides_it() {
+        let cfg = Config::load_with_env(
+            None,
+            &env(&[
+                ("CHURN__CRM__WEBHOOK_URL", "http://crm.local/hook"),
+                ("CHURN__CRM__SECRET", "0123"),
+                ("CHURN__CRM__MAX_ATTEMPTS", "3"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(cfg.crm.webhook_url, "http://crm.local/hook");
+        assert_eq!(cfg.crm.secret.expose(), "0123");
+        assert_eq!(cfg.crm.max_attempts, 3);
+        assert!(!format!("{cfg:?}").contains("0123"));
+        let e = Config::load_with_env(None, &env(&[("CHURN__CRM__WEBHOOK_URL", "crm.local")]))
+            .expect_err("no scheme");
+        assert!(e.to_string().contains("crm.webhook_url"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("CHURN__CRM__BACKOFF_INITIAL_MS", "60000")]))
+            .expect_err("initial > max");
+        assert!(e.to_string().contains("backoff_initial_ms"), "{e}");
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub struct Snapshot {
     pub revenue_at_risk: f64,
     /// The engine's first watermark day (keeps the warm-up from restarting after a restore).
     pub first_day: Option<i32>,
+    /// Events were applied but not scored yet (the clock was held): the next owner scores them.
+    #[serde(default)]
+    pub unscored: bool,
 }
 
 /// A changelog record to publish: key = customer id, to `partition` of the changelog topic.
@@ -154,6 +157,11 @@ struct Dedupe {
 }
 
 impl Dedupe {
+    fn clear(&mut self) {
+        self.seen.clear();
+        self.order.clear();
+    }
+
     /// True if `id` was seen within the window; remembers it otherwise.
     fn check(&mut self, id: &str) -> bool {
         if self.cap == 0 {
@@ -197,7 +205,9 @@ pub struct Engine {
     /// Per source: newest event time and when it last delivered.
     sources: Vec<(Option<DateTime<Utc>>, Instant)>,
     /// Announced sources that have not delivered yet (see [`Engine::expect_source`]).
-    awaiting: HashSet<usize>,
+    awaiting: HashMap<usize, bool>,
+    /// Oldest event time ingested before the clock started (see `first_day`).
+    earliest: Option<DateTime<Utc>>,
     /// NPS answers per day: (day, promoters, detractors, answers).
     nps_days: VecDeque<(i32, u32, u32, u32)>,
 }
@@ -230,7 +240,8 @@ impl Engine {
             dirty: Vec::new(),
             changed: Vec::new(),
             watermark: None,
-            awaiting: HashSet::new(),
+            awaiting: HashMap::new(),
+            earliest: None,
             sources: Vec::new(),
             first_day: None,
             nps_days: VecDeque::new(),
@@ -298,6 +309,9 @@ impl Engine {
         if !self.awaiting.is_empty() {
             self.awaiting.remove(&source);
         }
+        if self.first_day.is_none() && self.earliest.is_none_or(|t| ev.occurred_at < t) {
+            self.earliest = Some(ev.occurred_at);
+        }
         let src = &mut self.sources[source];
         src.1 = received;
         if src.0.is_none_or(|t| ev.occurred_at > t) {
@@ -341,20 +355,29 @@ impl Engine {
         e.3 += 1;
     }
 
-    /// Announce a source known to hold unread events (an input partition just assigned with a
-    /// backlog): until it delivers, it holds the event-time watermark back — for at most
-    /// [`HOLD_FACTOR`] × `idle_source_ms`, in case its backlog vanished (retention) meanwhile.
-    /// Without this, a sparse partition that happens to be fetched first (a few hundred
-    /// subscription events spanning months) would move the clock to its end at once, and every
-    /// customer of the partitions not read yet would look silent.
-    pub fn expect_source(&mut self, source: usize, at: Instant) {
+    /// Announce a source (an input partition just assigned) before it delivers anything: until
+    /// it delivers, it holds the event-time watermark back — for `idle_source_ms` if it had
+    /// nothing to read at assignment (it may stay empty), and up to [`HOLD_FACTOR`] ×
+    /// `idle_source_ms` if it had a `backlog` (in case that backlog vanished meanwhile).
+    /// Without this, the partition fetched first (say months of subscription events in one
+    /// fetch) would move the clock to its end at once, and the customers of the co-partitions
+    /// not read yet (their engagement, their purchases) would look silent.
+    pub fn expect_source(&mut self, source: usize, at: Instant, backlog: bool) {
         if self.sources.len() <= source {
             self.sources.resize(source + 1, (None, at));
         }
         let s = &mut self.sources[source];
         if s.0.is_none() {
             s.1 = at;
-            self.awaiting.insert(source);
+            self.awaiting.insert(source, backlog);
+        }
+    }
+
+    /// Forget a source (its partition was revoked): it no longer holds or sets the watermark.
+    pub fn forget_source(&mut self, source: usize, at: Instant) {
+        self.awaiting.remove(&source);
+        if let Some(s) = self.sources.get_mut(source) {
+            *s = (None, at);
         }
     }
 
@@ -366,8 +389,8 @@ impl Engine {
             Clock::Wall => Some(now),
             Clock::Event => {
                 let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
-                let hold = idle * HOLD_FACTOR;
-                let waiting = self.awaiting.iter().any(|&i| {
+                let waiting = self.awaiting.iter().any(|(&i, &backlog)| {
+                    let hold = if backlog { idle * HOLD_FACTOR } else { idle };
                     self.sources
                         .get(i)
                         .is_some_and(|(_, seen)| at.saturating_duration_since(*seen) <= hold)
@@ -390,9 +413,12 @@ impl Engine {
                 self.watermark = Some(c);
             }
             if self.first_day.is_none() {
-                self.first_day = Some(day_of(c));
+                // History seen so far starts at the oldest event ingested while the clock was
+                // held (all of it is in the state), not at the first watermark.
+                let first = self.earliest.map_or(c, |e| e.min(c));
+                self.first_day = Some(day_of(first));
                 tracing::info!(
-                    first_day = %day_start(day_of(c)).format("%F"),
+                    first_day = %day_start(day_of(first)).format("%F"),
                     warmup_days = self.pipeline.warmup_days,
                     "event-time clock started: alerts begin after the warm-up"
                 );
@@ -408,6 +434,11 @@ impl Engine {
     /// Score every customer with new events since the last pass (advances the watermark first).
     pub fn score_dirty(&mut self) -> Result<Scored, Error> {
         self.advance_watermark(Utc::now(), Instant::now());
+        if self.watermark.is_none() {
+            // The clock is held (an assigned partition has not delivered yet): keep the
+            // customers dirty and score them once it starts.
+            return Ok(Scored::default());
+        }
         let keys = std::mem::take(&mut self.dirty);
         for k in &keys {
             if let Some(c) = self.customers.get_mut(k) {
@@ -587,6 +618,7 @@ impl Engine {
                 last_scored_day: c.last_scored_day,
                 revenue_at_risk: c.revenue_at_risk,
                 first_day: self.first_day,
+                unscored: c.dirty,
             };
             out.push(StateRecord {
                 partition: c.partition,
@@ -610,6 +642,10 @@ impl Engine {
         c.applied = snap.applied;
         c.last_scored_day = snap.last_scored_day;
         c.revenue_at_risk = snap.revenue_at_risk;
+        if snap.unscored && !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key.to_string());
+        }
         Ok(())
     }
 
@@ -617,6 +653,10 @@ impl Engine {
     /// it from the changelog). Returns how many were dropped.
     pub fn drop_partition(&mut self, partition: i32) -> usize {
         let before = self.customers.len();
+        // The dedupe window may remember events of this partition that were ingested but never
+        // made it into the changelog (revoked mid-batch): if the partition comes back, they are
+        // re-delivered from the committed offset and must not be dropped as duplicates.
+        self.dedupe.clear();
         self.customers.retain(|_, c| c.partition != partition);
         self.dirty.retain(|k| self.customers.contains_key(k));
         self.changed.retain(|k| self.customers.contains_key(k));

@@ -51,9 +51,9 @@ pub enum StateChange {
         partition: i32,
         records: Vec<(String, Vec<u8>)>,
         seconds: f64,
-        /// Input topics of this partition with unread records at assignment (committed offset,
-        /// or the beginning, below the high watermark).
-        backlog: Vec<String>,
+        /// Every input topic of this partition, and whether it had unread records at
+        /// assignment (committed offset, or the beginning, below the high watermark).
+        backlog: Vec<(String, bool)>,
     },
     /// Partition revoked: forget its customers.
     Revoke(i32),
@@ -116,11 +116,11 @@ impl ServiceContext {
         }
     }
 
-    /// Input topics whose partition `p` has records the group has not consumed yet. Errors count
-    /// as "no backlog": the watermark then falls back to the time-based idle rule.
-    fn backlog(&self, p: i32) -> Vec<String> {
+    /// For each input topic: does its partition `p` hold records the group has not consumed
+    /// yet? Errors count as "no backlog" (the source then holds the clock only briefly).
+    fn backlog(&self, p: i32) -> Vec<(String, bool)> {
         let Ok(c) = self.group_reader.create::<BaseConsumer>() else {
-            return Vec::new();
+            return self.inputs.iter().map(|t| (t.clone(), false)).collect();
         };
         let mut tpl = TopicPartitionList::new();
         for t in &self.inputs {
@@ -129,9 +129,9 @@ impl ServiceContext {
         let committed = c.committed_offsets(tpl, Duration::from_secs(10)).ok();
         self.inputs
             .iter()
-            .filter(|t| {
+            .map(|t| {
                 let Ok((low, high)) = c.fetch_watermarks(t, p, Duration::from_secs(10)) else {
-                    return false;
+                    return (t.clone(), false);
                 };
                 let from = committed
                     .as_ref()
@@ -141,9 +141,8 @@ impl ServiceContext {
                         _ => None,
                     })
                     .unwrap_or(low);
-                high > from
+                (t.clone(), high > from)
             })
-            .cloned()
             .collect()
     }
 
@@ -190,6 +189,12 @@ impl ConsumerContext for ServiceContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
+            let assigned: Vec<String> = tpl
+                .elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect();
+            info!(?assigned, "partitions assigned");
             for p in self.partitions(tpl) {
                 let t0 = Instant::now();
                 match read_partition(&self.reader, &self.changelog, p) {
@@ -549,12 +554,21 @@ fn apply_state_changes(
     engine: &mut Engine,
     metrics: &Metrics,
     sources: &mut SourceIds,
+    offsets: &mut BTreeMap<(String, i32), i64>,
 ) -> Result<bool, Error> {
     let changes = ctx.take();
     let any = !changes.is_empty();
     for c in changes {
         match c {
             StateChange::Revoke(p) => {
+                // Events of this partition ingested in the current batch are dropped with its
+                // state: their offsets must not be stored (the next owner re-reads them).
+                offsets.retain(|(_, q), _| *q != p);
+                let now = Instant::now();
+                for t in ctx.inputs.clone() {
+                    let id = sources.id(&t, p);
+                    engine.forget_source(id, now);
+                }
                 let n = engine.drop_partition(p);
                 info!(
                     partition = p,
@@ -569,12 +583,12 @@ fn apply_state_changes(
                 backlog,
             } => {
                 let n = records.len();
-                // Input partitions with unread records hold the event-time clock until they
-                // deliver, so the first partition fetched cannot move it to its end alone.
+                // The partition's input sources hold the event-time clock until they deliver
+                // (see Engine::expect_source), so the first one fetched cannot set it alone.
                 let now = Instant::now();
-                for t in &backlog {
+                for (t, has_backlog) in &backlog {
                     let id = sources.id(t, partition);
-                    engine.expect_source(id, now);
+                    engine.expect_source(id, now, *has_backlog);
                 }
                 for (k, v) in records {
                     if v.is_empty() {
@@ -713,11 +727,21 @@ pub async fn run(
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
             _ = sweep.tick() => {
-                if apply_state_changes(consumer.context(), &mut engine, &metrics, &mut sources)? && !restored {
+                if apply_state_changes(
+                    consumer.context(),
+                    &mut engine,
+                    &metrics,
+                    &mut sources,
+                    &mut offsets,
+                )? && !restored {
                     restored = true;
                     health.set_ready(true);
                     metrics.ready.set(1);
                 }
+                // Customers still dirty (their events arrived while the clock was held) are
+                // scored here too: no further message may come to trigger it.
+                let dirty = tokio::task::block_in_place(|| engine.score_dirty())?;
+                publish(&mut sink, &cfg, &metrics, &dirty).await?;
                 let scored = tokio::task::block_in_place(|| engine.sweep())?;
                 metrics.sweeps.inc();
                 metrics.sweep_rescored.inc_by(scored.scores.len() as u64);
@@ -738,8 +762,13 @@ pub async fn run(
         let now = Utc::now();
         while let Some(m) = next.take() {
             // State for newly assigned partitions is in place before their first message.
-            if apply_state_changes(consumer.context(), &mut engine, &metrics, &mut sources)?
-                && !restored
+            if apply_state_changes(
+                consumer.context(),
+                &mut engine,
+                &metrics,
+                &mut sources,
+                &mut offsets,
+            )? && !restored
             {
                 restored = true;
                 health.set_ready(true);
@@ -797,6 +826,21 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline) => None,
                 m = consumer.recv() => Some(m),
             };
+        }
+        // A rebalance may have fired during the last `recv` even if the deadline won the race:
+        // apply it now, so nothing of a revoked partition is scored, persisted (a zombie
+        // changelog write after its new owner restored) or committed.
+        if apply_state_changes(
+            consumer.context(),
+            &mut engine,
+            &metrics,
+            &mut sources,
+            &mut offsets,
+        )? && !restored
+        {
+            restored = true;
+            health.set_ready(true);
+            metrics.ready.set(1);
         }
         let t_score = Instant::now();
         let scored = tokio::task::block_in_place(|| engine.score_dirty())?;

@@ -8,6 +8,7 @@
 //! - [`kafka`]: rdkafka source/sink and the service loop with at-least-once offset handling.
 //! - [`train`]: offline training/evaluation through the same feature code.
 //! - [`backtest`]: replay a history file through the same engine and evaluate the alerts.
+//! - [`validate`]: check an event file line by line with the ingest's decoder (DLQ reasons).
 
 pub mod backtest;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod kafka;
 pub mod policy;
 pub mod report;
 pub mod train;
+pub mod validate;
 
 pub use config::Config;
 pub use engine::{Engine, Ingest, Scored};
@@ -38,4 +40,6 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("export {path}: {message}")]
+    Export { path: String, message: String },
 }

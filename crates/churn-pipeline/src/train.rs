@@ -5,10 +5,15 @@
 //! [`churn_model::train`] → test-split evaluation next to a naive recency baseline.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use churn_events::Event;
 use churn_features::registry::{self, FEATURES};
-use churn_features::training::{build_training_set, ObservationPlan, TrainingSet};
+use churn_features::training::{
+    build_training_set, date_string, push_csv_field, ObservationPlan, TrainingSet,
+};
 use churn_features::{day_start, rollups_from_events};
 use churn_model::{metrics as m, Bands, Dataset, ModelArtifact, TrainParams, TrainReport};
 use ndarray::Array2;
@@ -30,6 +35,104 @@ pub fn design_matrix(set: &TrainingSet) -> Array2<f64> {
     x
 }
 
+/// Share of observation dates in the training part of the time split (earliest first).
+pub const SPLIT_TRAIN: f64 = 0.6;
+/// Share of observation dates in the validation part (L2 strength); the rest is the test part.
+pub const SPLIT_VALID: f64 = 0.2;
+
+/// Column of the naive recency baseline's score (days since the last event of any kind).
+fn recency_column() -> usize {
+    FEATURES
+        .iter()
+        .position(|d| d.name == "recency_activity_days")
+        .unwrap_or(1)
+}
+
+/// Model churn probabilities and recency-baseline scores of every row of a training set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// Calibrated churn probability from the model.
+    pub risk: Vec<f64>,
+    /// `recency_activity_days`: the naive baseline's score (higher = more likely to churn).
+    pub recency: Vec<f64>,
+}
+
+/// Score every row of `set` with `model` (the same transform, scaling and coefficients as the
+/// service) next to the recency baseline.
+pub fn score(model: &ModelArtifact, set: &TrainingSet) -> Scores {
+    let x = design_matrix(set);
+    let rec = recency_column();
+    Scores {
+        risk: model.predict_batch(x.view()),
+        recency: (0..set.len()).map(|i| set.row(i)[rec]).collect(),
+    }
+}
+
+/// Header of [`write_scores_csv`].
+pub const SCORES_CSV_HEADER: &str = "customer_id,as_of,label,risk,band,baseline_recency_days";
+
+/// Write one CSV row per observation of `set`: `customer_id`, `as_of` (`YYYY-MM-DD`), `label`
+/// (1 = churned within the horizon), `risk` (model probability), `band` (the model's risk band
+/// of `risk`) and `baseline_recency_days` (the recency baseline's score).
+pub fn write_scores_csv(
+    model: &ModelArtifact,
+    set: &TrainingSet,
+    mut w: impl Write,
+) -> std::io::Result<()> {
+    let s = score(model, set);
+    writeln!(w, "{SCORES_CSV_HEADER}")?;
+    let mut line = String::new();
+    for i in 0..set.len() {
+        line.clear();
+        push_csv_field(&mut line, &set.customer_ids[i]);
+        line.push(',');
+        line.push_str(&date_string(set.as_of[i]));
+        line.push_str(if set.labels[i] { ",1," } else { ",0," });
+        line.push_str(&s.risk[i].to_string());
+        line.push(',');
+        line.push_str(model.thresholds.band(s.risk[i]).as_str());
+        line.push(',');
+        line.push_str(&s.recency[i].to_string());
+        line.push('\n');
+        w.write_all(line.as_bytes())?;
+    }
+    w.flush()
+}
+
+/// Create `path` (and its directory) for a CSV export; only `.csv` is supported.
+fn create_csv(path: &Path) -> Result<BufWriter<File>, Error> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if ext.as_deref() != Some("csv") {
+        return Err(Error::Export {
+            path: path.display().to_string(),
+            message: "only CSV is supported: use a .csv file name (polars, pandas and \
+                      spreadsheets read it; `pl.read_csv(...).write_parquet(...)` converts)"
+                .into(),
+        });
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(BufWriter::new(File::create(path)?))
+}
+
+/// Write the whole training set (every split, tagged) to a `.csv` file: see
+/// [`TrainingSet::write_csv`]. Split boundaries are those of [`train_on_set`].
+pub fn export_training_set(set: &TrainingSet, path: &Path) -> Result<(), Error> {
+    let w = create_csv(path)?;
+    set.write_csv(w, set.split_boundaries(SPLIT_TRAIN, SPLIT_VALID))?;
+    Ok(())
+}
+
+/// Write the scores of `set` to a `.csv` file: see [`write_scores_csv`].
+pub fn export_scores(model: &ModelArtifact, set: &TrainingSet, path: &Path) -> Result<(), Error> {
+    write_scores_csv(model, set, create_csv(path)?)?;
+    Ok(())
+}
+
 /// Metrics of scores against labels.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Evaluation {
@@ -47,14 +150,8 @@ pub struct Evaluation {
 
 /// Evaluate a model on a training-set split, with the recency rule as baseline.
 pub fn evaluate(model: &ModelArtifact, set: &TrainingSet) -> Evaluation {
-    let x = design_matrix(set);
-    let p = model.predict_batch(x.view());
+    let Scores { risk: p, recency } = score(model, set);
     let y = &set.labels;
-    let rec = FEATURES
-        .iter()
-        .position(|d| d.name == "recency_activity_days")
-        .unwrap_or(1);
-    let recency: Vec<f64> = (0..set.len()).map(|i| set.row(i)[rec]).collect();
     let (precision, recall) = m::precision_recall_at(&p, y, model.alert_threshold);
     Evaluation {
         rows: set.len(),
@@ -92,8 +189,18 @@ pub const DEFAULT_BANDS: Bands = Bands {
     critical: 0.60,
 };
 
-/// Train a model from an event history. Returns the artifact (metrics filled in) and a summary.
-/// `bands` replaces the trainer's quantile cut-offs; the alert threshold is `bands.high`.
+/// The training set of an event history: rollups (the batch path) → observations under `plan`.
+pub fn training_set_from_events(
+    events: &[Event],
+    plan: &ObservationPlan,
+) -> Result<TrainingSet, Error> {
+    let customers = rollups_from_events(events);
+    Ok(build_training_set(&customers, plan)?)
+}
+
+/// Train a model from an event history. Returns the artifact (metrics filled in), a summary and
+/// the test split. `bands` replaces the trainer's quantile cut-offs; the alert threshold is
+/// `bands.high`.
 pub fn train_from_events(
     events: &[Event],
     plan: &ObservationPlan,
@@ -101,9 +208,20 @@ pub fn train_from_events(
     bands: Bands,
 ) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
     bands.validate()?;
-    let customers = rollups_from_events(events);
-    let set = build_training_set(&customers, plan)?;
-    let (tr, va, te, _, _) = set.time_split(0.6, 0.2);
+    let set = training_set_from_events(events, plan)?;
+    train_on_set(&set, params, bands)
+}
+
+/// Train on a prepared training set ([`training_set_from_events`]): split by time
+/// ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), fit, evaluate on the test split. Returns the artifact,
+/// a summary and the test split.
+pub fn train_on_set(
+    set: &TrainingSet,
+    params: &TrainParams,
+    bands: Bands,
+) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
+    bands.validate()?;
+    let (tr, va, te, _, _) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
     let names: Vec<String> = FEATURES.iter().map(|d| d.name.to_string()).collect();
     let bindings: Vec<String> = FEATURES
         .iter()
@@ -153,4 +271,93 @@ pub fn train_from_events(
         test,
     };
     Ok((model, summary, te))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use churn_features::training::{csv_header, Split};
+
+    fn trained() -> (TrainingSet, ModelArtifact, TrainSummary, TrainingSet) {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 200,
+            days: 150,
+            seed: 5,
+            ..Default::default()
+        });
+        let set = training_set_from_events(&pop.events, &ObservationPlan::default())
+            .expect("observations in 150 days");
+        let params = TrainParams {
+            alphas: vec![1.0],
+            ..TrainParams::default()
+        };
+        let (model, summary, test) =
+            train_on_set(&set, &params, DEFAULT_BANDS).expect("training on generated data");
+        (set, model, summary, test)
+    }
+
+    #[test]
+    fn exports_match_the_split_and_the_scores() {
+        let (set, model, summary, test) = trained();
+        let dir = tempfile::tempdir().expect("temp dir");
+
+        // Training set: every row, tagged with the split train_on_set used.
+        let path = dir.path().join("sub/training_set.csv");
+        export_training_set(&set, &path).expect("export");
+        let text = std::fs::read_to_string(&path).expect("written");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(csv_header().join(",").as_str()));
+        let mut per_split = BTreeMap::new();
+        for l in lines {
+            let split = l.rsplit(',').next().unwrap_or_default().to_string();
+            *per_split.entry(split).or_insert(0usize) += 1;
+        }
+        assert_eq!(
+            per_split.get(Split::Train.as_str()),
+            Some(&summary.rows_train)
+        );
+        assert_eq!(
+            per_split.get(Split::Valid.as_str()),
+            Some(&summary.rows_valid)
+        );
+        assert_eq!(
+            per_split.get(Split::Test.as_str()),
+            Some(&summary.rows_test)
+        );
+
+        // Scores: one row per test observation, the model's probability, band and baseline.
+        let path = dir.path().join("scores.csv");
+        export_scores(&model, &test, &path).expect("export");
+        let text = std::fs::read_to_string(&path).expect("written");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(SCORES_CSV_HEADER));
+        let s = score(&model, &test);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), test.len());
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.len(), 6);
+            assert_eq!(r[0], test.customer_ids[i]);
+            assert_eq!(r[2], if test.labels[i] { "1" } else { "0" });
+            let risk: f64 = r[3].parse().expect("risk");
+            assert_eq!(risk, s.risk[i], "exact round trip");
+            assert_eq!(r[4], model.thresholds.band(risk).as_str());
+            let rec: f64 = r[5].parse().expect("recency");
+            assert_eq!(rec, s.recency[i]);
+        }
+        // The evaluation is computed from the same scores.
+        let y = &test.labels;
+        assert_eq!(summary.test.auc, m::auc(&s.risk, y));
+        assert_eq!(summary.test.baseline_recency_auc, m::auc(&s.recency, y));
+    }
+
+    #[test]
+    fn export_rejects_formats_other_than_csv() {
+        let set = TrainingSet::default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("training_set.parquet");
+        let err = export_training_set(&set, &path).expect_err("parquet is not supported");
+        assert!(matches!(err, Error::Export { .. }), "{err}");
+        assert!(!path.exists());
+        export_training_set(&set, &dir.path().join("UPPER.CSV")).expect("case-insensitive");
+    }
 }

@@ -46,8 +46,8 @@ fn announced_sources_hold_the_watermark_until_they_deliver_or_go_idle() {
     let idle = Duration::from_millis(PipelineConfig::default().idle_source_ms);
     let t0 = Instant::now();
 
-    e.expect_source(0, t0);
-    e.expect_source(1, t0);
+    e.expect_source(0, t0, true);
+    e.expect_source(1, t0, true);
     // Partition 0 delivers months of history first; partition 1 has not answered yet.
     e.ingest_event(late, 0, t0);
     e.advance_watermark(Utc::now(), t0);
@@ -57,17 +57,87 @@ fn announced_sources_hold_the_watermark_until_they_deliver_or_go_idle() {
     e.advance_watermark(Utc::now(), t0);
     assert_eq!(e.watermark(), Some(early.occurred_at));
 
+    // However long the clock was held, the history it counts (for the warm-up) starts at the
+    // oldest event ingested meanwhile, not at the first watermark.
+    let (mut e, _) = engine();
+    e.expect_source(0, t0, true);
+    e.expect_source(1, t0, true);
+    let late2 = &events[events.len() - 2];
+    e.ingest_event(early, 0, t0);
+    e.ingest_event(late, 0, t0);
+    e.ingest_event(late2, 1, t0);
+    e.advance_watermark(Utc::now(), t0);
+    assert_eq!(e.watermark(), Some(late2.occurred_at.min(late.occurred_at)));
+    let rec = e.take_changelog().expect("changelog");
+    let snap: churn_pipeline::engine::Snapshot =
+        serde_json::from_slice(&rec.first().expect("a customer").payload).expect("snapshot");
+    assert_eq!(snap.first_day, Some(day_of(early.occurred_at)));
+
     // A slow partition holds the clock even while the other one keeps delivering; one that never
     // delivers (its backlog vanished) holds it only for HOLD_FACTOR × `idle_source_ms`.
     let (mut e, _) = engine();
-    e.expect_source(0, t0);
-    e.expect_source(1, t0);
+    e.expect_source(0, t0, true);
+    e.expect_source(1, t0, true);
     let busy = t0 + idle * 3;
     e.ingest_event(late, 0, busy);
     e.advance_watermark(Utc::now(), busy);
-    assert_eq!(e.watermark(), None, "partition 1 has a backlog: wait for it");
+    assert_eq!(
+        e.watermark(),
+        None,
+        "partition 1 has a backlog: wait for it"
+    );
     let give_up = t0 + idle * churn_pipeline::engine::HOLD_FACTOR + Duration::from_millis(1);
     e.ingest_event(late, 0, give_up);
     e.advance_watermark(Utc::now(), give_up);
     assert_eq!(e.watermark(), Some(late.occurred_at));
+
+    // A partition that was empty at assignment holds the clock only for `idle_source_ms`.
+    let (mut e, _) = engine();
+    e.expect_source(0, t0, false);
+    e.expect_source(1, t0, false);
+    e.ingest_event(late, 0, t0);
+    e.advance_watermark(Utc::now(), t0 + idle / 2);
+    assert_eq!(e.watermark(), None);
+    let later = t0 + idle + Duration::from_millis(1);
+    e.ingest_event(late, 0, later);
+    e.advance_watermark(Utc::now(), later);
+    assert_eq!(e.watermark(), Some(late.occurred_at));
+
+    // A revoked partition neither holds nor sets the clock any more.
+    let (mut e, _) = engine();
+    e.expect_source(0, t0, true);
+    e.expect_source(1, t0, true);
+    e.ingest_event(early, 0, t0);
+    e.advance_watermark(Utc::now(), t0);
+    assert_eq!(e.watermark(), None);
+    e.forget_source(1, t0);
+    e.advance_watermark(Utc::now(), t0);
+    assert_eq!(e.watermark(), Some(early.occurred_at));
+}
+
+#[test]
+fn events_applied_while_the_clock_was_held_are_scored_by_the_next_owner() {
+    let (mut first, events) = engine();
+    let t0 = Instant::now();
+    first.expect_source(0, t0, true);
+    first.expect_source(1, t0, true);
+    for ev in &events[..500] {
+        first.ingest_event(ev, 0, t0);
+    }
+    let scored = first.score_dirty().expect("score");
+    assert!(scored.scores.is_empty(), "clock held: nothing scored yet");
+    // The partition moves to another instance, which restores the changelog.
+    let records = first.take_changelog().expect("changelog");
+    assert!(!records.is_empty());
+    let (mut next, _) = engine();
+    for r in &records {
+        next.restore(&r.key, &r.payload).expect("restore");
+    }
+    next.ingest_event(&events[500], 0, t0);
+    let scored = next.score_dirty().expect("score");
+    assert_eq!(
+        scored.scores.len(),
+        records.len() + usize::from(!records.iter().any(|r| r.key == events[500].customer_id)),
+        "every restored customer with unscored events is scored"
+    );
 }

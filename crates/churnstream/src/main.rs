@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use churn_features::training::{ChurnDefinition, ObservationPlan};
 use churn_metrics::{Health, Metrics};
 use churn_model::{ModelArtifact, TrainParams};
-use churn_pipeline::{backtest, kafka, train, Config, Engine};
+use churn_pipeline::{backtest, kafka, train, validate, Config, Engine};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -47,9 +47,23 @@ enum Cmd {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
+    /// Forward the alerts of churn.alerts to the CRM webhook (crm.webhook_url): one signed POST
+    /// per alert (ce-id = alert id), retries with backoff, refused alerts to crm.dlq_topic. Serves
+    /// /metrics, /healthz, /readyz. Exits at once when crm.webhook_url is empty (disabled).
+    Forward {
+        /// Override kafka.brokers.
+        #[arg(long, env = "CHURN_BROKERS")]
+        brokers: Option<String>,
+        /// Override crm.webhook_url (http://…, or https://… with the crm-tls build feature).
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Override metrics.listen (e.g. 127.0.0.1:9465; port 0 picks a free port).
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
     /// Train the logistic model on an event history (JSONL from `generate` or your own export).
     Train {
-        /// Event history, one JSON event per line.
+        /// Event history, one JSON event per line (gzip-compressed files are read too).
         #[arg(long)]
         events: PathBuf,
         /// Where to write the model artifact.
@@ -71,16 +85,37 @@ enum Cmd {
         /// Risk band cut-offs on the churn probability: medium,high,critical. Alerts start at high.
         #[arg(long, default_value = "0.15,0.35,0.6")]
         bands: String,
+        /// Also write the training set (.csv): one row per customer × observation date with
+        /// customer_id, as_of, every raw feature, label and split (train/valid/test).
+        #[arg(long, value_name = "FILE.csv")]
+        export_training_set: Option<PathBuf>,
     },
     /// Evaluate a model on the test split of an event history; prints JSON metrics (AUC, log loss,
     /// Brier, top-decile lift, precision/recall at the alert threshold, recency baseline).
     Evaluate {
+        /// Event history, one JSON event per line (gzip-compressed files are read too).
         #[arg(long)]
         events: PathBuf,
+        /// The model artifact to evaluate.
         #[arg(long, default_value = "model/model.json")]
         model: PathBuf,
+        /// Churn definition, as given to `train`.
+        #[arg(long, default_value = "inactivity", value_parser = ["inactivity", "cancel"])]
+        churn: String,
+        /// Days of the churn definition / label horizon, as given to `train`.
         #[arg(long, default_value_t = 30)]
         churn_days: i32,
+        /// Days between observation dates, as given to `train`.
+        #[arg(long, default_value_t = 7)]
+        every_days: i32,
+        /// Also write the test split's scores (.csv): customer_id, as_of, label, risk, band,
+        /// baseline_recency_days.
+        #[arg(long, value_name = "FILE.csv")]
+        scores_out: Option<PathBuf>,
+        /// Also write the training set (.csv), every split tagged (as `train
+        /// --export-training-set`).
+        #[arg(long, value_name = "FILE.csv")]
+        export_training_set: Option<PathBuf>,
         /// Also write an HTML report (inline SVG charts: ROC, gains, calibration, risk
         /// histogram, coefficients; metric, calibration and backtest tables).
         #[arg(long)]
@@ -130,8 +165,10 @@ enum Cmd {
     },
     /// Replay a history through the streaming engine offline and write the alerts it would send.
     Backtest {
+        /// Event history, one JSON event per line (gzip-compressed files are read too).
         #[arg(long)]
         events: PathBuf,
+        /// The model artifact to score with.
         #[arg(long, default_value = "model/model.json")]
         model: PathBuf,
         /// Output file for alerts (JSONL).
@@ -141,11 +178,61 @@ enum Cmd {
         #[arg(long)]
         labels: Option<PathBuf>,
     },
+    /// Check an event file line by line with the ingest's validator (the DLQ reasons of
+    /// `churnstream run`, limits from the config); prints a JSON summary and exits 1 if any line
+    /// would be dead-lettered.
+    Validate {
+        /// Event file, one JSON event per line (gzip-compressed files are read too).
+        #[arg(long)]
+        events: PathBuf,
+        /// Write every rejected line as JSONL: {"line", "reason", "detail", "raw"}.
+        #[arg(long, value_name = "FILE.jsonl")]
+        rejects: Option<PathBuf>,
+    },
+    /// Print the feature registry as CSV: name, binding (rational/emotional/structural),
+    /// transform (identity/log1p, applied before standardisation), description.
+    Features {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn read_events(path: &Path) -> Result<Vec<churn_events::Event>> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    churn_gen::read_jsonl(BufReader::new(f)).with_context(|| format!("reading {}", path.display()))
+    let r = churn_gen::open_text(path).with_context(|| format!("opening {}", path.display()))?;
+    churn_gen::read_jsonl(r).with_context(|| format!("reading {}", path.display()))
+}
+
+/// `SOURCE_DATE_EPOCH` (the reproducible-builds convention, seconds since the epoch): when set,
+/// `train` writes it as the artifact's `created_at` so reruns give byte-identical files.
+fn source_date_epoch() -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(None);
+    };
+    let secs: i64 = v
+        .trim()
+        .parse()
+        .with_context(|| format!("SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?;
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(Some)
+        .with_context(|| format!("SOURCE_DATE_EPOCH={v}: out of range"))
+}
+
+/// Observation plan of `train` / `evaluate` from their flags.
+fn observation_plan(churn: &str, churn_days: i32, every_days: i32) -> ObservationPlan {
+    let definition = if churn == "cancel" {
+        ChurnDefinition::Cancel {
+            horizon_days: churn_days,
+        }
+    } else {
+        ChurnDefinition::Inactivity { days: churn_days }
+    };
+    ObservationPlan {
+        definition,
+        every_days,
+        active_within_days: churn_days,
+        ..ObservationPlan::default()
+    }
 }
 
 fn load_config(path: Option<&Path>, brokers: Option<String>) -> Result<Config> {
@@ -184,6 +271,28 @@ fn main() -> Result<()> {
             }
             rt.block_on(run(cfg))
         }
+        Cmd::Forward {
+            brokers,
+            webhook_url,
+            metrics_listen,
+        } => {
+            let mut cfg = load_config(cli.config.as_deref(), brokers)?;
+            if let Some(u) = webhook_url {
+                cfg.crm.webhook_url = u;
+            }
+            if let Some(l) = metrics_listen {
+                cfg.metrics.listen = l;
+            }
+            cfg.validate()?;
+            if cfg.crm.webhook_url.trim().is_empty() {
+                info!("crm.webhook_url is empty: the CRM forwarder is disabled, nothing to do");
+                return Ok(());
+            }
+            let listen = cfg.metrics.listen.clone();
+            rt.block_on(serve(&listen, |metrics, health, shutdown| {
+                churn_crm::run(cfg, metrics, health, shutdown)
+            }))
+        }
         Cmd::Train {
             events,
             out,
@@ -192,6 +301,7 @@ fn main() -> Result<()> {
             every_days,
             seed,
             bands,
+            export_training_set,
         } => {
             let cut: Vec<f64> = bands
                 .split(',')
@@ -208,27 +318,25 @@ fn main() -> Result<()> {
                 high,
                 critical,
             };
+            bands.validate()?;
             let events = read_events(&events)?;
-            let definition = if churn == "cancel" {
-                ChurnDefinition::Cancel {
-                    horizon_days: churn_days,
-                }
-            } else {
-                ChurnDefinition::Inactivity { days: churn_days }
-            };
-            let plan = ObservationPlan {
-                definition,
-                every_days,
-                active_within_days: churn_days,
-                ..ObservationPlan::default()
-            };
+            let plan = observation_plan(&churn, churn_days, every_days);
             let params = TrainParams {
                 seed,
                 alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
                 ..TrainParams::default()
             };
             let t0 = std::time::Instant::now();
-            let (model, summary, _) = train::train_from_events(&events, &plan, &params, bands)?;
+            let set = train::training_set_from_events(&events, &plan)?;
+            if let Some(path) = &export_training_set {
+                train::export_training_set(&set, path)?;
+                info!(path = %path.display(), rows = set.len(), "training set written");
+            }
+            let (mut model, summary, _) = train::train_on_set(&set, &params, bands)?;
+            if let Some(t) = source_date_epoch()? {
+                // Not part of the hash or the model version: only for byte-identical files.
+                model.created_at = t;
+            }
             if !summary.converged {
                 tracing::warn!(
                     iterations = summary.iterations,
@@ -247,24 +355,31 @@ fn main() -> Result<()> {
         Cmd::Evaluate {
             events,
             model,
+            churn,
             churn_days,
+            every_days,
+            scores_out,
+            export_training_set,
             report,
             cutoffs,
         } => {
             let model = ModelArtifact::load(&model)?;
             let events = read_events(&events)?;
-            let plan = ObservationPlan {
-                definition: ChurnDefinition::Inactivity { days: churn_days },
-                active_within_days: churn_days,
-                ..ObservationPlan::default()
-            };
+            let plan = observation_plan(&churn, churn_days, every_days);
             let spin = churn_pipeline::report::spinner("building features");
-            let customers = churn_features::rollups_from_events(&events);
-            let set = churn_features::training::build_training_set(&customers, &plan)?;
+            let set = train::training_set_from_events(&events, &plan)?;
             spin.finish_and_clear();
-            let (_, _, test, _, _) = set.time_split(0.6, 0.2);
+            let (_, _, test, _, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
             let ev = train::evaluate(&model, &test);
             println!("{}", serde_json::to_string_pretty(&ev)?);
+            if let Some(path) = &scores_out {
+                train::export_scores(&model, &test, path)?;
+                info!(path = %path.display(), rows = test.len(), "test scores written");
+            }
+            if let Some(path) = &export_training_set {
+                train::export_training_set(&set, path)?;
+                info!(path = %path.display(), rows = set.len(), "training set written");
+            }
             if let Some(path) = report {
                 let params = TrainParams {
                     alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
@@ -394,6 +509,53 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Validate { events, rejects } => {
+            let cfg = load_config(cli.config.as_deref(), None)?;
+            let input = churn_gen::open_text(&events)
+                .with_context(|| format!("opening {}", events.display()))?;
+            let mut out = match &rejects {
+                Some(p) => Some(BufWriter::new(
+                    File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                )),
+                None => None,
+            };
+            let report = validate::validate_lines(
+                input,
+                &validate::limits(&cfg.pipeline),
+                chrono::Utc::now(),
+                |line, rej, bytes| match out.as_mut() {
+                    Some(w) => {
+                        serde_json::to_writer(&mut *w, &validate::reject_record(line, rej, bytes))?;
+                        w.write_all(b"\n")
+                    }
+                    None => Ok(()),
+                },
+            )
+            .with_context(|| format!("reading {}", events.display()))?;
+            if let Some(mut w) = out {
+                w.flush()?;
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.rejected > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Features { out } => {
+            match out {
+                Some(p) => {
+                    let f =
+                        File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+                    churn_features::registry::write_csv(BufWriter::new(f))?;
+                }
+                None => match churn_features::registry::write_csv(std::io::stdout().lock()) {
+                    // `churnstream features | head` is fine.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    other => other?,
+                },
+            }
+            Ok(())
+        }
     }
 }
 
@@ -436,10 +598,24 @@ async fn run(cfg: Config) -> Result<()> {
         )
     })?;
     let model = Arc::new(model);
+    let listen = cfg.metrics.listen.clone();
+    serve(&listen, |metrics, health, shutdown| {
+        kafka::run(cfg, model, metrics, health, shutdown)
+    })
+    .await
+}
+
+/// Runs `service` next to the metrics endpoint on `listen` until it returns or a signal arrives.
+async fn serve<F, Fut, E>(listen: &str, service: F) -> Result<()>
+where
+    F: FnOnce(Arc<Metrics>, Health, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();
     let shutdown = CancellationToken::new();
-    let listener = churn_metrics::bind(&cfg.metrics.listen).await?;
+    let listener = churn_metrics::bind(listen).await?;
     let addr = listener.local_addr()?;
     info!(url = %format!("http://{addr}/metrics"), "metrics endpoint");
     println!("metrics: http://{addr}/metrics");
@@ -457,7 +633,7 @@ async fn run(cfg: Config) -> Result<()> {
             shutdown.cancel();
         })
     };
-    let result = kafka::run(cfg, model, metrics, health, shutdown.child_token()).await;
+    let result = service(metrics, health, shutdown.child_token()).await;
     shutdown.cancel();
     signals.abort();
     let _ = server.await;

@@ -1,0 +1,266 @@
+//! `Forwarder::deliver` against a real local HTTP server (no broker): signing, retries, backoff,
+//! `Retry-After`, permanent failures, timeouts, connect errors, cancellation.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use churn_crm::{verify, Backoff, Delivery, Forwarder, WebhookConfig};
+use churn_metrics::Metrics;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    ce_id: String,
+    content_type: String,
+    body: Vec<u8>,
+    signature_ok: bool,
+}
+
+/// The server's answer to the n-th request (0-based): status, Retry-After, delay, body.
+type Script = dyn Fn(usize) -> (u16, Option<&'static str>, Duration, &'static str) + Send + Sync;
+
+const SECRET: &[u8] = b"test-secret";
+
+async fn server(script: Arc<Script>) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (script, log) = (script.clone(), log.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (script, log) = (script.clone(), log.clone());
+                    async move {
+                        let h = req.headers().clone();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let get = |k: &str| {
+                            h.get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let ts: i64 = get("x-churnstream-timestamp").parse().unwrap_or(0);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        let signature_ok =
+                            verify(SECRET, ts, &body, &get("x-churnstream-signature"), now, 300)
+                                .is_ok();
+                        let n = {
+                            let mut l = log.lock().expect("lock");
+                            l.push(Seen {
+                                ce_id: get("ce-id"),
+                                content_type: get("content-type"),
+                                body,
+                                signature_ok,
+                            });
+                            l.len() - 1
+                        };
+                        let (status, retry_after, delay, text) = script(n);
+                        tokio::time::sleep(delay).await;
+                        let mut resp = Response::builder().status(status);
+                        if let Some(r) = retry_after {
+                            resp = resp.header("retry-after", r);
+                        }
+                        Ok::<_, Infallible>(
+                            resp.body(Full::new(Bytes::from_static(text.as_bytes())))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn config(url: String) -> WebhookConfig {
+    WebhookConfig {
+        url,
+        secret: Some(SECRET.to_vec()),
+        timeout: Duration::from_millis(500),
+        max_attempts: 4,
+        max_elapsed: Duration::from_secs(20),
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(80),
+        },
+    }
+}
+
+const BODY: &[u8] = br#"{"specversion":"1.0","id":"a1","type":"com.churnstream.customer.at_risk","data":{"customer_id":"c1"}}"#;
+
+fn counter(m: &Metrics, outcome: &str) -> u64 {
+    m.crm_delivery(outcome).get()
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_the_same_id_and_fresh_signatures() {
+    let (addr, seen) = server(Arc::new(|n| match n {
+        0 => (503, None, Duration::ZERO, "busy"),
+        1 => (500, None, Duration::ZERO, ""),
+        _ => (202, None, Duration::ZERO, "ok"),
+    }))
+    .await;
+    let m = Metrics::new();
+    let f = Forwarder::new(config(format!("http://{addr}/hook")), &m).expect("forwarder");
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    assert_eq!(d, Delivery::Delivered { attempts: 3 });
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.ce_id, "a1");
+        assert_eq!(s.content_type, "application/cloudevents+json");
+        assert_eq!(s.body, BODY, "body is the alert's bytes exactly");
+        assert!(s.signature_ok, "signature verifies");
+    }
+    assert_eq!(counter(&m, "delivered"), 1);
+    assert_eq!(counter(&m, "retried"), 2);
+    assert_eq!(m.crm_delivery_duration.get_sample_count(), 1);
+}
+
+#[tokio::test]
+async fn client_errors_are_permanent_but_408_and_429_are_retried() {
+    let (addr, seen) = server(Arc::new(|n| match n {
+        0 => (408, None, Duration::ZERO, ""),
+        1 => (429, Some("1"), Duration::ZERO, ""),
+        _ => (
+            422,
+            None,
+            Duration::ZERO,
+            "{\"error\":\"unknown customer\"}\n",
+        ),
+    }))
+    .await;
+    let m = Metrics::new();
+    let f = Forwarder::new(config(format!("http://{addr}/hook")), &m).expect("forwarder");
+    let t0 = Instant::now();
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    let Delivery::Failed { reason, attempts } = d else {
+        panic!("{d:?}");
+    };
+    assert_eq!(attempts, 3);
+    assert!(
+        reason.starts_with("rejected: HTTP 422: {\"error\":\"unknown customer\"}"),
+        "{reason}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 honoured"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 3);
+    assert_eq!(counter(&m, "retried"), 2);
+    assert_eq!(counter(&m, "delivered"), 0);
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts_and_max_elapsed() {
+    let (addr, seen) = server(Arc::new(|_| (503, None, Duration::ZERO, ""))).await;
+    let m = Metrics::new();
+    let f = Forwarder::new(config(format!("http://{addr}/hook")), &m).expect("forwarder");
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    let Delivery::Failed { reason, attempts } = d else {
+        panic!("{d:?}");
+    };
+    assert_eq!(attempts, 4);
+    assert!(
+        reason.starts_with("retries_exhausted: 4 attempts"),
+        "{reason}"
+    );
+    assert!(reason.contains("crm.max_attempts"), "{reason}");
+    assert_eq!(seen.lock().expect("lock").len(), 4);
+
+    // A Retry-After beyond the elapsed budget ends the retries at once.
+    let (addr, _) = server(Arc::new(|_| (503, Some("3600"), Duration::ZERO, ""))).await;
+    let f = Forwarder::new(config(format!("http://{addr}/hook")), &m).expect("forwarder");
+    let t0 = Instant::now();
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    assert!(
+        matches!(&d, Delivery::Failed { reason, attempts: 1 } if reason.contains("crm.max_elapsed_ms")),
+        "{d:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn timeouts_and_refused_connections_are_retried() {
+    // The first answer comes after the 500 ms timeout, the second in time.
+    let (addr, seen) = server(Arc::new(|n| match n {
+        0 => (200, None, Duration::from_secs(2), ""),
+        _ => (200, None, Duration::ZERO, ""),
+    }))
+    .await;
+    let m = Metrics::new();
+    let f = Forwarder::new(config(format!("http://{addr}/hook")), &m).expect("forwarder");
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    assert_eq!(d, Delivery::Delivered { attempts: 2 });
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+
+    // Nothing listens on a port that was just released.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let f = Forwarder::new(config(format!("http://127.0.0.1:{port}/hook")), &m).expect("fwd");
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    let Delivery::Failed { reason, attempts } = d else {
+        panic!("{d:?}");
+    };
+    assert_eq!(attempts, 4);
+    assert!(reason.contains("connect error"), "{reason}");
+}
+
+#[tokio::test]
+async fn cancellation_interrupts_the_backoff() {
+    let (addr, _) = server(Arc::new(|_| (503, Some("30"), Duration::ZERO, ""))).await;
+    let m = Metrics::new();
+    let mut cfg = config(format!("http://{addr}/hook"));
+    cfg.max_elapsed = Duration::from_secs(120);
+    let f = Forwarder::new(cfg, &m).expect("forwarder");
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.cancel();
+    });
+    let t0 = Instant::now();
+    let d = f.deliver("a1", BODY, &cancel).await;
+    assert_eq!(d, Delivery::Cancelled { attempts: 1 });
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn ids_that_are_not_header_values_are_invalid_alerts() {
+    let m = Metrics::new();
+    let f = Forwarder::new(config("http://127.0.0.1:9/hook".into()), &m).expect("forwarder");
+    let d = f.deliver("a\nb", BODY, &CancellationToken::new()).await;
+    assert!(
+        matches!(&d, Delivery::Failed { reason, attempts: 0 } if reason.starts_with("invalid_alert")),
+        "{d:?}"
+    );
+}
