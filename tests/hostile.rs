@@ -535,12 +535,10 @@ async fn a_payload_beyond_the_producer_limit_is_refused_before_the_broker() {
 
 /// A record the broker accepted but that is bigger than the pipeline producer's
 /// `message.max.bytes` (tansu enforces no size limit; on Kafka this happens when a topic's
-/// `max.message.bytes` is raised above the client default). Today the DLQ send fails with
-/// `MessageSizeTooLarge`, `kafka::run` returns an error without storing the offset, and a restart
-/// reads the same record again: a poison pill. Ignored until kafka.rs dead-letters such records
-/// in a bounded form (e.g. headers + truncated payload); run with `--ignored` to check.
+/// `max.message.bytes` is raised above the client default). It cannot be dead-lettered whole, and
+/// failing would make it a poison pill (no offset stored, read again after every restart): its
+/// head goes to the DLQ with `error.truncated_from_bytes`, and the pipeline goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: records above the producer's message.max.bytes stop the pipeline (see tests/hostile/README.md)"]
 async fn a_record_above_the_dlq_producer_limit_does_not_stop_the_pipeline() {
     let cfg = setup("poison").await.cfg;
     let mut raised = cfg.clone();
@@ -599,4 +597,23 @@ async fn a_record_above_the_dlq_producer_limit_does_not_stop_the_pipeline() {
         .expect("pipeline exits cleanly");
     assert_eq!(processed(&metrics), 2, "both offsets processed");
     assert_eq!(metrics.dlq_published.get(), 2, "both dead-lettered");
+    let dlq = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.dlq,
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let big = dlq
+        .iter()
+        .find(|r| r.key.as_deref() == Some(b"big".as_slice()))
+        .expect("the big record is in the DLQ");
+    assert_eq!(
+        big.header("error.truncated_from_bytes"),
+        Some((10 * 1024 * 1024).to_string().as_str())
+    );
+    assert!(big.payload.len() < 1_000_000);
+    assert!(big
+        .header("error.reason")
+        .is_some_and(|r| r.starts_with("oversize")));
 }

@@ -612,6 +612,19 @@ fn apply_state_changes(
     Ok(any)
 }
 
+/// Largest payload the DLQ producer can send: its `message.max.bytes` (librdkafka default
+/// 1 000 000) minus room for the key, the original headers and ours.
+fn dlq_payload_limit(cfg: &Config) -> usize {
+    let max = cfg
+        .kafka
+        .producer
+        .get("message.max.bytes")
+        .or(cfg.kafka.client.get("message.max.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    max.saturating_sub(64 * 1024).max(1024)
+}
+
 fn dlq_headers(
     orig: Option<&rdkafka::message::BorrowedHeaders>,
     reason: &str,
@@ -713,6 +726,7 @@ pub async fn run(
     let mut restored = false;
 
     let max = cfg.pipeline.batch_max_events;
+    let dlq_limit = dlq_payload_limit(&cfg);
     let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
     let mut sweep =
         tokio::time::interval(Duration::from_secs(cfg.pipeline.sweep_interval_s.max(1)));
@@ -799,12 +813,26 @@ pub async fn run(
                             }
                             let reason = r.to_string();
                             warn!(topic, partition, offset, reason = %reason, "rejected event → DLQ");
-                            let headers =
+                            let mut headers =
                                 dlq_headers(msg.headers(), &reason, topic, partition, offset);
+                            // A record the broker took but our producer may not send (bigger
+                            // than its message.max.bytes) would stop the pipeline on every
+                            // restart: dead-letter its head, marked, instead. The original stays
+                            // at source.topic/partition/offset for the topic's retention.
+                            let body = if payload.len() > dlq_limit {
+                                let len = payload.len().to_string();
+                                headers = headers.insert(Header {
+                                    key: "error.truncated_from_bytes",
+                                    value: Some(&len),
+                                });
+                                &payload[..dlq_limit]
+                            } else {
+                                payload
+                            };
                             sink.send(
                                 &cfg.topics.dlq,
                                 msg.key(),
-                                payload,
+                                body,
                                 Some(headers),
                                 Kind::Dlq,
                                 None,
