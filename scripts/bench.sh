@@ -26,18 +26,21 @@ declare -A PKG=(
 BENCHES=${BENCHES:-"inprocess state_memory e2e_broker features train"}
 
 # Build everything first so compile output does not interleave with measurements.
-args=()
 for b in $BENCHES; do
   [ -n "${PKG[$b]:-}" ] || { echo "unknown benchmark '$b' (known: ${!PKG[*]})" >&2; exit 2; }
-  args+=(-p "${PKG[$b]}" --bench "$b")
 done
-cargo bench --no-run "${args[@]}"
+# Select every bench package in every cargo call: features are unified over the selected
+# packages, so a run with a different selection would rebuild polars in release first.
+all_pkgs=(-p churn-pipeline -p churnstream -p churn-features -p churn-model)
+benches=()
+for b in $BENCHES; do benches+=(--bench "$b"); done
+cargo bench --no-run "${all_pkgs[@]}" "${benches[@]}"
 
 : >"$out/all.jsonl"
 failed=0
 for b in $BENCHES; do
   echo "[bench] running $b (log: $out/$b.log)" >&2
-  if ! cargo bench -q -p "${PKG[$b]}" --bench "$b" 2>"$out/$b.log" | grep '^{' >"$out/$b.lines"; then
+  if ! cargo bench -q "${all_pkgs[@]}" --bench "$b" 2>"$out/$b.log" | grep '^{' >"$out/$b.lines"; then
     echo "[bench] $b FAILED; last lines of its log:" >&2
     tail -n 20 "$out/$b.log" >&2
     failed=1
