@@ -9,11 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use churn_events::{AlertData, CloudEvent};
-use churn_features::rollups_from_events;
-use churn_model::TrainParams;
-use churn_pipeline::engine::Snapshot;
-use churn_pipeline::{kafka, train};
+use churn_pipeline::kafka;
 use rand::Rng;
 
 const PARTS: i32 = 2;
@@ -57,23 +53,7 @@ async fn kill_9_and_restart_loses_nothing() {
         .insert("heartbeat.interval.ms".into(), "1000".into());
     let dir = tempfile::tempdir().expect("tmp");
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 200,
-        days: 100,
-        seed: 5,
-        ..Default::default()
-    });
-    let plan = churn_features::training::ObservationPlan {
-        warmup_days: 28,
-        ..Default::default()
-    };
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &plan,
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    let (pop, model) = common::population_and_model(200, 100, 5);
     cfg.model.path = dir.path().join("model.json");
     model.save(&cfg.model.path).expect("save model");
     let config_path = dir.path().join("churnstream.toml");
@@ -130,72 +110,11 @@ async fn kill_9_and_restart_loses_nothing() {
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 
     // State: the newest changelog record per customer equals the batch fold of all events.
-    let records = common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.changelog,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await;
-    let mut latest: BTreeMap<String, Snapshot> = BTreeMap::new();
-    let mut by_partition: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for r in &records {
-        let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf8 key");
-        // Per partition, records are in offset order: later ones win.
-        let last = by_partition.entry((key.clone(), r.partition)).or_insert(-1);
-        assert!(r.offset > *last);
-        *last = r.offset;
-        latest.insert(key, serde_json::from_slice(&r.payload).expect("snapshot"));
-    }
-    let batch = rollups_from_events(&pop.events);
-    assert_eq!(latest.len(), batch.len(), "every customer has state");
-    for (id, want) in &batch {
-        let got = &latest[id].rollups;
-        assert_eq!(got.first_day, want.first_day, "{id}");
-        assert_eq!(got.last_event, want.last_event, "{id}");
-        assert_eq!(got.days.len(), want.days.len(), "{id}: days");
-        for (a, b) in got.days.iter().zip(&want.days) {
-            assert_eq!(
-                (a.day, a.purchases, a.items, a.engagement, a.nps_count),
-                (b.day, b.purchases, b.items, b.engagement, b.nps_count),
-                "{id}: every event exactly once"
-            );
-            assert_eq!(
-                (a.nps_first, a.nps_last, a.upgrades, a.downgrades, a.cancels),
-                (b.nps_first, b.nps_last, b.upgrades, b.downgrades, b.cancels),
-                "{id}"
-            );
-            assert!(
-                (a.revenue - b.revenue).abs() < 1e-6
-                    && (a.session_seconds - b.session_seconds).abs() < 1e-6,
-                "{id}"
-            );
-        }
-    }
+    let latest = common::latest_state(&cfg).await;
+    common::assert_exactly_once(&latest, &pop.events);
 
     // Alerts: none lost (every alert the state remembers is on the topic), duplicates share ids.
-    let alerts = common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await;
-    let mut ids_by_decision: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
-    for a in &alerts {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&a.payload).expect("alert");
-        ids_by_decision
-            .entry((
-                ev.data.customer_id.clone(),
-                ev.data.as_of.format("%F").to_string(),
-                ev.data.risk_band.clone(),
-            ))
-            .or_default()
-            .insert(ev.id);
-    }
-    for (k, ids) in &ids_by_decision {
-        assert_eq!(ids.len(), 1, "one id per (customer, day, band): {k:?}");
-    }
+    let ids_by_decision = common::alert_ids_by_decision(&cfg).await;
     let mut remembered = 0;
     for (id, snap) in &latest {
         if let (Some(day), Some(band)) = (snap.mem.last_alert_day, snap.mem.last_alert_band) {
@@ -214,7 +133,7 @@ async fn kill_9_and_restart_loses_nothing() {
     assert!(
         remembered > 0,
         "the scenario must produce alerts: {} on the topic, bands {bands:?}, first days {:?}\n{}",
-        alerts.len(),
+        ids_by_decision.len(),
         latest
             .values()
             .map(|s| s.first_day)

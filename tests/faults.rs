@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,12 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use churn_events::{AlertData, CloudEvent};
-use churn_features::rollups_from_events;
 use churn_metrics::{Health, Metrics};
-use churn_model::TrainParams;
-use churn_pipeline::engine::Snapshot;
-use churn_pipeline::{kafka, train, Config};
+
+use churn_pipeline::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
 const PARTS: i32 = 2;
@@ -131,32 +127,7 @@ impl Drop for Broker {
 /// Pipeline configuration on `brokers` (unique topic and group names, topics created here; the
 /// changelog is created by the pipeline itself).
 async fn pipeline_config(brokers: &str) -> Config {
-    let s = common::unique("faults");
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = brokers.to_string();
-    cfg.kafka.group_id = format!("{s}_group");
-    let t = &mut cfg.topics;
-    t.purchases = format!("{s}_purchases");
-    t.engagement = format!("{s}_engagement");
-    t.feedback = format!("{s}_feedback");
-    t.subscriptions = format!("{s}_subscriptions");
-    t.alerts = format!("{s}_alerts");
-    t.scores = format!("{s}_scores");
-    t.dlq = format!("{s}_dlq");
-    t.changelog = format!("{s}_changelog");
-    let mut topics: Vec<(&str, i32)> = [
-        &t.purchases,
-        &t.engagement,
-        &t.feedback,
-        &t.subscriptions,
-        &t.alerts,
-        &t.scores,
-    ]
-    .iter()
-    .map(|n| (n.as_str(), PARTS))
-    .collect();
-    topics.push((t.dlq.as_str(), 1));
-    common::create_topics(brokers, &topics).await;
+    let mut cfg = common::pipeline_config_on(brokers, "faults", PARTS).await;
     cfg.metrics.listen = "127.0.0.1:0".into();
     cfg.pipeline.batch_max_events = 400;
     cfg.pipeline.batch_max_wait_ms = 50;
@@ -196,23 +167,7 @@ async fn scenario() {
     let mut broker = Broker::new(dir.path());
     let cfg = pipeline_config(&broker.brokers()).await;
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 200,
-        days: 100,
-        seed: 11,
-        ..Default::default()
-    });
-    let plan = churn_features::training::ObservationPlan {
-        warmup_days: 28,
-        ..Default::default()
-    };
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &plan,
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    let (pop, model) = common::population_and_model(200, 100, 11);
     let model = Arc::new(model);
 
     let metrics = Arc::new(Metrics::new());
@@ -333,70 +288,15 @@ async fn scenario() {
         .expect("pipeline task must not panic")
         .expect("pipeline stops cleanly after the outage");
 
-    // State: the newest changelog record per customer equals the batch fold of all events.
-    let records = common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.changelog,
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .await;
-    let mut latest: BTreeMap<String, Snapshot> = BTreeMap::new();
-    for r in &records {
-        let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf8 key");
-        latest.insert(key, serde_json::from_slice(&r.payload).expect("snapshot"));
-    }
-    let batch = rollups_from_events(&pop.events);
-    assert_eq!(latest.len(), batch.len(), "every customer has state");
-    for (id, want) in &batch {
-        let got = &latest[id].rollups;
-        assert_eq!(got.first_day, want.first_day, "{id}");
-        assert_eq!(got.last_event, want.last_event, "{id}");
-        assert_eq!(got.days.len(), want.days.len(), "{id}: days");
-        for (a, b) in got.days.iter().zip(&want.days) {
-            assert_eq!(
-                (a.day, a.purchases, a.items, a.engagement, a.nps_count),
-                (b.day, b.purchases, b.items, b.engagement, b.nps_count),
-                "{id}: every event exactly once"
-            );
-            assert_eq!(
-                (a.nps_first, a.nps_last, a.upgrades, a.downgrades, a.cancels),
-                (b.nps_first, b.nps_last, b.upgrades, b.downgrades, b.cancels),
-                "{id}"
-            );
-            assert!(
-                (a.revenue - b.revenue).abs() < 1e-6
-                    && (a.session_seconds - b.session_seconds).abs() < 1e-6,
-                "{id}"
-            );
-        }
-    }
-
-    // Alerts: an id never stands for two different decisions.
-    let alerts = common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .await;
-    let mut decision_of: BTreeMap<String, (String, String, String)> = BTreeMap::new();
-    for a in &alerts {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&a.payload).expect("alert");
-        let decision = (
-            ev.data.customer_id.clone(),
-            ev.data.as_of.format("%F").to_string(),
-            ev.data.risk_band.clone(),
-        );
-        let prev = decision_of.entry(ev.id.clone()).or_insert(decision.clone());
-        assert_eq!(*prev, decision, "alert id {} maps to two decisions", ev.id);
-    }
+    // State: the newest changelog record per customer equals the batch fold of all events;
+    // an alert id never stands for two different decisions.
+    let latest = common::latest_state(&cfg).await;
+    common::assert_exactly_once(&latest, &pop.events);
+    let decisions = common::alert_ids_by_decision(&cfg).await;
     eprintln!(
-        "[faults] done in {:.1}s: {} changelog records, {} alerts ({} ids), {} customers",
+        "[faults] done in {:.1}s: {} alert decisions, {} customers",
         t0.elapsed().as_secs_f64(),
-        records.len(),
-        alerts.len(),
-        decision_of.len(),
+        decisions.len(),
         latest.len()
     );
 }

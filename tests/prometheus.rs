@@ -242,33 +242,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 async fn setup_topics(name: &str) -> Config {
-    let brokers = common::brokers();
-    let s = common::unique(name);
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = brokers.clone();
-    cfg.kafka.group_id = format!("{s}_group");
-    let t = &mut cfg.topics;
-    t.purchases = format!("{s}_purchases");
-    t.engagement = format!("{s}_engagement");
-    t.feedback = format!("{s}_feedback");
-    t.subscriptions = format!("{s}_subscriptions");
-    t.alerts = format!("{s}_alerts");
-    t.scores = format!("{s}_scores");
-    t.dlq = format!("{s}_dlq");
-    t.changelog = format!("{s}_changelog");
-    common::create_topics(
-        &brokers,
-        &[
-            (&t.purchases, 2),
-            (&t.engagement, 2),
-            (&t.feedback, 2),
-            (&t.subscriptions, 2),
-            (&t.alerts, 2),
-            (&t.scores, 2),
-            (&t.dlq, 1),
-        ],
-    )
-    .await;
+    let mut cfg = common::pipeline_config(name, 2).await;
     cfg.pipeline.batch_max_wait_ms = 100;
     cfg.pipeline.sweep_interval_s = 1;
     cfg.metrics.listen = "127.0.0.1:0".into();

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use churn_events::{AlertData, CloudEvent};
 use churn_metrics::{Health, Metrics};
-use churn_model::{ModelArtifact, TrainParams};
+use churn_model::ModelArtifact;
 use churn_pipeline::engine::Snapshot;
-use churn_pipeline::{kafka, train, Config};
+use churn_pipeline::{kafka, Config};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,23 +103,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
         .consumer
         .insert("heartbeat.interval.ms".into(), "1000".into());
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 300,
-        days: 120,
-        seed: 9,
-        ..Default::default()
-    });
-    let plan = churn_features::training::ObservationPlan {
-        warmup_days: 28,
-        ..Default::default()
-    };
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &plan,
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    let (pop, model) = common::population_and_model(300, 120, 9);
     let model = Arc::new(model);
 
     // Two members of one group; the group settles before any event exists (a rebalance in the

@@ -141,12 +141,17 @@ pub fn metric(body: &str, series: &str) -> Option<f64> {
 }
 
 /// A pipeline configuration on fresh, unique topics (created here, `parts` partitions each) and a
-/// fresh consumer group.
+/// fresh consumer group, on the shared test broker.
 pub async fn pipeline_config(name: &str, parts: i32) -> churn_pipeline::Config {
-    let brokers = brokers();
+    pipeline_config_on(&brokers(), name, parts).await
+}
+
+/// [`pipeline_config`] on a given broker. The changelog topic is left to the pipeline, which
+/// creates it co-partitioned with the inputs.
+pub async fn pipeline_config_on(brokers: &str, name: &str, parts: i32) -> churn_pipeline::Config {
     let s = unique(name);
     let mut cfg = churn_pipeline::Config::default();
-    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.brokers = brokers.to_string();
     cfg.kafka.group_id = format!("{s}_group");
     let t = &mut cfg.topics;
     t.purchases = format!("{s}_purchases");
@@ -167,9 +172,121 @@ pub async fn pipeline_config(name: &str, parts: i32) -> churn_pipeline::Config {
     ];
     let mut topics: Vec<(&str, i32)> = names.iter().map(|n| (n.as_str(), parts)).collect();
     topics.push((t.dlq.as_str(), 1));
-    create_topics(&brokers, &topics).await;
+    create_topics(brokers, &topics).await;
     cfg.metrics.listen = "127.0.0.1:0".into();
     cfg
+}
+
+/// A generated population and a model trained on it (28-day warm-up, default bands).
+pub fn population_and_model(
+    customers: usize,
+    days: u32,
+    seed: u64,
+) -> (churn_gen::Population, churn_model::ModelArtifact) {
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers,
+        days,
+        seed,
+        ..Default::default()
+    });
+    let plan = churn_features::training::ObservationPlan {
+        warmup_days: 28,
+        ..Default::default()
+    };
+    let (model, _, _) = churn_pipeline::train::train_from_events(
+        &pop.events,
+        &plan,
+        &churn_model::TrainParams::default(),
+        churn_pipeline::train::DEFAULT_BANDS,
+    )
+    .expect("model");
+    (pop, model)
+}
+
+/// The newest changelog record per customer (records of a key are checked to come in offset
+/// order within their partition).
+pub async fn latest_state(
+    cfg: &churn_pipeline::Config,
+) -> std::collections::BTreeMap<String, churn_pipeline::engine::Snapshot> {
+    let records = read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.changelog,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .await;
+    let mut latest = std::collections::BTreeMap::new();
+    let mut last_offset: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    for r in &records {
+        let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf8 key");
+        let last = last_offset.entry((key.clone(), r.partition)).or_insert(-1);
+        assert!(r.offset > *last, "changelog records in offset order");
+        *last = r.offset;
+        latest.insert(key, serde_json::from_slice(&r.payload).expect("snapshot"));
+    }
+    latest
+}
+
+/// Every event is reflected exactly once: the state equals a batch fold of all `events`.
+pub fn assert_exactly_once(
+    latest: &std::collections::BTreeMap<String, churn_pipeline::engine::Snapshot>,
+    events: &[churn_events::Event],
+) {
+    let batch = churn_features::rollups_from_events(events);
+    assert_eq!(latest.len(), batch.len(), "every customer has state");
+    for (id, want) in &batch {
+        let got = &latest[id].rollups;
+        assert_eq!(got.first_day, want.first_day, "{id}");
+        assert_eq!(got.last_event, want.last_event, "{id}");
+        assert_eq!(got.days.len(), want.days.len(), "{id}: days");
+        for (a, b) in got.days.iter().zip(&want.days) {
+            assert_eq!(
+                (a.day, a.purchases, a.items, a.engagement, a.nps_count),
+                (b.day, b.purchases, b.items, b.engagement, b.nps_count),
+                "{id}: every event exactly once"
+            );
+            assert_eq!(
+                (a.nps_first, a.nps_last, a.upgrades, a.downgrades, a.cancels),
+                (b.nps_first, b.nps_last, b.upgrades, b.downgrades, b.cancels),
+                "{id}"
+            );
+            assert!(
+                (a.revenue - b.revenue).abs() < 1e-6
+                    && (a.session_seconds - b.session_seconds).abs() < 1e-6,
+                "{id}"
+            );
+        }
+    }
+}
+
+/// The alerts on the alerts topic by decision (customer, as-of day, band) → ids, asserting that
+/// a decision has one id and an id one decision (duplicates only ever share an id).
+pub async fn alert_ids_by_decision(
+    cfg: &churn_pipeline::Config,
+) -> std::collections::BTreeMap<(String, String, String), String> {
+    use churn_events::{AlertData, CloudEvent};
+    let alerts = read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .await;
+    let mut by_decision = std::collections::BTreeMap::new();
+    let mut by_id = std::collections::BTreeMap::new();
+    for a in &alerts {
+        let ev: CloudEvent<AlertData> = serde_json::from_slice(&a.payload).expect("alert");
+        let decision = (
+            ev.data.customer_id.clone(),
+            ev.data.as_of.format("%F").to_string(),
+            ev.data.risk_band.clone(),
+        );
+        let id = by_decision.entry(decision.clone()).or_insert(ev.id.clone());
+        assert_eq!(*id, ev.id, "one id per (customer, day, band): {decision:?}");
+        let d = by_id.entry(ev.id.clone()).or_insert(decision.clone());
+        assert_eq!(*d, decision, "alert id {} maps to two decisions", ev.id);
+    }
+    by_decision
 }
 
 /// True once `group`'s committed offsets reached the end of every input partition of `cfg`.
