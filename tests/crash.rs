@@ -39,18 +39,7 @@ fn tail(log: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_loses_nothing() {
     let mut cfg = common::pipeline_config("crash", PARTS).await;
-    cfg.pipeline.batch_max_events = 400;
-    cfg.pipeline.batch_max_wait_ms = 50;
-    cfg.pipeline.warmup_days = 30;
-    cfg.pipeline.sweep_interval_s = 1;
-    // A SIGKILLed member stays in the group until its session times out; keep that short so the
-    // restarted instance gets its partitions back quickly (passed verbatim to librdkafka).
-    cfg.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
-    cfg.kafka
-        .consumer
-        .insert("heartbeat.interval.ms".into(), "1000".into());
+    common::quick_member(&mut cfg);
     let dir = tempfile::tempdir().expect("tmp");
 
     let (pop, model) = common::population_and_model(200, 100, 5);

@@ -129,16 +129,7 @@ impl Drop for Broker {
 async fn pipeline_config(brokers: &str) -> Config {
     let mut cfg = common::pipeline_config_on(brokers, "faults", PARTS).await;
     cfg.metrics.listen = "127.0.0.1:0".into();
-    cfg.pipeline.batch_max_events = 400;
-    cfg.pipeline.batch_max_wait_ms = 50;
-    cfg.pipeline.warmup_days = 30;
-    cfg.pipeline.sweep_interval_s = 1;
-    cfg.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
-    cfg.kafka
-        .consumer
-        .insert("heartbeat.interval.ms".into(), "1000".into());
+    common::quick_member(&mut cfg);
     // Reconnect quickly once the broker is back (librdkafka's default backoff grows to 10 s).
     cfg.kafka
         .client

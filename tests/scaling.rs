@@ -92,16 +92,7 @@ async fn alerted(cfg: &Config) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_split_the_partitions_and_alert_like_one() {
     let mut cfg = common::pipeline_config("scale", PARTS).await;
-    cfg.pipeline.batch_max_events = 500;
-    cfg.pipeline.batch_max_wait_ms = 50;
-    cfg.pipeline.warmup_days = 30;
-    cfg.pipeline.sweep_interval_s = 1;
-    cfg.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
-    cfg.kafka
-        .consumer
-        .insert("heartbeat.interval.ms".into(), "1000".into());
+    common::quick_member(&mut cfg);
 
     let (pop, model) = common::population_and_model(300, 120, 9);
     let model = Arc::new(model);

@@ -177,6 +177,21 @@ pub async fn pipeline_config_on(brokers: &str, name: &str, parts: i32) -> churn_
     cfg
 }
 
+/// Small batches, a 30-day warm-up, a 1 s sweep, and a short consumer session (6 s, heartbeat
+/// 1 s, passed verbatim to librdkafka) so a killed or departed member leaves the group quickly.
+pub fn quick_member(cfg: &mut churn_pipeline::Config) {
+    cfg.pipeline.batch_max_events = 400;
+    cfg.pipeline.batch_max_wait_ms = 50;
+    cfg.pipeline.warmup_days = 30;
+    cfg.pipeline.sweep_interval_s = 1;
+    cfg.kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    cfg.kafka
+        .consumer
+        .insert("heartbeat.interval.ms".into(), "1000".into());
+}
+
 /// A generated population and a model trained on it (28-day warm-up, default bands).
 pub fn population_and_model(
     customers: usize,

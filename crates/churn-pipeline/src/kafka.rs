@@ -534,6 +534,15 @@ async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Re
 }
 
 /// Apply queued rebalance changes to the engine. Returns true if any were applied.
+/// What the service loop tracks besides the engine: source ids, the offsets of the current
+/// batch, and readiness (`/readyz` turns true after the first restore).
+struct Track {
+    sources: SourceIds,
+    offsets: BTreeMap<(String, i32), i64>,
+    restored: bool,
+    health: Health,
+}
+
 /// Input topic-partitions → the engine's source indices (for the event-time watermark).
 struct SourceIds {
     ids: BTreeMap<(String, i32), usize>,
@@ -553,9 +562,14 @@ fn apply_state_changes(
     ctx: &ServiceContext,
     engine: &mut Engine,
     metrics: &Metrics,
-    sources: &mut SourceIds,
-    offsets: &mut BTreeMap<(String, i32), i64>,
-) -> Result<bool, Error> {
+    track: &mut Track,
+) -> Result<(), Error> {
+    let Track {
+        sources,
+        offsets,
+        restored,
+        health,
+    } = track;
     let changes = ctx.take();
     let any = !changes.is_empty();
     for c in changes {
@@ -609,7 +623,12 @@ fn apply_state_changes(
             StateChange::Failed(m) => return Err(Error::Produce(m)),
         }
     }
-    Ok(any)
+    if any && !*restored {
+        *restored = true;
+        health.set_ready(true);
+        metrics.ready.set(1);
+    }
+    Ok(())
 }
 
 /// Largest payload the DLQ producer can send: its `message.max.bytes` (librdkafka default
@@ -723,7 +742,6 @@ pub async fn run(
         .iter()
         .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
         .collect();
-    let mut restored = false;
 
     let max = cfg.pipeline.batch_max_events;
     let dlq_limit = dlq_payload_limit(&cfg);
@@ -731,9 +749,13 @@ pub async fn run(
     let mut sweep =
         tokio::time::interval(Duration::from_secs(cfg.pipeline.sweep_interval_s.max(1)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut sources = SourceIds {
-        ids: BTreeMap::new(),
+    let mut track = Track {
+        sources: SourceIds {
+            ids: BTreeMap::new(),
+        },
+        offsets: BTreeMap::new(),
+        restored: false,
+        health: health.clone(),
     };
 
     'outer: loop {
@@ -741,17 +763,7 @@ pub async fn run(
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
             _ = sweep.tick() => {
-                if apply_state_changes(
-                    consumer.context(),
-                    &mut engine,
-                    &metrics,
-                    &mut sources,
-                    &mut offsets,
-                )? && !restored {
-                    restored = true;
-                    health.set_ready(true);
-                    metrics.ready.set(1);
-                }
+                apply_state_changes(consumer.context(), &mut engine, &metrics, &mut track)?;
                 // Customers still dirty (their events arrived while the clock was held) are
                 // scored here too: no further message may come to trigger it.
                 let dirty = tokio::task::block_in_place(|| engine.score_dirty())?;
@@ -776,18 +788,7 @@ pub async fn run(
         let now = Utc::now();
         while let Some(m) = next.take() {
             // State for newly assigned partitions is in place before their first message.
-            if apply_state_changes(
-                consumer.context(),
-                &mut engine,
-                &metrics,
-                &mut sources,
-                &mut offsets,
-            )? && !restored
-            {
-                restored = true;
-                health.set_ready(true);
-                metrics.ready.set(1);
-            }
+            apply_state_changes(consumer.context(), &mut engine, &metrics, &mut track)?;
             match m {
                 Ok(msg) => {
                     n += 1;
@@ -797,7 +798,7 @@ pub async fn run(
                     if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
                         c.inc();
                     }
-                    let source = sources.id(topic, partition);
+                    let source = track.sources.id(topic, partition);
                     let origin = Origin {
                         source,
                         topic: inputs.iter().position(|t| *t == topic).unwrap_or(0),
@@ -840,7 +841,8 @@ pub async fn run(
                             .await?;
                         }
                     }
-                    let e = offsets
+                    let e = track
+                        .offsets
                         .entry((topic.to_string(), partition))
                         .or_insert(offset);
                     *e = (*e).max(offset);
@@ -858,18 +860,7 @@ pub async fn run(
         // A rebalance may have fired during the last `recv` even if the deadline won the race:
         // apply it now, so nothing of a revoked partition is scored, persisted (a zombie
         // changelog write after its new owner restored) or committed.
-        if apply_state_changes(
-            consumer.context(),
-            &mut engine,
-            &metrics,
-            &mut sources,
-            &mut offsets,
-        )? && !restored
-        {
-            restored = true;
-            health.set_ready(true);
-            metrics.ready.set(1);
-        }
+        apply_state_changes(consumer.context(), &mut engine, &metrics, &mut track)?;
         let t_score = Instant::now();
         let scored = tokio::task::block_in_place(|| engine.score_dirty())?;
         metrics
@@ -886,7 +877,7 @@ pub async fn run(
             .set(Utc::now().timestamp() as f64);
         // Every output of this batch (DLQ, alerts, scores, state) is acknowledged: now the
         // offsets may be stored.
-        store_offsets(&consumer, &mut offsets, &metrics)?;
+        store_offsets(&consumer, &mut track.offsets, &metrics)?;
         metrics.batch_events.observe(n as f64);
         metrics
             .batch_duration
@@ -898,7 +889,7 @@ pub async fn run(
     metrics.ready.set(0);
     sink.flush(&metrics).await?;
     sink.producer.flush(Duration::from_secs(10))?;
-    store_offsets(&consumer, &mut offsets, &metrics)?;
+    store_offsets(&consumer, &mut track.offsets, &metrics)?;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => return Err(e.into()),
