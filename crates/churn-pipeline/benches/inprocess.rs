@@ -66,54 +66,136 @@ fn main() {
     );
 
     let now = gen.end() + Duration::days(1);
-    let mut engine =
-        Engine::new(model, PipelineConfig::default(), AlertConfig::default()).expect("engine");
+    let clean = pass(&model, &inputs, batch, now);
+    assert_eq!(clean.rejected, 0, "generated events must all decode");
+    let n = inputs.len();
+    let clean_seconds = clean.seconds;
+    let mut line = clean.json("inprocess", n);
+    line["json_bytes"] = serde_json::json!(bytes);
+    println!("{line}");
 
-    let mut latencies = Vec::with_capacity(inputs.len() / batch + 1);
-    let (mut ingest_s, mut score_s) = (0.0f64, 0.0f64);
-    let (mut alerts, mut scores, mut rejected, mut duplicates) = (0usize, 0usize, 0usize, 0usize);
+    // The same stream with 10 % hostile messages mixed in (one after every 9 good ones): every
+    // one must be rejected, and the pace (messages/s) is compared with the clean pass.
+    let hostile = hostile_samples();
+    let mut mixed: Vec<(Vec<u8>, usize)> = Vec::with_capacity(n + n / 9 + 1);
+    for (i, input) in inputs.iter().enumerate() {
+        mixed.push(input.clone());
+        if i % 9 == 8 {
+            mixed.push((hostile[(i / 9) % hostile.len()].clone(), input.1));
+        }
+    }
+    let bad = mixed.len() - n;
+    let dirty = pass(&model, &mixed, batch, now);
+    assert_eq!(dirty.rejected, bad, "every hostile message is rejected");
+    let (dirty_seconds, rejected) = (dirty.seconds, dirty.rejected);
+    let mut line = dirty.json("inprocess_with_10pct_dlq", mixed.len());
+    line["rejected"] = serde_json::json!(rejected);
+    line["pace_vs_clean"] =
+        serde_json::json!((mixed.len() as f64 / dirty_seconds) / (n as f64 / clean_seconds));
+    println!("{line}");
+}
+
+/// Hostile payloads of the kinds the DLQ sees (see tests/hostile/).
+fn hostile_samples() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = vec![
+        br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"purch"#.to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x7b, 0x22],
+        br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"purchase","order_id":"o","amount":NaN,"currency":"EUR","items":1}"#.to_vec(),
+        br#"{"event_id":"x","customer_id":"c","occurred_at":"9999-01-01T00:00:00Z","type":"feedback","nps_score":5}"#.to_vec(),
+        br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"refund"}"#.to_vec(),
+        br#"{"event_id":"x","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":4000000000}"#.to_vec(),
+        br#"{"event_id":"x","customer_id":"","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":5}"#.to_vec(),
+    ];
+    let mut deep = Vec::new();
+    deep.extend(std::iter::repeat_n(b'[', 5000));
+    v.push(deep);
+    v.push(vec![b'x'; 100_000]);
+    v
+}
+
+struct Pass {
+    seconds: f64,
+    latencies: Vec<f64>,
+    ingest_s: f64,
+    score_s: f64,
+    alerts: usize,
+    scores: usize,
+    rejected: usize,
+    duplicates: usize,
+    customers: usize,
+    state_bytes: usize,
+}
+
+impl Pass {
+    fn json(mut self, name: &str, n: usize) -> serde_json::Value {
+        serde_json::json!({
+            "name": name,
+            "events": n,
+            "seconds": self.seconds,
+            "events_per_s": n as f64 / self.seconds,
+            "p50_ms": support::quantile(&mut self.latencies, 0.50),
+            "p99_ms": support::quantile(&mut self.latencies, 0.99),
+            "peak_rss_bytes": support::peak_rss(),
+            "bytes_per_customer": self.state_bytes.checked_div(self.customers),
+            "batches": self.latencies.len(),
+            "customers": self.customers,
+            "ingest_seconds": self.ingest_s,
+            "score_seconds": self.score_s,
+            "scores": self.scores,
+            "alerts": self.alerts,
+            "duplicates": self.duplicates,
+            "threads": 1,
+        })
+    }
+}
+
+/// One pass of `inputs` through a fresh engine in batches of `batch` (ingest, then score).
+fn pass(
+    model: &Arc<churn_model::ModelArtifact>,
+    inputs: &[(Vec<u8>, usize)],
+    batch: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Pass {
+    let mut engine = Engine::new(
+        model.clone(),
+        PipelineConfig::default(),
+        AlertConfig::default(),
+    )
+    .expect("engine");
+    let mut p = Pass {
+        seconds: 0.0,
+        latencies: Vec::with_capacity(inputs.len() / batch + 1),
+        ingest_s: 0.0,
+        score_s: 0.0,
+        alerts: 0,
+        scores: 0,
+        rejected: 0,
+        duplicates: 0,
+        customers: 0,
+        state_bytes: 0,
+    };
     let start = Instant::now();
     for chunk in inputs.chunks(batch) {
         let t0 = Instant::now();
         for (b, source) in chunk {
             match engine.ingest(b, *source, t0, now) {
                 Ingest::Accepted => {}
-                Ingest::Duplicate => duplicates += 1,
-                Ingest::Rejected(_) => rejected += 1,
+                Ingest::Duplicate => p.duplicates += 1,
+                Ingest::Rejected(_) => p.rejected += 1,
             }
         }
         let t1 = Instant::now();
         let out = engine.score_dirty().expect("score_dirty");
         let t2 = Instant::now();
-        alerts += out.alerts.len();
-        scores += out.scores.len();
-        ingest_s += (t1 - t0).as_secs_f64();
-        score_s += (t2 - t1).as_secs_f64();
-        latencies.push((t2 - t0).as_secs_f64() * 1e3);
+        p.alerts += out.alerts.len();
+        p.scores += out.scores.len();
+        p.ingest_s += (t1 - t0).as_secs_f64();
+        p.score_s += (t2 - t1).as_secs_f64();
+        p.latencies.push((t2 - t0).as_secs_f64() * 1e3);
     }
-    let seconds = start.elapsed().as_secs_f64();
-    assert_eq!(rejected, 0, "generated events must all decode");
+    p.seconds = start.elapsed().as_secs_f64();
     let kpis = engine.kpis();
-    let n = inputs.len();
-    let line = serde_json::json!({
-        "name": "inprocess",
-        "events": n,
-        "seconds": seconds,
-        "events_per_s": n as f64 / seconds,
-        "p50_ms": support::quantile(&mut latencies, 0.50),
-        "p99_ms": support::quantile(&mut latencies, 0.99),
-        "peak_rss_bytes": support::peak_rss(),
-        "bytes_per_customer": kpis.state_bytes.checked_div(kpis.customers),
-        "batch": batch,
-        "batches": latencies.len(),
-        "customers": kpis.customers,
-        "ingest_seconds": ingest_s,
-        "score_seconds": score_s,
-        "scores": scores,
-        "alerts": alerts,
-        "duplicates": duplicates,
-        "json_bytes": bytes,
-        "threads": 1,
-    });
-    println!("{line}");
+    p.customers = kpis.customers;
+    p.state_bytes = kpis.state_bytes;
+    p
 }
