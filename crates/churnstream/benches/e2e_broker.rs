@@ -6,7 +6,7 @@
 //!   the number produced — it is observed after the batch's outputs were acknowledged and its
 //!   offsets stored). Includes the group join; `first_event_s` says how long that took.
 //! - `e2e_broker_fixed_rate`: the pipeline runs first; events are offered at a fixed rate
-//!   (default 20 000 events/s for 10 s) with `Publisher::send_all(.., Some(rate))`; p50/p99 are of
+//!   (default 50 000 events/s for 10 s, the target rate) with `Publisher::send_all(.., Some(rate))`; p50/p99 are of
 //!   `churn_score_event_to_alert_latency_seconds` (message receipt → alert acknowledged), computed
 //!   from the histogram buckets with linear interpolation like PromQL's `histogram_quantile`.
 //!
@@ -14,7 +14,7 @@
 //! `CHURN_TEST_BROKERS` is set, in which case that broker is used and left running.
 //!
 //! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (1700 → ≈ 300 k events over 180 days),
-//! `CHURN_BENCH_RATE` (20000), `CHURN_BENCH_RATE_SECONDS` (10).
+//! `CHURN_BENCH_RATE` (50000), `CHURN_BENCH_RATE_SECONDS` (10).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -300,7 +300,7 @@ async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Val
 }
 
 async fn fixed_rate(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Value {
-    let rate = env_or("CHURN_BENCH_RATE", 20_000) as f64;
+    let rate = env_or("CHURN_BENCH_RATE", 50_000) as f64;
     let secs = env_or("CHURN_BENCH_RATE_SECONDS", 10) as f64;
     let want = (rate * secs) as usize;
     // ≈ 175 events per customer over 180 days: enough customers for `want` events that span the
