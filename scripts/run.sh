@@ -9,15 +9,18 @@ RATE=${RATE:-20000}
 METRICS=${METRICS:-127.0.0.1:9464}
 mkdir -p "$RUN_DIR"
 cargo build -p churnstream
-BIN=target/debug/churnstream
+BIN="${CARGO_TARGET_DIR:-target}/debug/churnstream"
 pids=()
 cleanup() {
   echo; echo "[run] stopping"
-  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  # SIGTERM, not SIGINT: background jobs of a non-interactive shell ignore SIGINT. churnstream
+  # finishes its batch, flushes, stores offsets and exits 0 on SIGTERM.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   scripts/broker.sh stop "$RUN_DIR/broker"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 # Fresh broker each run (memory storage): topics and consumer group start empty.
 scripts/broker.sh stop "$RUN_DIR/broker"
 BROKERS=$(scripts/broker.sh start "$RUN_DIR/broker")
@@ -26,6 +29,7 @@ if [ ! -f "$RUN_DIR/data/events.jsonl" ]; then
   $BIN generate --customers "$CUSTOMERS" --days "$DAYS" --out "$RUN_DIR/data"
 fi
 if [ ! -f "$RUN_DIR/model/model.json" ]; then
+  mkdir -p "$RUN_DIR/model"
   $BIN train --events "$RUN_DIR/data/events.jsonl" --out "$RUN_DIR/model/model.json" | tee "$RUN_DIR/model/train-summary.json"
 fi
 $BIN run --model "$RUN_DIR/model/model.json" --metrics-listen "$METRICS" 2>"$RUN_DIR/pipeline.log" &
