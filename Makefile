@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RUN_DIR ?= .run
 
-.PHONY: help run test lint unit bench fuzz broker-install broker-start broker-stop build clean-run
+.PHONY: help run test lint unit bench fuzz fuzz-cargo broker-install broker-start broker-stop build clean-run
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ bench: ## benchmarks (release); prints one JSON line each and writes target/benc
 
 fuzz: ## randomized decoder mutation test for 60 s (cargo-fuzz stand-in; no broker needed)
 	CHURN_FUZZ_SECONDS=$${CHURN_FUZZ_SECONDS:-60} $(CARGO) test -p churnstream --test hostile randomized -- --nocapture
+
+fuzz-cargo: ## cargo fuzz (libFuzzer, coverage-guided) on the decoder/validator for FUZZ_SECONDS (60); installs cargo-fuzz once
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode corpus/decode -- -max_total_time=$${FUZZ_SECONDS:-60}
 
 broker-install: ## build tansu 0.6.0 into the cache prefix (once)
 	@scripts/broker.sh install
