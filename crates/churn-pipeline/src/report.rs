@@ -321,32 +321,87 @@ fn legend_line(
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
 }
 
+/// Tick labels on a probability or share axis.
+#[derive(Clone, Copy)]
+enum Ticks {
+    Fraction,
+    Percent,
+}
+
+impl Ticks {
+    fn label(self, v: &f64) -> String {
+        match self {
+            Ticks::Fraction => format!("{v:.1}"),
+            Ticks::Percent => format!("{:.0} %", v * 100.0),
+        }
+    }
+}
+
+/// The frame shared by the ROC, gains, calibration and histogram charts.
+struct Axes<'s> {
+    caption: &'s str,
+    x: (&'s str, Ticks),
+    y: (&'s str, Ticks),
+    /// y runs over 0..y_max (x always over 0..1).
+    y_max: f64,
+    /// Vertical grid lines (off for the histogram, whose bars carry the x positions).
+    x_grid: bool,
+}
+
+type UnitChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Caption, described axes with tick labels and a light grid, on 0..1 × 0..`y_max`.
+fn unit_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    a: &Axes<'_>,
+) -> Result<UnitChart<'a, 'b>, DrawingAreaErrorKind<std::io::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(a.caption, (FONT, 22))
+        .margin(18)
+        .x_label_area_size(52)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0f64..1f64, 0f64..a.y_max)?;
+    let (x, y) = (a.x.1, a.y.1);
+    let x_fmt = |v: &f64| x.label(v);
+    let y_fmt = |v: &f64| y.label(v);
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(a.x.0)
+        .y_desc(a.y.0)
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .bold_line_style(RGBColor(222, 222, 222))
+        .light_line_style(RGBColor(243, 243, 243))
+        .max_light_lines(4);
+    if !a.x_grid {
+        mesh.disable_x_mesh();
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
 fn roc_svg(s: &Scored, auc_model: f64, auc_rec: f64) -> Result<String, Error> {
     let e = |err| plot_err("ROC curve", err);
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (CHART_W, CHART_H)).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("ROC curve (test split)", (FONT, 22))
-            .margin(18)
-            .x_label_area_size(52)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("False positive rate (stayers flagged)")
-            .y_desc("True positive rate (churners caught)")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 16))
-            .x_label_formatter(&|v| format!("{v:.1}"))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .bold_line_style(RGBColor(222, 222, 222))
-            .light_line_style(RGBColor(243, 243, 243))
-            .max_light_lines(4)
-            .draw()
-            .map_err(e)?;
+        let mut chart = unit_chart(
+            &root,
+            &Axes {
+                caption: "ROC curve (test split)",
+                x: ("False positive rate (stayers flagged)", Ticks::Fraction),
+                y: ("True positive rate (churners caught)", Ticks::Fraction),
+                y_max: 1.0,
+                x_grid: true,
+            },
+        )
+        .map_err(e)?;
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(0.0, 0.0), (1.0, 1.0)],
@@ -395,26 +450,20 @@ fn gains_svg(s: &Scored, lift_model: f64, lift_rec: f64) -> Result<String, Error
     {
         let root = SVGBackend::with_string(&mut buf, (CHART_W, CHART_H)).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Cumulative gains (test split)", (FONT, 22))
-            .margin(18)
-            .x_label_area_size(52)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("Share of customers contacted (highest risk first)")
-            .y_desc("Share of churners reached")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 16))
-            .x_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-            .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-            .bold_line_style(RGBColor(222, 222, 222))
-            .light_line_style(RGBColor(243, 243, 243))
-            .max_light_lines(4)
-            .draw()
-            .map_err(e)?;
+        let mut chart = unit_chart(
+            &root,
+            &Axes {
+                caption: "Cumulative gains (test split)",
+                x: (
+                    "Share of customers contacted (highest risk first)",
+                    Ticks::Percent,
+                ),
+                y: ("Share of churners reached", Ticks::Percent),
+                y_max: 1.02,
+                x_grid: true,
+            },
+        )
+        .map_err(e)?;
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(0.1, 0.0), (0.1, 1.02)],
@@ -489,26 +538,17 @@ fn calibration_svg(bins: &[churn_model::CalibrationBin]) -> Result<String, Error
     {
         let root = SVGBackend::with_string(&mut buf, (CHART_W, CHART_H)).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Calibration (10 equal-width bins)", (FONT, 22))
-            .margin(18)
-            .x_label_area_size(52)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("Mean predicted churn probability")
-            .y_desc("Observed churn rate")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 16))
-            .x_label_formatter(&|v| format!("{v:.1}"))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .bold_line_style(RGBColor(222, 222, 222))
-            .light_line_style(RGBColor(243, 243, 243))
-            .max_light_lines(4)
-            .draw()
-            .map_err(e)?;
+        let mut chart = unit_chart(
+            &root,
+            &Axes {
+                caption: "Calibration (10 equal-width bins)",
+                x: ("Mean predicted churn probability", Ticks::Fraction),
+                y: ("Observed churn rate", Ticks::Fraction),
+                y_max: 1.0,
+                x_grid: true,
+            },
+        )
+        .map_err(e)?;
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(0.0, 0.0), (1.0, 1.0)],
@@ -586,27 +626,17 @@ fn histogram_svg(s: &Scored, bands: &Bands) -> Result<String, Error> {
     {
         let root = SVGBackend::with_string(&mut buf, (CHART_W, CHART_H)).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Risk distribution: churners vs stayers", (FONT, 22))
-            .margin(18)
-            .x_label_area_size(52)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0f64..1f64, 0f64..ymax)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("Predicted churn probability")
-            .y_desc("Share of the group")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 16))
-            .x_label_formatter(&|v| format!("{v:.1}"))
-            .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-            .disable_x_mesh()
-            .bold_line_style(RGBColor(222, 222, 222))
-            .light_line_style(RGBColor(243, 243, 243))
-            .max_light_lines(4)
-            .draw()
-            .map_err(e)?;
+        let mut chart = unit_chart(
+            &root,
+            &Axes {
+                caption: "Risk distribution: churners vs stayers",
+                x: ("Predicted churn probability", Ticks::Fraction),
+                y: ("Share of the group", Ticks::Percent),
+                y_max: ymax,
+                x_grid: false,
+            },
+        )
+        .map_err(e)?;
         let w = 1.0 / BINS as f64;
         chart
             .draw_series((0..BINS).map(|b| {
