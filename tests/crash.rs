@@ -42,7 +42,7 @@ async fn kill_9_and_restart_loses_nothing() {
     common::quick_member(&mut cfg);
     let dir = tempfile::tempdir().expect("tmp");
 
-    let (pop, model) = common::population_and_model(200, 100, 5);
+    let (pop, model, _) = common::population_and_model(200, 100, 5, 28);
     cfg.model.path = dir.path().join("model.json");
     model.save(&cfg.model.path).expect("save model");
     let config_path = dir.path().join("churnstream.toml");

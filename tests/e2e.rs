@@ -5,15 +5,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use churn_events::{AlertData, CloudEvent};
-use churn_features::training::ObservationPlan;
-use churn_metrics::{Health, Metrics};
-use churn_model::TrainParams;
-use churn_pipeline::{kafka, train, Config};
-use tokio_util::sync::CancellationToken;
+use churn_pipeline::{kafka, Config};
 
 struct Topics {
     cfg: Config,
@@ -48,43 +43,12 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
     let cfg = t.cfg.clone();
 
     // Data and model: the generator's hidden process, a model trained on it.
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 400,
-        days: 150,
-        seed: 7,
-        ..Default::default()
-    });
-    let (model, summary, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training");
+    let (pop, model, summary) = common::population_and_model(400, 150, 7, common::default_warmup());
     assert!(summary.test.auc > 0.8, "test AUC {}", summary.test.auc);
-    let model = Arc::new(model);
 
     // Pipeline in-process, metrics on a free port.
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::default();
-    let shutdown = CancellationToken::new();
-    let listener = churn_metrics::bind(&cfg.metrics.listen)
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(churn_metrics::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.child_token(),
-    ));
-    let pipeline = tokio::spawn(kafka::run(
-        cfg.clone(),
-        model.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.child_token(),
-    ));
+    let served = common::serve(&cfg, model).await;
+    let (metrics, addr) = (served.metrics.clone(), served.addr);
 
     // Produce: every generated event plus ~10 % malformed ones, interleaved.
     let bad = malformed(pop.events.len() / 10);
@@ -127,12 +91,7 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
     );
     // Let the last batch and a sweep finish, then stop gracefully.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    shutdown.cancel();
-    pipeline
-        .await
-        .expect("join")
-        .expect("pipeline exits cleanly");
-    let _ = server.await;
+    served.stop().await;
 
     // DLQ: every malformed event, original bytes, reason headers.
     let dlq = common::read_topic(

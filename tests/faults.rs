@@ -158,7 +158,7 @@ async fn scenario() {
     let mut broker = Broker::new(dir.path());
     let cfg = pipeline_config(&broker.brokers()).await;
 
-    let (pop, model) = common::population_and_model(200, 100, 11);
+    let (pop, model, _) = common::population_and_model(200, 100, 11, 28);
     let model = Arc::new(model);
 
     let metrics = Arc::new(Metrics::new());

@@ -19,10 +19,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use churn_events::{decode, DecodeLimits, Rejection};
-use churn_features::training::ObservationPlan;
 use churn_metrics::{Health, Metrics};
-use churn_model::TrainParams;
-use churn_pipeline::{kafka, train, Config};
+use churn_pipeline::{kafka, Config};
 use tokio_util::sync::CancellationToken;
 
 /// One hostile message to send: topic, key, payload.
@@ -341,19 +339,7 @@ type Sent = BTreeMap<(String, Option<Vec<u8>>, Vec<u8>), (&'static str, usize)>;
 async fn hostile_messages_reach_the_dlq_intact_and_good_events_are_all_consumed() {
     let cfg = setup("hostile").await.cfg;
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 400,
-        days: 150,
-        seed: 7,
-        ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training");
+    let (pop, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
     let good = &pop.events[..pop.events.len().min(8000)];
 
     let metrics = Arc::new(Metrics::new());
@@ -533,19 +519,7 @@ async fn a_record_above_the_dlq_producer_limit_does_not_stop_the_pipeline() {
         .expect("send");
     assert_eq!(big.flush().await.expect("flush"), 2);
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 400,
-        days: 150,
-        seed: 7,
-        ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training");
+    let (_, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let pipeline = tokio::spawn(kafka::run(

@@ -18,15 +18,10 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use churn_features::training::ObservationPlan;
-use churn_metrics::{Health, Metrics};
-use churn_model::TrainParams;
-use churn_pipeline::{kafka, train, Config};
+use churn_pipeline::{kafka, Config};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -267,41 +262,11 @@ async fn prometheus_scrapes_the_pipeline() {
     require(PROMETHEUS);
     let cfg = setup_topics("prom").await;
 
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 200,
-        days: 120,
-        seed: 11,
-        ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training");
-    let model = Arc::new(model);
+    let (pop, model, _) = common::population_and_model(200, 120, 11, common::default_warmup());
 
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::default();
-    let shutdown = CancellationToken::new();
-    let listener = churn_metrics::bind(&cfg.metrics.listen)
-        .await
-        .expect("bind metrics");
-    let metrics_addr = listener.local_addr().expect("metrics addr");
-    let server = tokio::spawn(churn_metrics::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.child_token(),
-    ));
-    let pipeline = tokio::spawn(kafka::run(
-        cfg.clone(),
-        model.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.child_token(),
-    ));
+    let model_version = model.model_version.clone();
+    let served = common::serve(&cfg, model).await;
+    let (metrics, metrics_addr) = (served.metrics.clone(), served.addr);
 
     let prom = PromGuard::start(metrics_addr).await;
 
@@ -367,7 +332,7 @@ async fn prometheus_scrapes_the_pipeline() {
     assert_eq!(info.len(), 1, "one loaded model: {info:?}");
     assert_eq!(
         info[0]["metric"]["version"].as_str(),
-        Some(model.model_version.as_str()),
+        Some(model_version.as_str()),
         "{info:?}"
     );
     assert_eq!(info[0]["value"][1].as_str(), Some("1"), "{info:?}");
@@ -420,11 +385,6 @@ async fn prometheus_scrapes_the_pipeline() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    shutdown.cancel();
-    pipeline
-        .await
-        .expect("join pipeline")
-        .expect("pipeline exits cleanly");
-    let _ = server.await;
+    served.stop().await;
     drop(prom);
 }

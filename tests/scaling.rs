@@ -94,7 +94,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
     let mut cfg = common::pipeline_config("scale", PARTS).await;
     common::quick_member(&mut cfg);
 
-    let (pop, model) = common::population_and_model(300, 120, 9);
+    let (pop, model, _) = common::population_and_model(300, 120, 9, 28);
     let model = Arc::new(model);
 
     // Two members of one group; the group settles before any event exists (a rebalance in the

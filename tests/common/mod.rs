@@ -192,12 +192,18 @@ pub fn quick_member(cfg: &mut churn_pipeline::Config) {
         .insert("heartbeat.interval.ms".into(), "1000".into());
 }
 
-/// A generated population and a model trained on it (28-day warm-up, default bands).
+/// A generated population and a model trained on it (default bands) with an observation plan
+/// whose warm-up is `warmup_days`; also the training summary.
 pub fn population_and_model(
     customers: usize,
     days: u32,
     seed: u64,
-) -> (churn_gen::Population, churn_model::ModelArtifact) {
+    warmup_days: i32,
+) -> (
+    churn_gen::Population,
+    churn_model::ModelArtifact,
+    churn_pipeline::train::TrainSummary,
+) {
     let pop = churn_gen::generate(&churn_gen::GenConfig {
         customers,
         days,
@@ -205,17 +211,74 @@ pub fn population_and_model(
         ..Default::default()
     });
     let plan = churn_features::training::ObservationPlan {
-        warmup_days: 28,
+        warmup_days,
         ..Default::default()
     };
-    let (model, _, _) = churn_pipeline::train::train_from_events(
+    let (model, summary, _) = churn_pipeline::train::train_from_events(
         &pop.events,
         &plan,
         &churn_model::TrainParams::default(),
         churn_pipeline::train::DEFAULT_BANDS,
     )
     .expect("model");
-    (pop, model)
+    (pop, model, summary)
+}
+
+/// The default observation plan's warm-up (what `churnstream train` uses).
+pub fn default_warmup() -> i32 {
+    churn_features::training::ObservationPlan::default().warmup_days
+}
+
+/// The pipeline running in-process with its metrics endpoint on `cfg.metrics.listen`.
+pub struct Served {
+    pub metrics: std::sync::Arc<churn_metrics::Metrics>,
+    pub addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<churn_metrics::Result<()>>,
+    pipeline: tokio::task::JoinHandle<Result<(), churn_pipeline::Error>>,
+}
+
+/// Start `kafka::run` and the metrics server (`/metrics`, `/healthz`, `/readyz`).
+pub async fn serve(cfg: &churn_pipeline::Config, model: churn_model::ModelArtifact) -> Served {
+    let metrics = std::sync::Arc::new(churn_metrics::Metrics::new());
+    let health = churn_metrics::Health::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listener = churn_metrics::bind(&cfg.metrics.listen)
+        .await
+        .expect("bind metrics");
+    let addr = listener.local_addr().expect("metrics addr");
+    let server = tokio::spawn(churn_metrics::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.child_token(),
+    ));
+    let pipeline = tokio::spawn(churn_pipeline::kafka::run(
+        cfg.clone(),
+        std::sync::Arc::new(model),
+        metrics.clone(),
+        health,
+        shutdown.child_token(),
+    ));
+    Served {
+        metrics,
+        addr,
+        shutdown,
+        server,
+        pipeline,
+    }
+}
+
+impl Served {
+    /// Graceful stop (as on SIGTERM): the pipeline must exit cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.pipeline
+            .await
+            .expect("join pipeline")
+            .expect("pipeline exits cleanly");
+        let _ = self.server.await;
+    }
 }
 
 /// The newest changelog record per customer (records of a key are checked to come in offset
