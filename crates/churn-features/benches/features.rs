@@ -98,11 +98,11 @@ fn main() {
         .max()
         .unwrap_or(0);
     let t = Instant::now();
-    let frames = RollupFrames::build(rollups.iter().map(|(_, c)| c))
+    let frames = RollupFrames::build(rollups.iter().map(|(_, c)| c), last_day)
         .unwrap_or_else(|e| fail("RollupFrames::build", e));
     let build_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let df = feature_frame(&frames, last_day).unwrap_or_else(|e| fail("feature_frame", e));
+    let df = feature_frame(&frames).unwrap_or_else(|e| fail("feature_frame", e));
     let ff_s = t.elapsed().as_secs_f64();
     emit(
         "feature_frame_all_customers",

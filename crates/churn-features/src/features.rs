@@ -1,19 +1,28 @@
 //! Rollups → feature frame "as of" a day, as one polars query.
 //!
-//! [`RollupFrames::build`] turns any set of [`CustomerRollups`] into two frames (per-day rows and
-//! per-customer rows); [`feature_frame`] evaluates every feature of the registry as of the end of a
-//! UTC day. The batch path calls it once per observation date over full history; the streaming
-//! path calls it per micro-batch over the customers it touched. Same function, same numbers.
+//! [`RollupFrames::build`] turns any set of [`CustomerRollups`] into two frames as of the end of
+//! a UTC day (window-bucket rows and per-customer rows); [`feature_frame`] evaluates every feature
+//! of the registry over them. The batch path calls both once per observation date over full
+//! history; the streaming path calls them per micro-batch over the customers it touched. Same
+//! functions, same numbers.
 
 use polars::prelude::*;
 
 use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
-use crate::rollup::CustomerRollups;
+use crate::rollup::{CustomerRollups, DayRollup};
 use crate::Error;
 
-/// Rollups laid out for polars. `cid` is the position of the customer in the slice given to
-/// [`RollupFrames::build`].
+/// Rollups laid out for polars, as of the end of one UTC day. `cid` is the position of the
+/// customer in the slice given to [`RollupFrames::build`].
+///
+/// `days` holds at most four rows per customer: its day rows up to `as_of`, summed per feature
+/// window — `(as_of-28, as_of]`, `(as_of-56, as_of-28]`, `(as_of-90, as_of-56]` and everything
+/// older. Every window a feature reads is a union of these buckets, so the query sees the same
+/// sums, maxima and first/last values as over the raw day rows, with ~15× fewer rows (a
+/// customer keeps up to [`crate::RETAIN_DAYS`] day rows). A bucket row's `day` is its latest day;
+/// `last_purchase_day` / `last_login_day` are its latest day with a purchase / login.
 pub struct RollupFrames {
+    pub as_of: i32,
     pub days: DataFrame,
     pub customers: DataFrame,
 }
@@ -29,29 +38,159 @@ const KIND_COLS: [&str; 8] = [
     "complaint",
 ];
 
+/// Index of the login count in [`DayRollup::engagement`](crate::DayRollup).
+const LOGIN: usize = 0;
+
+/// Window bucket of `day` as of `as_of` (0 = the latest 28 days … 3 = 90 days ago or older).
+fn bucket(as_of: i32, day: i32) -> u8 {
+    match as_of - day {
+        ..28 => 0,
+        28..56 => 1,
+        56..90 => 2,
+        _ => 3,
+    }
+}
+
+/// One bucket of day rows, summed.
+#[derive(Default)]
+struct Bucket {
+    day: i32,
+    last_purchase_day: Option<i32>,
+    last_login_day: Option<i32>,
+    purchases: f64,
+    revenue: f64,
+    discount: f64,
+    kinds: [f64; 8],
+    session_seconds: f64,
+    nps_first: Option<f64>,
+    nps_last: Option<f64>,
+    mrr_last: Option<f64>,
+    upgrades: f64,
+    downgrades: f64,
+}
+
+impl Bucket {
+    fn add(&mut self, r: &DayRollup) {
+        self.day = r.day;
+        if r.purchases > 0 {
+            self.last_purchase_day = Some(r.day);
+        }
+        if r.engagement[LOGIN] > 0 {
+            self.last_login_day = Some(r.day);
+        }
+        self.purchases += f64::from(r.purchases);
+        self.revenue += r.revenue;
+        self.discount += r.discount;
+        for (k, v) in self.kinds.iter_mut().zip(r.engagement) {
+            *k += f64::from(v);
+        }
+        self.session_seconds += r.session_seconds;
+        if self.nps_first.is_none() {
+            self.nps_first = r.nps_first.map(|s| f64::from(s.value));
+        }
+        if let Some(s) = r.nps_last {
+            self.nps_last = Some(f64::from(s.value));
+        }
+        if let Some(s) = r.mrr_last {
+            self.mrr_last = Some(s.value);
+        }
+        self.upgrades += f64::from(r.upgrades);
+        self.downgrades += f64::from(r.downgrades);
+    }
+}
+
+/// Column buffers of the `days` frame.
+struct DayCols {
+    cid: Vec<u32>,
+    day: Vec<i32>,
+    last_purchase_day: Vec<Option<i32>>,
+    last_login_day: Vec<Option<i32>>,
+    purchases: Vec<f64>,
+    revenue: Vec<f64>,
+    discount: Vec<f64>,
+    kinds: [Vec<f64>; 8],
+    session_seconds: Vec<f64>,
+    nps_first: Vec<Option<f64>>,
+    nps_last: Vec<Option<f64>>,
+    mrr_last: Vec<Option<f64>>,
+    upgrades: Vec<f64>,
+    downgrades: Vec<f64>,
+}
+
+impl DayCols {
+    fn with_capacity(n: usize) -> Self {
+        DayCols {
+            cid: Vec::with_capacity(n),
+            day: Vec::with_capacity(n),
+            last_purchase_day: Vec::with_capacity(n),
+            last_login_day: Vec::with_capacity(n),
+            purchases: Vec::with_capacity(n),
+            revenue: Vec::with_capacity(n),
+            discount: Vec::with_capacity(n),
+            kinds: std::array::from_fn(|_| Vec::with_capacity(n)),
+            session_seconds: Vec::with_capacity(n),
+            nps_first: Vec::with_capacity(n),
+            nps_last: Vec::with_capacity(n),
+            mrr_last: Vec::with_capacity(n),
+            upgrades: Vec::with_capacity(n),
+            downgrades: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, cid: u32, b: Bucket) {
+        self.cid.push(cid);
+        self.day.push(b.day);
+        self.last_purchase_day.push(b.last_purchase_day);
+        self.last_login_day.push(b.last_login_day);
+        self.purchases.push(b.purchases);
+        self.revenue.push(b.revenue);
+        self.discount.push(b.discount);
+        for (k, v) in self.kinds.iter_mut().zip(b.kinds) {
+            k.push(v);
+        }
+        self.session_seconds.push(b.session_seconds);
+        self.nps_first.push(b.nps_first);
+        self.nps_last.push(b.nps_last);
+        self.mrr_last.push(b.mrr_last);
+        self.upgrades.push(b.upgrades);
+        self.downgrades.push(b.downgrades);
+    }
+
+    fn into_frame(self) -> Result<DataFrame, Error> {
+        let mut cols = vec![
+            Column::new("cid".into(), self.cid),
+            Column::new("day".into(), self.day),
+            Column::new("last_purchase_day".into(), self.last_purchase_day),
+            Column::new("last_login_day".into(), self.last_login_day),
+            Column::new("purchases".into(), self.purchases),
+            Column::new("revenue".into(), self.revenue),
+            Column::new("discount".into(), self.discount),
+        ];
+        for (name, v) in KIND_COLS.iter().zip(self.kinds) {
+            cols.push(Column::new((*name).into(), v));
+        }
+        cols.extend([
+            Column::new("session_seconds".into(), self.session_seconds),
+            Column::new("nps_first".into(), self.nps_first),
+            Column::new("nps_last".into(), self.nps_last),
+            Column::new("mrr_last".into(), self.mrr_last),
+            Column::new("upgrades".into(), self.upgrades),
+            Column::new("downgrades".into(), self.downgrades),
+        ]);
+        Ok(DataFrame::new_infer_height(cols)?)
+    }
+}
+
 impl RollupFrames {
-    /// Lay out the given customers' rollups (cid = index in `customers`).
+    /// Lay out the given customers' rollups as of the end of day `as_of` (cid = index in
+    /// `customers`). Day rows after `as_of` are left out, so no later event can leak in.
     pub fn build<'a>(
         customers: impl IntoIterator<Item = &'a CustomerRollups>,
+        as_of: i32,
     ) -> Result<Self, Error> {
-        // Sized up front: one allocation per column instead of repeated growth (measured: within
-        // run-to-run noise of the `inprocess` bench, see README "Benchmarks").
         let customers: Vec<&CustomerRollups> = customers.into_iter().collect();
         let n = customers.len();
-        let rows: usize = customers.iter().map(|c| c.days.len()).sum();
-        let mut cid = Vec::with_capacity(rows);
-        let mut day = Vec::with_capacity(rows);
-        let mut purchases = Vec::with_capacity(rows);
-        let mut revenue = Vec::with_capacity(rows);
-        let mut discount = Vec::with_capacity(rows);
-        let mut kinds: [Vec<f64>; 8] = std::array::from_fn(|_| Vec::with_capacity(rows));
-        let mut session_seconds = Vec::with_capacity(rows);
-        let mut nps_first = Vec::with_capacity(rows);
-        let mut nps_last = Vec::with_capacity(rows);
-        let mut mrr_last = Vec::with_capacity(rows);
-        let mut upgrades = Vec::with_capacity(rows);
-        let mut downgrades = Vec::with_capacity(rows);
-
+        let mut days = DayCols::with_capacity(n * 4);
         let mut c_cid = Vec::with_capacity(n);
         let mut c_first = Vec::with_capacity(n);
         let mut c_lp = Vec::with_capacity(n);
@@ -69,42 +208,27 @@ impl RollupFrames {
             c_ll.push(c.carry.last_login_day);
             c_nps.push(c.carry.nps_last.map(|s| f64::from(s.value)));
             c_mrr.push(c.carry.mrr_last.map(|s| s.value));
-            for r in &c.days {
-                cid.push(i);
-                day.push(r.day);
-                purchases.push(f64::from(r.purchases));
-                revenue.push(r.revenue);
-                discount.push(r.discount);
-                for (k, v) in kinds.iter_mut().zip(r.engagement) {
-                    k.push(f64::from(v));
+            let upto = c.days.partition_point(|r| r.day <= as_of);
+            let mut current: Option<(u8, Bucket)> = None;
+            for r in &c.days[..upto] {
+                let b = bucket(as_of, r.day);
+                match &mut current {
+                    Some((cb, acc)) if *cb == b => acc.add(r),
+                    _ => {
+                        if let Some((_, done)) = current.take() {
+                            days.push(i, done);
+                        }
+                        let mut acc = Bucket::default();
+                        acc.add(r);
+                        current = Some((b, acc));
+                    }
                 }
-                session_seconds.push(r.session_seconds);
-                nps_first.push(r.nps_first.map(|s| f64::from(s.value)));
-                nps_last.push(r.nps_last.map(|s| f64::from(s.value)));
-                mrr_last.push(r.mrr_last.map(|s| s.value));
-                upgrades.push(f64::from(r.upgrades));
-                downgrades.push(f64::from(r.downgrades));
+            }
+            if let Some((_, done)) = current {
+                days.push(i, done);
             }
         }
-        let mut cols = vec![
-            Column::new("cid".into(), cid),
-            Column::new("day".into(), day),
-            Column::new("purchases".into(), purchases),
-            Column::new("revenue".into(), revenue),
-            Column::new("discount".into(), discount),
-        ];
-        for (name, v) in KIND_COLS.iter().zip(kinds) {
-            cols.push(Column::new((*name).into(), v));
-        }
-        cols.extend([
-            Column::new("session_seconds".into(), session_seconds),
-            Column::new("nps_first".into(), nps_first),
-            Column::new("nps_last".into(), nps_last),
-            Column::new("mrr_last".into(), mrr_last),
-            Column::new("upgrades".into(), upgrades),
-            Column::new("downgrades".into(), downgrades),
-        ]);
-        let days = DataFrame::new_infer_height(cols)?;
+        let days = days.into_frame()?;
         let customers = DataFrame::new_infer_height(vec![
             Column::new("cid".into(), c_cid),
             Column::new("first_day".into(), c_first),
@@ -114,7 +238,11 @@ impl RollupFrames {
             Column::new("carry_nps".into(), c_nps),
             Column::new("carry_mrr".into(), c_mrr),
         ])?;
-        Ok(RollupFrames { days, customers })
+        Ok(RollupFrames {
+            as_of,
+            days,
+            customers,
+        })
     }
 }
 
@@ -148,10 +276,12 @@ fn rel_change(cur: &str, prev: &str) -> Expr {
     ((col(cur) - col(prev)) / (col(prev) + lit(1.0))).clip_max_expr(5.0)
 }
 
-/// Every registry feature (raw, before transforms) as of the end of UTC day `as_of`, one row per
-/// customer whose first event is on or before that day, sorted by `cid`. Columns: `cid` then the
-/// registry names in order. Only rollup days `<= as_of` are read, so no later event can leak in.
-pub fn feature_frame(frames: &RollupFrames, as_of: i32) -> Result<DataFrame, Error> {
+/// Every registry feature (raw, before transforms) as of the end of UTC day `frames.as_of`, one
+/// row per customer whose first event is on or before that day, sorted by `cid`. Columns: `cid`
+/// then the registry names in order. Only rollup days `<= as_of` are read, so no later event can
+/// leak in.
+pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
+    let as_of = frames.as_of;
     let d = col("day");
     let w28 = d.clone().gt(lit(as_of - 28));
     let p28 = d
@@ -164,15 +294,9 @@ pub fn feature_frame(frames: &RollupFrames, as_of: i32) -> Result<DataFrame, Err
         .fold(col("purchases"), |acc, k| acc + col(*k));
 
     let mut aggs = vec![
-        d.clone()
-            .filter(col("purchases").gt(lit(0.0)))
-            .max()
-            .alias("last_purchase_day"),
+        col("last_purchase_day").max(),
         d.clone().max().alias("last_activity_day"),
-        d.clone()
-            .filter(col("login").gt(lit(0.0)))
-            .max()
-            .alias("last_login_day"),
+        col("last_login_day").max(),
         sum_where("purchases", w28.clone()).alias("purchases_28d"),
         sum_where("purchases", w90.clone()).alias("purchases_90d"),
         sum_where("revenue", w28.clone()).alias("revenue_28d"),

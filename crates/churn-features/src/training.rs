@@ -269,14 +269,14 @@ pub fn build_training_set(
             horizon: plan.definition.horizon(),
         });
     }
-    let frames = RollupFrames::build(customers.iter().map(|(_, c)| c))?;
     let recency_col = FEATURES
         .iter()
         .position(|d| d.name == "recency_activity_days")
         .unwrap_or(1);
     let mut set = TrainingSet::default();
     for &as_of in &dates {
-        let m = FeatureMatrix::from_frame(&feature_frame(&frames, as_of)?)?;
+        let frames = RollupFrames::build(customers.iter().map(|(_, c)| c), as_of)?;
+        let m = FeatureMatrix::from_frame(&feature_frame(&frames)?)?;
         for i in 0..m.len() {
             let row = m.row(i);
             if row[recency_col] >= f64::from(plan.active_within_days) {

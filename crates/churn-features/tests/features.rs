@@ -62,8 +62,8 @@ fn sub(action: SubscriptionAction, mrr: f64) -> Payload {
 }
 
 fn features_of(customers: &[&CustomerRollups], as_of: i32) -> FeatureMatrix {
-    let frames = RollupFrames::build(customers.iter().copied()).expect("frames");
-    FeatureMatrix::from_frame(&feature_frame(&frames, as_of).expect("query")).expect("matrix")
+    let frames = RollupFrames::build(customers.iter().copied(), as_of).expect("frames");
+    FeatureMatrix::from_frame(&feature_frame(&frames).expect("query")).expect("matrix")
 }
 
 fn get(m: &FeatureMatrix, row: usize, name: &str) -> f64 {
@@ -128,6 +128,54 @@ fn hand_computed_values() {
     // (4-1)/(1+1) = 1.5
     assert_eq!(get(&m, 0, "activity_28d"), 4.0);
     assert_eq!(get(&m, 0, "activity_change_28d"), 1.5);
+}
+
+/// Events on both sides of every window edge (28, 56, 90 days back): each lands in exactly the
+/// windows it belongs to, and first/last values and recencies come from the right day.
+#[test]
+fn window_edges() {
+    let as_of = 200;
+    let mut evs = Vec::new();
+    let mut n = 0;
+    let mut push = |back: i64, p: Payload| {
+        n += 1;
+        evs.push(ev(n, "w", as_of - back, p));
+    };
+    // purchases of 1, 2, 4, … so every window sum names exactly the days it includes
+    for (i, back) in [0, 27, 28, 55, 56, 89, 90, 150].into_iter().enumerate() {
+        push(back, purchase(f64::from(1u32 << i)));
+    }
+    push(89, nps(2)); // first answer inside 90 days
+    push(90, nps(10)); // just outside
+    push(28, nps(6)); // latest answer
+    push(95, eng(EngagementKind::Login)); // only login: older than every window
+    push(56, sub(SubscriptionAction::Downgrade, 10.0)); // in 90 d, not in either 28 d window
+    push(-1, purchase(1000.0)); // after as_of: must not count anywhere
+    let r = rollups_from_events(&evs);
+    let day0 = i32::try_from(as_of).expect("small") + day_of(t0());
+    let m = features_of(&[&r[0].1], day0);
+    // 28 d = backs 0, 27 → 1 + 2; previous 28 d = backs 28, 55 → 4 + 8; 90 d = backs 0..=89
+    assert_eq!(get(&m, 0, "revenue_28d"), 3.0);
+    assert_eq!(get(&m, 0, "purchases_28d"), 2.0);
+    assert_eq!(get(&m, 0, "revenue_90d"), 63.0);
+    assert_eq!(get(&m, 0, "purchases_90d"), 6.0);
+    // (3 - 12) / (12 + 1)
+    assert!((get(&m, 0, "revenue_change_28d") - (-9.0 / 13.0)).abs() < 1e-12);
+    assert_eq!(get(&m, 0, "recency_purchase_days"), 0.0);
+    assert_eq!(get(&m, 0, "days_since_login"), 95.0);
+    assert_eq!(get(&m, 0, "logins_28d"), 0.0);
+    assert_eq!(get(&m, 0, "nps_latest"), 6.0);
+    assert_eq!(get(&m, 0, "nps_trend_90d"), 4.0);
+    assert_eq!(get(&m, 0, "downgrades_90d"), 1.0);
+    assert_eq!(get(&m, 0, "mrr"), 10.0);
+    assert_eq!(get(&m, 0, "tenure_days"), 151.0);
+    // One day later every edge moves by one: back 27 → 28 leaves the 28 d window, back 89 → 90
+    // leaves the 90 d window (and with it the first NPS answer inside it).
+    let m = features_of(&[&r[0].1], day0 + 1);
+    assert_eq!(get(&m, 0, "revenue_28d"), 1000.0 + 1.0);
+    assert_eq!(get(&m, 0, "revenue_90d"), 1000.0 + 31.0);
+    assert_eq!(get(&m, 0, "nps_trend_90d"), 0.0);
+    assert_eq!(get(&m, 0, "days_since_login"), 96.0);
 }
 
 #[test]

@@ -588,8 +588,9 @@ impl Engine {
         let frames = RollupFrames::build(
             keys.iter()
                 .map(|k| self.customers.get(k).map_or(&empty, |c| &c.rollups)),
+            day,
         )?;
-        Ok(FeatureMatrix::from_frame(&feature_frame(&frames, day)?)?)
+        Ok(FeatureMatrix::from_frame(&feature_frame(&frames)?)?)
     }
 
     /// Features of every tracked customer as of the end of `day`, as the scorer computes them:

@@ -19,9 +19,8 @@ fn batch_features(events: &[Event], as_of: i32) -> (Vec<String>, FeatureMatrix) 
     let cutoff = day_start(as_of + 1);
     let past: Vec<&Event> = events.iter().filter(|e| e.occurred_at < cutoff).collect();
     let customers = rollups_from_events(past.iter().copied());
-    let frames = RollupFrames::build(customers.iter().map(|(_, c)| c)).expect("frames");
-    let m =
-        FeatureMatrix::from_frame(&feature_frame(&frames, as_of).expect("query")).expect("matrix");
+    let frames = RollupFrames::build(customers.iter().map(|(_, c)| c), as_of).expect("frames");
+    let m = FeatureMatrix::from_frame(&feature_frame(&frames).expect("query")).expect("matrix");
     (customers.into_iter().map(|(k, _)| k).collect(), m)
 }
 
