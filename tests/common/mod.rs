@@ -367,7 +367,7 @@ pub async fn alert_ids_by_decision(
     by_decision
 }
 
-/// True once `group`'s committed offsets reached the end of every input partition of `cfg`.
+/// True once `group`'s committed offsets reached the end of every partition `cfg` consumes.
 pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
@@ -377,7 +377,7 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
         .create()
         .expect("offset reader");
     let mut tpl = TopicPartitionList::new();
-    for t in cfg.topics.inputs() {
+    for t in cfg.consumed_topics() {
         for p in 0..parts {
             tpl.add_partition(t, p);
         }

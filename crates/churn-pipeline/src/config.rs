@@ -65,6 +65,10 @@ pub struct TopicsConfig {
     pub changelog: String,
     /// Replication factor used when the changelog topic is created (use 3 in production).
     pub changelog_replication: i32,
+    /// Validated events between `--stage ingest` and `--stage score` (key = customer id; the
+    /// original bytes and headers plus `source.topic`/`source.partition`/`source.offset`).
+    /// Unused when one process runs every stage.
+    pub events: String,
 }
 
 impl Default for TopicsConfig {
@@ -80,11 +84,13 @@ impl Default for TopicsConfig {
             dlq: t::DLQ.into(),
             changelog: "churn.state-changelog".into(),
             changelog_replication: 1,
+            events: "churn.events".into(),
         }
     }
 }
 
 impl TopicsConfig {
+    /// The raw input topics, in the order of the engine's topic index.
     pub fn inputs(&self) -> [&str; 4] {
         [
             &self.purchases,
@@ -98,6 +104,10 @@ impl TopicsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    /// Stages this process runs: `all` (one process consumes the input topics and scores),
+    /// `ingest` (decode · validate · dedupe · DLQ, forwarding valid events to `topics.events`)
+    /// or `score` (per-customer state, features, scoring and alerts, consuming `topics.events`).
+    pub stage: Stage,
     /// Largest micro-batch (messages) before scoring and storing offsets.
     pub batch_max_events: usize,
     /// Longest a micro-batch waits to fill, in milliseconds.
@@ -125,6 +135,45 @@ pub struct PipelineConfig {
     pub warmup_days: i32,
 }
 
+/// See [`PipelineConfig::stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    All,
+    Ingest,
+    Score,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::All => "all",
+            Stage::Ingest => "ingest",
+            Stage::Score => "score",
+        }
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Stage::All),
+            "ingest" => Ok(Stage::Ingest),
+            "score" => Ok(Stage::Score),
+            "features" => Err(
+                "`features` runs inside `score`: features and scoring share the \
+                 per-customer state and its changelog, so they scale together (see \
+                 ARCHITECTURE.md, \"Stages\")"
+                    .into(),
+            ),
+            other => Err(format!("unknown stage `{other}` (all, ingest, score)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Clock {
@@ -135,6 +184,7 @@ pub enum Clock {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
+            stage: Stage::All,
             batch_max_events: 5000,
             batch_max_wait_ms: 200,
             dedupe_window: 200_000,
@@ -315,6 +365,24 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Config {
+    /// Topics this process consumes: the raw inputs (stages `all` and `ingest`) or the validated
+    /// events topic (`score`).
+    pub fn consumed_topics(&self) -> Vec<&str> {
+        match self.pipeline.stage {
+            Stage::All | Stage::Ingest => self.topics.inputs().to_vec(),
+            Stage::Score => vec![self.topics.events.as_str()],
+        }
+    }
+
+    /// Consumer group of this process: `kafka.group_id`, with `-ingest` appended for the ingest
+    /// stage (it consumes other topics than the scorers, so it is its own group).
+    pub fn group_id(&self) -> String {
+        match self.pipeline.stage {
+            Stage::Ingest => format!("{}-ingest", self.kafka.group_id),
+            Stage::All | Stage::Score => self.kafka.group_id.clone(),
+        }
+    }
+
     /// Defaults, then the TOML file (if given), then `CHURN__SECTION__KEY` environment variables
     /// (`CHURN__KAFKA__CLIENT__SECURITY_PROTOCOL` style keys under `kafka.client` map `_` to `.`).
     pub fn load(path: Option<&Path>) -> Result<Config, Error> {

@@ -150,20 +150,30 @@ pub struct StateRecord {
 
 /// Bounded memory of recent event ids (64-bit hashes, FIFO eviction).
 #[derive(Debug, Default)]
-struct Dedupe {
+pub struct Dedupe {
     seen: HashSet<u64>,
     order: VecDeque<u64>,
     cap: usize,
 }
 
 impl Dedupe {
-    fn clear(&mut self) {
+    /// Remembers the last `cap` ids (0 disables de-duplication).
+    pub fn new(cap: usize) -> Self {
+        Dedupe {
+            cap,
+            ..Dedupe::default()
+        }
+    }
+
+    /// Forget every id (on a partition revoke: the next owner re-reads what was not committed,
+    /// and if it comes back here those re-deliveries are not duplicates).
+    pub fn clear(&mut self) {
         self.seen.clear();
         self.order.clear();
     }
 
     /// True if `id` was seen within the window; remembers it otherwise.
-    fn check(&mut self, id: &str) -> bool {
+    pub fn check(&mut self, id: &str) -> bool {
         if self.cap == 0 {
             return false;
         }
@@ -212,6 +222,15 @@ pub struct Engine {
     nps_days: VecDeque<(i32, u32, u32, u32)>,
 }
 
+/// The decoder's limits from the pipeline configuration (shared by every stage that decodes).
+pub fn decode_limits(pipeline: &PipelineConfig) -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: pipeline.max_event_bytes,
+        max_future: Duration::hours(pipeline.max_future_hours),
+        ..DecodeLimits::default()
+    }
+}
+
 impl Engine {
     /// Build an engine; fails if the model's features do not match this code's registry.
     pub fn new(
@@ -222,15 +241,8 @@ impl Engine {
         model.check_features(&registry::names())?;
         let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
         Ok(Engine {
-            limits: DecodeLimits {
-                max_bytes: pipeline.max_event_bytes,
-                max_future: Duration::hours(pipeline.max_future_hours),
-                ..DecodeLimits::default()
-            },
-            dedupe: Dedupe {
-                cap: pipeline.dedupe_window,
-                ..Dedupe::default()
-            },
+            limits: decode_limits(&pipeline),
+            dedupe: Dedupe::new(pipeline.dedupe_window),
             model,
             pipeline,
             alerts,

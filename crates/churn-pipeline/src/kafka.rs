@@ -23,13 +23,13 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
 use crate::Error;
 
@@ -65,7 +65,13 @@ pub enum StateChange {
 /// partitions *inside* the rebalance callback, so no message of a partition is delivered before
 /// its state is ready; the service loop applies the queued changes before processing messages.
 pub struct ServiceContext {
+    /// Topics this process consumes (see [`Config::consumed_topics`]).
     inputs: Vec<String>,
+    /// The raw input topics: the event-time clock has one source per (raw topic, partition),
+    /// also in the score stage, which learns an event's raw topic from its `source.topic` header.
+    clock_topics: Vec<String>,
+    /// Restore state from the changelog on assignment (every stage but `ingest`).
+    restore: bool,
     changelog: String,
     reader: ClientConfig,
     group_reader: ClientConfig,
@@ -78,17 +84,23 @@ impl ServiceContext {
     fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let mut reader = client_config(cfg, &cfg.kafka.consumer);
         reader
-            .set("group.id", format!("{}-restore", cfg.kafka.group_id))
+            .set("group.id", format!("{}-restore", cfg.group_id()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         // Reads the group's committed offsets (never joins the group: no subscribe).
         let mut group_reader = client_config(cfg, &cfg.kafka.consumer);
         group_reader
-            .set("group.id", &cfg.kafka.group_id)
+            .set("group.id", cfg.group_id())
             .set("enable.auto.commit", "false");
         ServiceContext {
             group_reader,
-            inputs: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            inputs: cfg
+                .consumed_topics()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            clock_topics: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            restore: cfg.pipeline.stage != Stage::Ingest,
             changelog: cfg.topics.changelog.clone(),
             reader,
             pending: Mutex::new(Vec::new()),
@@ -146,6 +158,17 @@ impl ServiceContext {
             .collect()
     }
 
+    /// [`ServiceContext::backlog`] per clock source: in the score stage every raw topic of the
+    /// partition inherits the events topic's backlog.
+    fn clock_backlog(&self, p: i32) -> Vec<(String, bool)> {
+        let b = self.backlog(p);
+        if self.inputs == self.clock_topics {
+            return b;
+        }
+        let any = b.iter().any(|(_, has)| *has);
+        self.clock_topics.iter().map(|t| (t.clone(), any)).collect()
+    }
+
     /// Take the queued changes (cheap when there are none).
     pub fn take(&self) -> Vec<StateChange> {
         if !self.has_pending.swap(false, Ordering::AcqRel) {
@@ -196,13 +219,22 @@ impl ConsumerContext for ServiceContext {
                 .collect();
             info!(?assigned, "partitions assigned");
             for p in self.partitions(tpl) {
+                if !self.restore {
+                    self.push(StateChange::Restore {
+                        partition: p,
+                        records: Vec::new(),
+                        seconds: 0.0,
+                        backlog: Vec::new(),
+                    });
+                    continue;
+                }
                 let t0 = Instant::now();
                 match read_partition(&self.reader, &self.changelog, p) {
                     Ok(records) => self.push(StateChange::Restore {
                         partition: p,
                         records,
                         seconds: t0.elapsed().as_secs_f64(),
-                        backlog: self.backlog(p),
+                        backlog: self.clock_backlog(p),
                     }),
                     Err(e) => self.push(StateChange::Failed(format!(
                         "restoring state from {} partition {p}: {e}",
@@ -251,8 +283,9 @@ pub fn read_partition(
     }
 }
 
-/// Check that the input and output topics exist (clear error naming the brokers tried) and create
-/// the changelog topic, co-partitioned with the inputs, if it is missing.
+/// Check that the topics this stage reads and writes exist (clear error naming the brokers tried)
+/// and, for the stages that keep state, create the changelog topic, co-partitioned with the
+/// consumed topics, if it is missing.
 pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new()).create()?;
     let md = admin
@@ -269,12 +302,13 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
             .map(|t| t.partitions().len() as i32)
     };
     let t = &cfg.topics;
+    let consumed = cfg.consumed_topics();
+    let outputs = match cfg.pipeline.stage {
+        Stage::Ingest => vec![t.events.as_str(), t.dlq.as_str()],
+        Stage::All | Stage::Score => vec![t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()],
+    };
     let mut input_parts = Vec::new();
-    for name in t
-        .inputs()
-        .into_iter()
-        .chain([t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()])
-    {
+    for name in consumed.iter().copied().chain(outputs) {
         let Some(n) = parts(name) else {
             return Err(Error::Config {
                 path: "topics".into(),
@@ -284,9 +318,12 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
                 ),
             });
         };
-        if t.inputs().contains(&name) {
+        if consumed.contains(&name) {
             input_parts.push(n);
         }
+    }
+    if cfg.pipeline.stage == Stage::Ingest {
+        return Ok(());
     }
     let n = input_parts.iter().copied().max().unwrap_or(1);
     if input_parts.iter().any(|p| *p != n) {
@@ -340,7 +377,7 @@ pub fn consumer(
 ) -> Result<StreamConsumer<ServiceContext>, Error> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
+        .set("group.id", cfg.group_id())
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
@@ -374,6 +411,8 @@ pub fn producer(cfg: &Config) -> Result<FutureProducer, Error> {
 /// What an output is, for accounting after acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A validated event forwarded to the score stage.
+    Event,
     Dlq,
     Alert,
     Score,
@@ -457,7 +496,7 @@ impl Sink {
                                 .observe(r.elapsed().as_secs_f64());
                         }
                     }
-                    Kind::Score => {}
+                    Kind::Score | Kind::Event => {}
                 },
                 Ok(Err((e, _))) => {
                     metrics.produce_errors.inc();
@@ -579,7 +618,7 @@ fn apply_state_changes(
                 // state: their offsets must not be stored (the next owner re-reads them).
                 offsets.retain(|(_, q), _| *q != p);
                 let now = Instant::now();
-                for t in ctx.inputs.clone() {
+                for t in ctx.clock_topics.clone() {
                     let id = sources.id(&t, p);
                     engine.forget_source(id, now);
                 }
@@ -644,9 +683,84 @@ fn dlq_payload_limit(cfg: &Config) -> usize {
     max.saturating_sub(64 * 1024).max(1024)
 }
 
+/// Send a rejected message to the DLQ: its original bytes and headers plus `error.reason`,
+/// `error.stage` and `source.*`. A record the broker took but our producer may not send (bigger
+/// than its `message.max.bytes`) would stop the pipeline on every restart: its head is
+/// dead-lettered instead, marked `error.truncated_from_bytes`; the original stays at
+/// source.topic/partition/offset for the topic's retention.
+async fn dead_letter(
+    sink: &mut Sink,
+    cfg: &Config,
+    msg: &BorrowedMessage<'_>,
+    reason: &str,
+    stage: &str,
+    limit: usize,
+) -> Result<(), Error> {
+    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+    let payload = msg.payload().unwrap_or(&[]);
+    warn!(
+        topic,
+        partition, offset, reason, stage, "rejected event → DLQ"
+    );
+    let mut headers = dlq_headers(msg.headers(), reason, stage, topic, partition, offset);
+    let body = if payload.len() > limit {
+        let len = payload.len().to_string();
+        headers = headers.insert(Header {
+            key: "error.truncated_from_bytes",
+            value: Some(&len),
+        });
+        &payload[..limit]
+    } else {
+        payload
+    };
+    sink.send(
+        &cfg.topics.dlq,
+        msg.key(),
+        body,
+        Some(headers),
+        Kind::Dlq,
+        None,
+    )
+    .await
+}
+
+/// The original headers plus `source.topic`/`source.partition`/`source.offset` (lineage of a
+/// record forwarded between stages).
+fn lineage_headers(
+    orig: Option<&rdkafka::message::BorrowedHeaders>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new();
+    if let Some(orig) = orig {
+        for x in orig.iter() {
+            h = h.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
+        }
+    }
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    h.insert(Header {
+        key: "source.topic",
+        value: Some(topic),
+    })
+    .insert(Header {
+        key: "source.partition",
+        value: Some(partition.as_str()),
+    })
+    .insert(Header {
+        key: "source.offset",
+        value: Some(offset.as_str()),
+    })
+}
+
 fn dlq_headers(
     orig: Option<&rdkafka::message::BorrowedHeaders>,
     reason: &str,
+    stage: &str,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -668,7 +782,7 @@ fn dlq_headers(
     })
     .insert(Header {
         key: "error.stage",
-        value: Some("ingest"),
+        value: Some(stage),
     })
     .insert(Header {
         key: "source.topic",
@@ -728,12 +842,23 @@ pub async fn run(
     {
         metrics.model_training_auc.set(*auc);
     }
+    let stage = match cfg.pipeline.stage {
+        Stage::Ingest => {
+            return Err(Error::Config {
+                path: "pipeline.stage".into(),
+                message: "the ingest stage runs with kafka::run_ingest (it needs no model)".into(),
+            })
+        }
+        Stage::All => "ingest",
+        Stage::Score => "score",
+    };
     prepare_topics(&cfg).await?;
     let consumer = consumer(&cfg, metrics.clone())?;
     let mut sink = Sink::new(producer(&cfg)?);
-    let inputs = cfg.topics.inputs();
+    let inputs = cfg.consumed_topics();
+    let raw = cfg.topics.inputs();
     consumer.subscribe(&inputs)?;
-    info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.kafka.group_id, "consuming");
+    info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.group_id(), stage = cfg.pipeline.stage.as_str(), "consuming");
     let consumed: Vec<(String, prometheus::IntCounter)> = inputs
         .iter()
         .map(|t| (t.to_string(), metrics.consumed(t)))
@@ -798,7 +923,16 @@ pub async fn run(
                     if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
                         c.inc();
                     }
-                    let source = track.sources.id(topic, partition);
+                    // Event-time sources are raw topic-partitions in every stage: behind the
+                    // ingest stage the raw topic is the `source.topic` header.
+                    let clock_topic = if cfg.pipeline.stage == Stage::Score {
+                        header(&msg, "source.topic")
+                            .filter(|t| raw.contains(t))
+                            .unwrap_or(topic)
+                    } else {
+                        topic
+                    };
+                    let source = track.sources.id(clock_topic, partition);
                     let origin = Origin {
                         source,
                         topic: inputs.iter().position(|t| *t == topic).unwrap_or(0),
@@ -812,33 +946,8 @@ pub async fn run(
                             if let Some(c) = rejected.get(r.code()) {
                                 c.inc();
                             }
-                            let reason = r.to_string();
-                            warn!(topic, partition, offset, reason = %reason, "rejected event → DLQ");
-                            let mut headers =
-                                dlq_headers(msg.headers(), &reason, topic, partition, offset);
-                            // A record the broker took but our producer may not send (bigger
-                            // than its message.max.bytes) would stop the pipeline on every
-                            // restart: dead-letter its head, marked, instead. The original stays
-                            // at source.topic/partition/offset for the topic's retention.
-                            let body = if payload.len() > dlq_limit {
-                                let len = payload.len().to_string();
-                                headers = headers.insert(Header {
-                                    key: "error.truncated_from_bytes",
-                                    value: Some(&len),
-                                });
-                                &payload[..dlq_limit]
-                            } else {
-                                payload
-                            };
-                            sink.send(
-                                &cfg.topics.dlq,
-                                msg.key(),
-                                body,
-                                Some(headers),
-                                Kind::Dlq,
-                                None,
-                            )
-                            .await?;
+                            dead_letter(&mut sink, &cfg, &msg, &r.to_string(), stage, dlq_limit)
+                                .await?;
                         }
                     }
                     let e = track
@@ -890,6 +999,160 @@ pub async fn run(
     sink.flush(&metrics).await?;
     sink.producer.flush(Duration::from_secs(10))?;
     store_offsets(&consumer, &mut track.offsets, &metrics)?;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// A header of `msg` as UTF-8 (the last one if the key repeats).
+fn header<'a>(msg: &'a BorrowedMessage<'_>, key: &str) -> Option<&'a str> {
+    msg.headers()?
+        .iter()
+        .filter(|h| h.key == key)
+        .filter_map(|h| h.value.and_then(|v| std::str::from_utf8(v).ok()))
+        .last()
+}
+
+/// The ingest stage alone (`--stage ingest`): consume the raw input topics (group
+/// `<kafka.group_id>-ingest`), decode and validate every message, drop duplicate event ids,
+/// dead-letter the bad ones, and forward the good ones — original bytes and headers, plus
+/// `source.*` lineage — to `topics.events`, keyed by customer id, for `--stage score`. Stateless
+/// apart from the dedupe window; offsets are stored only after every forwarded and dead-lettered
+/// record of the batch is acknowledged, exactly as in [`run`].
+pub async fn run_ingest(
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    if cfg.pipeline.stage != Stage::Ingest {
+        return Err(Error::Config {
+            path: "pipeline.stage".into(),
+            message: format!(
+                "run_ingest runs the ingest stage, not `{}`",
+                cfg.pipeline.stage.as_str()
+            ),
+        });
+    }
+    prepare_topics(&cfg).await?;
+    let consumer = consumer(&cfg, metrics.clone())?;
+    let mut sink = Sink::new(producer(&cfg)?);
+    let inputs = cfg.consumed_topics();
+    consumer.subscribe(&inputs)?;
+    info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.group_id(), to = %cfg.topics.events, "ingest stage consuming");
+    let consumed: Vec<(String, prometheus::IntCounter)> = inputs
+        .iter()
+        .map(|t| (t.to_string(), metrics.consumed(t)))
+        .collect();
+    let rejected: BTreeMap<&'static str, prometheus::IntCounter> = churn_events::Rejection::CODES
+        .iter()
+        .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
+        .collect();
+    let limits = crate::engine::decode_limits(&cfg.pipeline);
+    let mut dedupe = crate::engine::Dedupe::new(cfg.pipeline.dedupe_window);
+    let max = cfg.pipeline.batch_max_events;
+    let dlq_limit = dlq_payload_limit(&cfg);
+    let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
+    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut ready = false;
+    // Revocations: drop the partition's pending offsets (the next owner re-reads them) and the
+    // dedupe window (so re-deliveries are not taken for duplicates if it comes back).
+    let mut apply = |offsets: &mut BTreeMap<(String, i32), i64>,
+                     dedupe: &mut crate::engine::Dedupe|
+     -> Result<(), Error> {
+        for c in consumer.context().take() {
+            match c {
+                StateChange::Revoke(p) => {
+                    offsets.retain(|(_, q), _| *q != p);
+                    dedupe.clear();
+                    info!(partition = p, "partition revoked");
+                }
+                StateChange::Restore { .. } if !ready => {
+                    ready = true;
+                    health.set_ready(true);
+                    metrics.ready.set(1);
+                }
+                StateChange::Restore { .. } => {}
+                StateChange::Failed(m) => return Err(Error::Produce(m)),
+            }
+        }
+        Ok(())
+    };
+
+    'outer: loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break 'outer,
+            m = consumer.recv() => m,
+        };
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut n = 0usize;
+        let mut next = Some(first);
+        let now = Utc::now();
+        while let Some(m) = next.take() {
+            apply(&mut offsets, &mut dedupe)?;
+            match m {
+                Ok(msg) => {
+                    n += 1;
+                    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+                    if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
+                        c.inc();
+                    }
+                    let payload = msg.payload().unwrap_or(&[]);
+                    match churn_events::decode(payload, now, &limits) {
+                        Ok(ev) if dedupe.check(&ev.event_id) => metrics.duplicates_dropped.inc(),
+                        Ok(ev) => {
+                            let headers = lineage_headers(msg.headers(), topic, partition, offset);
+                            sink.send(
+                                &cfg.topics.events,
+                                Some(ev.customer_id.as_bytes()),
+                                payload,
+                                Some(headers),
+                                Kind::Event,
+                                None,
+                            )
+                            .await?;
+                        }
+                        Err(r) => {
+                            if let Some(c) = rejected.get(r.code()) {
+                                c.inc();
+                            }
+                            dead_letter(&mut sink, &cfg, &msg, &r.to_string(), "ingest", dlq_limit)
+                                .await?;
+                        }
+                    }
+                    let e = offsets
+                        .entry((topic.to_string(), partition))
+                        .or_insert(offset);
+                    *e = (*e).max(offset);
+                }
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+            if n >= max {
+                break;
+            }
+            next = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => None,
+                m = consumer.recv() => Some(m),
+            };
+        }
+        apply(&mut offsets, &mut dedupe)?;
+        sink.flush(&metrics).await?;
+        store_offsets(&consumer, &mut offsets, &metrics)?;
+        metrics.batch_events.observe(n as f64);
+        metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    info!("ingest stage shutting down: flushing producer and committing offsets");
+    health.set_ready(false);
+    metrics.ready.set(0);
+    sink.flush(&metrics).await?;
+    sink.producer.flush(Duration::from_secs(10))?;
+    store_offsets(&consumer, &mut offsets, &metrics)?;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => return Err(e.into()),

@@ -19,7 +19,7 @@ pub mod report;
 pub mod train;
 pub mod validate;
 
-pub use config::Config;
+pub use config::{Config, Stage};
 pub use engine::{Engine, Ingest, Scored};
 
 /// Errors of the pipeline. `Produce` and `Kafka` are retryable by restarting the service

@@ -33,10 +33,12 @@ enum Cmd {
     /// Run the streaming pipeline: consume the input topics, keep per-customer features, score,
     /// publish alerts to churn.alerts and scores to churn.scores, serve /metrics, /healthz, /readyz.
     Run {
-        /// Stage to run. Only "all" exists today: ingest, features and score run in one process,
-        /// scaled out by adding instances to the consumer group.
-        #[arg(long, default_value = "all", value_parser = ["all"])]
-        stage: String,
+        /// Stages to run (overrides pipeline.stage): "all" in one process; or "ingest" (decode,
+        /// validate, dedupe, DLQ → topics.events) and "score" (state, features, scoring, alerts,
+        /// consuming topics.events) as separate processes, each scaled by adding instances.
+        /// "features" runs inside "score" (they share the per-customer state).
+        #[arg(long)]
+        stage: Option<churn_pipeline::Stage>,
         /// Override kafka.brokers.
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
@@ -257,12 +259,15 @@ fn main() -> Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Run {
-            stage: _,
+            stage,
             brokers,
             model,
             metrics_listen,
         } => {
             let mut cfg = load_config(cli.config.as_deref(), brokers)?;
+            if let Some(s) = stage {
+                cfg.pipeline.stage = s;
+            }
             if let Some(m) = model {
                 cfg.model.path = m;
             }
@@ -591,6 +596,13 @@ fn summarize(payload: &[u8], raw: bool) -> String {
 }
 
 async fn run(cfg: Config) -> Result<()> {
+    if cfg.pipeline.stage == churn_pipeline::Stage::Ingest {
+        let listen = cfg.metrics.listen.clone();
+        return serve(&listen, |metrics, health, shutdown| {
+            kafka::run_ingest(cfg, metrics, health, shutdown)
+        })
+        .await;
+    }
     let model = ModelArtifact::load(&cfg.model.path).with_context(|| {
         format!(
             "loading model {} (train one with `churnstream train`)",

@@ -1,0 +1,211 @@
+//! Separate stages (`--stage ingest` + `--stage score`): an ingest process validates, de-dupes
+//! and dead-letters the raw input topics and forwards the good events to `topics.events`; a score
+//! process consumes that topic and keeps state, scores and alerts. Against the real broker:
+//!
+//! - every malformed message is in the DLQ (`error.stage = ingest`, `source.*` headers);
+//! - every good event is forwarded once, with its original bytes, keyed by customer, with
+//!   lineage headers naming its raw topic (a re-sent duplicate event id is dropped);
+//! - the score stage's state reflects every good event exactly once (equal to a batch fold);
+//! - alert ids are consistent, and the split pipeline alerts (nearly) every customer one
+//!   all-in-one process alerts on the same input (micro-batch timing moves a few, as in
+//!   `scaling.rs`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churn_events::{AlertData, CloudEvent};
+use churn_metrics::{Health, Metrics};
+use churn_pipeline::{kafka, Config, Stage};
+use tokio_util::sync::CancellationToken;
+
+const PARTS: i32 = 4;
+
+async fn wait_caught_up(cfg: &Config) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !common::caught_up(cfg, &cfg.group_id(), PARTS) {
+        assert!(
+            Instant::now() < deadline,
+            "group {} did not catch up on {:?}",
+            cfg.group_id(),
+            cfg.consumed_topics()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn alerted(cfg: &Config) -> BTreeSet<String> {
+    common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
+        ev.data.customer_id
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_score_as_separate_stages() {
+    let mut cfg = common::pipeline_config("stages", PARTS).await;
+    common::quick_member(&mut cfg);
+    cfg.topics.events = format!("{}_events", cfg.kafka.group_id);
+    common::create_topics(&cfg.kafka.brokers, &[(cfg.topics.events.as_str(), PARTS)]).await;
+    let (pop, model, _) = common::population_and_model(200, 120, 21, 28);
+
+    let mut ingest_cfg = cfg.clone();
+    ingest_cfg.pipeline.stage = Stage::Ingest;
+    let mut score_cfg = cfg.clone();
+    score_cfg.pipeline.stage = Stage::Score;
+    assert_ne!(ingest_cfg.group_id(), score_cfg.group_id());
+
+    let shutdown = CancellationToken::new();
+    let ingest_metrics = Arc::new(Metrics::new());
+    let ingest = tokio::spawn(kafka::run_ingest(
+        ingest_cfg.clone(),
+        ingest_metrics.clone(),
+        Health::default(),
+        shutdown.child_token(),
+    ));
+    let score = common::serve(&score_cfg, model.clone()).await;
+
+    // The events, then malformed messages and re-sent duplicates on every input topic.
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    publisher
+        .send_all(&pop.events, None)
+        .await
+        .expect("publish");
+    let bad: Vec<Vec<u8>> = vec![
+        br#"{"event_id":"b1","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"purch"#.to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        br#"{"event_id":"b3","customer_id":"","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":5}"#.to_vec(),
+        br#"{"event_id":"b4","customer_id":"c","occurred_at":"2026-02-01T00:00:00Z","type":"feedback","nps_score":40}"#.to_vec(),
+    ];
+    let inputs = cfg.topics.inputs();
+    for (i, b) in bad.iter().enumerate() {
+        publisher
+            .send_raw(inputs[i % 4], Some(b"c"), b)
+            .await
+            .expect("send bad");
+    }
+    let dups = &pop.events[..25];
+    for ev in dups {
+        publisher.send_event(ev).await.expect("send duplicate");
+    }
+    publisher.flush().await.expect("flush");
+
+    wait_caught_up(&ingest_cfg).await;
+    wait_caught_up(&score_cfg).await;
+    // A few sweeps on the idle pipeline (silent customers at the end of the history).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    shutdown.cancel();
+    ingest.await.expect("join").expect("ingest exits cleanly");
+    score.stop().await;
+
+    // Ingest: the bad ones dead-lettered with reasons, the good ones forwarded once each.
+    let dlq = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.dlq,
+        bad.len(),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(
+        dlq.len(),
+        bad.len(),
+        "every malformed message dead-lettered"
+    );
+    for r in &dlq {
+        assert!(bad.contains(&r.payload), "original bytes in the DLQ");
+        assert_eq!(r.header("error.stage"), Some("ingest"));
+        assert!(r.header("error.reason").is_some_and(|s| !s.is_empty()));
+        assert!(inputs.contains(&r.header("source.topic").expect("source.topic")));
+    }
+    assert_eq!(
+        ingest_metrics.duplicates_dropped.get() as usize,
+        dups.len(),
+        "re-sent event ids dropped by the ingest stage"
+    );
+    let forwarded = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.events,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(
+        forwarded.len(),
+        pop.events.len(),
+        "each good event forwarded once"
+    );
+    let by_id: std::collections::HashMap<&str, &churn_events::Event> = pop
+        .events
+        .iter()
+        .map(|e| (e.event_id.as_str(), e))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for r in &forwarded {
+        let ev = churn_events::decode(&r.payload, chrono::Utc::now(), &Default::default())
+            .expect("forwarded events decode");
+        assert!(seen.insert(ev.event_id.clone()), "forwarded once");
+        let orig = by_id[ev.event_id.as_str()];
+        assert_eq!(r.payload, orig.to_json(), "original bytes");
+        assert_eq!(r.key.as_deref(), Some(orig.customer_id.as_bytes()));
+        let topic = r.header("source.topic").expect("lineage");
+        assert_eq!(
+            topic,
+            publisher.topic_of(orig),
+            "lineage names the raw topic"
+        );
+        assert!(r
+            .header("source.offset")
+            .is_some_and(|o| o.parse::<i64>().is_ok()));
+    }
+
+    // Score: every event exactly once in state; alert ids consistent.
+    let latest = common::latest_state(&score_cfg).await;
+    common::assert_exactly_once(&latest, &pop.events);
+    common::alert_ids_by_decision(&score_cfg).await;
+    let split = alerted(&score_cfg).await;
+    assert!(!split.is_empty(), "the split pipeline alerts");
+
+    // The same input through one all-in-one process (own group and outputs).
+    let mut solo = cfg.clone();
+    solo.kafka.group_id = format!("{}_solo", cfg.kafka.group_id);
+    solo.topics.alerts = format!("{}_solo", cfg.topics.alerts);
+    solo.topics.scores = format!("{}_solo", cfg.topics.scores);
+    solo.topics.dlq = format!("{}_solo", cfg.topics.dlq);
+    solo.topics.changelog = format!("{}_solo", cfg.topics.changelog);
+    common::create_topics(
+        &cfg.kafka.brokers,
+        &[
+            (solo.topics.alerts.as_str(), PARTS),
+            (solo.topics.scores.as_str(), PARTS),
+            (solo.topics.dlq.as_str(), 1),
+        ],
+    )
+    .await;
+    let one = common::serve(&solo, model).await;
+    wait_caught_up(&solo).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    one.stop().await;
+    let all = alerted(&solo).await;
+    let both = split.intersection(&all).count();
+    eprintln!(
+        "[stages] alerted customers: split {} · all-in-one {} · both {both}",
+        split.len(),
+        all.len()
+    );
+    assert!(
+        both * 5 >= all.len() * 4,
+        "the split pipeline alerts ≥ 80 % of the customers one process alerts: {both} of {}",
+        all.len()
+    );
+}
