@@ -300,6 +300,11 @@ pub async fn latest_state(
         let last = last_offset.entry((key.clone(), r.partition)).or_insert(-1);
         assert!(r.offset > *last, "changelog records in offset order");
         *last = r.offset;
+        if r.payload.is_empty() {
+            // tombstone: the customer was forgotten
+            latest.remove(&key);
+            continue;
+        }
         latest.insert(key, serde_json::from_slice(&r.payload).expect("snapshot"));
     }
     latest

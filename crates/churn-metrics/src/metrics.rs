@@ -46,6 +46,8 @@ pub mod names {
     pub const STATE_CUSTOMERS_TRACKED: &str = "churn_state_customers_tracked";
     /// Approximate size of the in-memory state.
     pub const STATE_BYTES: &str = "churn_state_bytes";
+    /// Customers forgotten by the sweep, by reason (`silent`, `cap`).
+    pub const STATE_CUSTOMERS_FORGOTTEN: &str = "churn_state_customers_forgotten_total";
     /// Seconds since the last successful checkpoint.
     pub const STATE_CHECKPOINT_AGE: &str = "churn_state_checkpoint_age_seconds";
     /// Unix time of the last successful checkpoint.
@@ -94,6 +96,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::SCORE_SWEEP_RESCORED,
     names::STATE_CUSTOMERS_TRACKED,
     names::STATE_BYTES,
+    names::STATE_CUSTOMERS_FORGOTTEN,
     names::STATE_CHECKPOINT_AGE,
     names::STATE_CHECKPOINT_LAST_SUCCESS,
     names::SINK_PRODUCE_ERRORS,
@@ -181,6 +184,10 @@ pub struct Metrics {
     pub customers_tracked: IntGauge,
     /// `churn_state_bytes`.
     pub state_bytes: IntGauge,
+    /// `churn_state_customers_forgotten_total{reason="silent"}`.
+    pub forgotten_silent: IntCounter,
+    /// `churn_state_customers_forgotten_total{reason="cap"}`.
+    pub forgotten_cap: IntCounter,
     /// `churn_state_checkpoint_age_seconds`.
     pub checkpoint_age: Gauge,
     /// `churn_state_checkpoint_last_success_timestamp_seconds`.
@@ -220,6 +227,16 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
+        let forgotten = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    names::STATE_CUSTOMERS_FORGOTTEN,
+                    "Customers forgotten by the sweep (state dropped, changelog tombstone), by reason.",
+                ),
+                &["reason"],
+            ),
+        );
         let m = Self {
             events_consumed: register(
                 r,
@@ -328,6 +345,8 @@ impl Metrics {
                     "Approximate size of the in-memory state.",
                 ),
             ),
+            forgotten_silent: forgotten.with_label_values(&["silent"]),
+            forgotten_cap: forgotten.with_label_values(&["cap"]),
             checkpoint_age: register(
                 r,
                 Gauge::new(
@@ -578,6 +597,8 @@ mod tests {
         m.alert("high", "feedback_call").inc();
         m.sweeps.inc();
         m.sweep_rescored.inc();
+        m.forgotten_silent.inc();
+        m.forgotten_cap.inc();
         m.customers_tracked.set(3);
         m.state_bytes.set(1024);
         m.checkpoint_age.set(1.5);

@@ -133,6 +133,14 @@ pub struct PipelineConfig {
     /// published): customers first seen during warm-up have no history yet and would look silent.
     /// Set to 0 when the state is restored or backfilled.
     pub warmup_days: i32,
+    /// A customer with no event for this many days of event time is forgotten by the sweep
+    /// (state dropped, a tombstone written to the changelog); a later event starts a new history.
+    /// 0 keeps customers forever.
+    pub forget_after_days: i32,
+    /// Hard cap on customers held in memory per instance. Above it the sweep forgets the least
+    /// recently active customers (tombstoned like `forget_after_days`). 0 = no cap. Size it as
+    /// memory budget ÷ `churn_state_bytes` per `churn_state_customers_tracked`.
+    pub max_customers: usize,
 }
 
 /// See [`PipelineConfig::stage`].
@@ -195,6 +203,8 @@ impl Default for PipelineConfig {
             clock: Clock::Event,
             idle_source_ms: 5000,
             warmup_days: 56,
+            forget_after_days: 365,
+            max_customers: 5_000_000,
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct ScoreOut {
 pub struct Scored {
     pub alerts: Vec<AlertOut>,
     pub scores: Vec<ScoreOut>,
+    /// Customers forgotten by this sweep: silent for `forget_after_days`, and over
+    /// `max_customers`.
+    pub forgotten_silent: usize,
+    pub forgotten_cap: usize,
 }
 
 /// Business KPIs over the tracked population.
@@ -140,7 +144,8 @@ pub struct Snapshot {
     pub unscored: bool,
 }
 
-/// A changelog record to publish: key = customer id, to `partition` of the changelog topic.
+/// A changelog record to publish: key = customer id, to `partition` of the changelog topic. An
+/// empty payload is a tombstone (published with a null value; compaction then drops the key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateRecord {
     pub partition: i32,
@@ -208,6 +213,8 @@ pub struct Engine {
     customers: HashMap<String, Customer>,
     dirty: Vec<String>,
     changed: Vec<String>,
+    /// Forgotten customers (key, partition) whose tombstones are not published yet.
+    forgotten: Vec<(String, i32)>,
     dedupe: Dedupe,
     watermark: Option<DateTime<Utc>>,
     /// Day of the first watermark: alerts wait until `warmup_days` of history were seen.
@@ -251,6 +258,7 @@ impl Engine {
             customers: HashMap::new(),
             dirty: Vec::new(),
             changed: Vec::new(),
+            forgotten: Vec::new(),
             watermark: None,
             awaiting: HashMap::new(),
             earliest: None,
@@ -468,6 +476,7 @@ impl Engine {
             return Ok(Scored::default());
         };
         let today = day_of(w);
+        let (forgotten_silent, forgotten_cap) = self.forget(today);
         let silent_before = today - self.pipeline.silent_after_days;
         let mut keys = Vec::new();
         for (k, c) in self.customers.iter_mut() {
@@ -485,7 +494,57 @@ impl Engine {
         while self.nps_days.front().is_some_and(|e| e.0 <= today - 90) {
             self.nps_days.pop_front();
         }
-        self.score(keys, "sweep")
+        let mut out = self.score(keys, "sweep")?;
+        out.forgotten_silent = forgotten_silent;
+        out.forgotten_cap = forgotten_cap;
+        Ok(out)
+    }
+
+    /// Forget customers silent for `forget_after_days` as of `today`, then, above
+    /// `max_customers`, the least recently active ones. Returns (silent, over the cap).
+    fn forget(&mut self, today: i32) -> (usize, usize) {
+        const DAY_MICROS: i64 = 86_400_000_000;
+        let after = self.pipeline.forget_after_days;
+        // last event before the start of day `today - after + 1` ⇔ silent `after` days or more
+        let cutoff = (after > 0).then(|| i64::from(today - after + 1) * DAY_MICROS);
+        let mut gone: Vec<String> = match cutoff {
+            Some(cut) => self
+                .customers
+                .iter()
+                .filter(|(_, c)| c.rollups.last_event.is_none_or(|t| t < cut))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        let silent = gone.len();
+        let cap = self.pipeline.max_customers;
+        let over = match cap {
+            0 => 0,
+            cap => (self.customers.len() - silent).saturating_sub(cap),
+        };
+        if over > 0 {
+            let mut rest: Vec<(i64, &String)> = self
+                .customers
+                .iter()
+                .map(|(k, c)| (c.rollups.last_event.unwrap_or(i64::MIN), k))
+                .filter(|(t, _)| cutoff.is_none_or(|cut| *t >= cut))
+                .collect();
+            // Least recently active first (ties by id, for determinism).
+            rest.sort_unstable();
+            gone.extend(rest.into_iter().take(over).map(|(_, k)| k.clone()));
+        }
+        let n_cap = gone.len() - silent;
+        if gone.is_empty() {
+            return (0, 0);
+        }
+        for k in gone {
+            if let Some(c) = self.customers.remove(&k) {
+                self.forgotten.push((k, c.partition));
+            }
+        }
+        self.dirty.retain(|k| self.customers.contains_key(k));
+        self.changed.retain(|k| self.customers.contains_key(k));
+        (silent, n_cap)
     }
 
     fn score(&mut self, keys: Vec<String>, trigger: &str) -> Result<Scored, Error> {
@@ -616,7 +675,15 @@ impl Engine {
     /// Changelog records of every customer changed since the last call (state after this batch).
     pub fn take_changelog(&mut self) -> Result<Vec<StateRecord>, Error> {
         let keys = std::mem::take(&mut self.changed);
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(keys.len() + self.forgotten.len());
+        // Tombstones first: a customer forgotten and seen again since gets its new state after.
+        for (key, partition) in self.forgotten.drain(..) {
+            out.push(StateRecord {
+                partition,
+                key,
+                payload: Vec::new(),
+            });
+        }
         for k in keys {
             let Some(c) = self.customers.get_mut(&k) else {
                 continue;
@@ -642,8 +709,16 @@ impl Engine {
         Ok(out)
     }
 
-    /// Restore one customer from a changelog record (later records replace earlier ones).
+    /// Restore one customer from a changelog record (later records replace earlier ones; an
+    /// empty payload — a tombstone — forgets the customer).
     pub fn restore(&mut self, key: &str, payload: &[u8]) -> Result<(), Error> {
+        if payload.is_empty() {
+            if self.customers.remove(key).is_some() {
+                self.dirty.retain(|k| k != key);
+                self.changed.retain(|k| k != key);
+            }
+            return Ok(());
+        }
         let snap: Snapshot = serde_json::from_slice(payload)?;
         if let Some(d) = snap.first_day {
             self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));

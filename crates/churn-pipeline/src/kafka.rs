@@ -411,17 +411,32 @@ pub fn producer(cfg: &Config) -> Result<FutureProducer, Error> {
 /// What an output is, for accounting after acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A validated event forwarded to the score stage.
+    /// An input event (published, or forwarded by the ingest stage).
     Event,
     Dlq,
     Alert,
     Score,
+    /// A state changelog record (the checkpoint).
+    State,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Dlq => "dead letter",
+            Kind::Alert => "alert",
+            Kind::Score => "score",
+            Kind::State => "state checkpoint",
+        }
+    }
 }
 
 /// Producer wrapper that keeps delivery futures until [`Sink::flush`].
 pub struct Sink {
     producer: FutureProducer,
-    pending: Vec<(DeliveryFuture, Kind, Option<Instant>)>,
+    /// In-flight deliveries: (future, what, topic, when its event was received).
+    pending: Vec<(DeliveryFuture, Kind, String, Option<Instant>)>,
 }
 
 impl Sink {
@@ -441,7 +456,7 @@ impl Sink {
         kind: Kind,
         received: Option<Instant>,
     ) -> Result<(), Error> {
-        self.send_to(topic, None, key, payload, headers, kind, received)
+        self.send_to(topic, None, key, Some(payload), headers, kind, received)
             .await
     }
 
@@ -451,12 +466,15 @@ impl Sink {
         topic: &str,
         partition: Option<i32>,
         key: Option<&[u8]>,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         kind: Kind,
         received: Option<Instant>,
     ) -> Result<(), Error> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -469,7 +487,7 @@ impl Sink {
         loop {
             match self.producer.send_result(record) {
                 Ok(f) => {
-                    self.pending.push((f, kind, received));
+                    self.pending.push((f, kind, topic.to_string(), received));
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
@@ -485,7 +503,7 @@ impl Sink {
     /// Wait for every pending delivery; error on the first failure.
     async fn flush(&mut self, metrics: &Metrics) -> Result<(), Error> {
         let mut first_err = None;
-        for (f, kind, received) in self.pending.drain(..) {
+        for (f, kind, topic, received) in self.pending.drain(..) {
             match f.await {
                 Ok(Ok(_)) => match kind {
                     Kind::Dlq => metrics.dlq_published.inc(),
@@ -496,15 +514,21 @@ impl Sink {
                                 .observe(r.elapsed().as_secs_f64());
                         }
                     }
-                    Kind::Score | Kind::Event => {}
+                    Kind::Score | Kind::Event | Kind::State => {}
                 },
                 Ok(Err((e, _))) => {
                     metrics.produce_errors.inc();
-                    first_err.get_or_insert(Error::Produce(e.to_string()));
+                    first_err.get_or_insert(Error::Produce(format!(
+                        "{} to `{topic}`: {e}",
+                        kind.as_str()
+                    )));
                 }
                 Err(_) => {
                     metrics.produce_errors.inc();
-                    first_err.get_or_insert(Error::Produce("delivery future cancelled".into()));
+                    first_err.get_or_insert(Error::Produce(format!(
+                        "{} to `{topic}`: delivery future cancelled",
+                        kind.as_str()
+                    )));
                 }
             }
         }
@@ -562,9 +586,10 @@ async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Re
             &cfg.topics.changelog,
             Some(r.partition),
             Some(r.key.as_bytes()),
-            &r.payload,
+            // An empty state record is a tombstone: a null value, so compaction drops the key.
+            (!r.payload.is_empty()).then_some(r.payload.as_slice()),
             None,
-            Kind::Score,
+            Kind::State,
             None,
         )
         .await?;
@@ -643,10 +668,8 @@ fn apply_state_changes(
                     let id = sources.id(t, partition);
                     engine.expect_source(id, now, *has_backlog);
                 }
+                // Oldest first: a later record (or tombstone) replaces an earlier one.
                 for (k, v) in records {
-                    if v.is_empty() {
-                        continue;
-                    }
                     engine.restore(&k, &v)?;
                 }
                 metrics
@@ -896,6 +919,15 @@ pub async fn run(
                 let scored = tokio::task::block_in_place(|| engine.sweep())?;
                 metrics.sweeps.inc();
                 metrics.sweep_rescored.inc_by(scored.scores.len() as u64);
+                metrics.forgotten_silent.inc_by(scored.forgotten_silent as u64);
+                metrics.forgotten_cap.inc_by(scored.forgotten_cap as u64);
+                if scored.forgotten_cap > 0 {
+                    warn!(
+                        forgotten = scored.forgotten_cap,
+                        max_customers = cfg.pipeline.max_customers,
+                        "customer cap reached: least recently active customers forgotten"
+                    );
+                }
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
                 sink.flush(&metrics).await?;
                 persist_state(&mut sink, &cfg, &mut engine).await?;
@@ -1225,7 +1257,7 @@ impl Publisher {
         payload: &[u8],
     ) -> Result<(), Error> {
         self.sink
-            .send(topic, key, payload, None, Kind::Score, None)
+            .send(topic, key, payload, None, Kind::Event, None)
             .await?;
         self.sent += 1;
         if self.sink.pending.len() >= 20_000 {
