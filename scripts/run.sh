@@ -32,7 +32,10 @@ if [ ! -f "$RUN_DIR/model/model.json" ]; then
   mkdir -p "$RUN_DIR/model"
   $BIN train --events "$RUN_DIR/data/events.jsonl" --out "$RUN_DIR/model/model.json" | tee "$RUN_DIR/model/train-summary.json"
 fi
-$BIN run --model "$RUN_DIR/model/model.json" --metrics-listen "$METRICS" 2>"$RUN_DIR/pipeline.log" &
+# tansu answers a fetch only after fetch.wait.max.ms (librdkafka default 500 ms) even when records
+# wait; Kafka answers at once. Ask it to wait at most 10 ms (README "The local broker").
+CHURN__KAFKA__CONSUMER__FETCH_WAIT_MAX_MS=10 \
+  $BIN run --model "$RUN_DIR/model/model.json" --metrics-listen "$METRICS" 2>"$RUN_DIR/pipeline.log" &
 pids+=($!)
 $BIN replay --events "$RUN_DIR/data/events.jsonl" --rate "$RATE" 2>"$RUN_DIR/replay.log" &
 pids+=($!)

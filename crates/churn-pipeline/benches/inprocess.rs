@@ -1,7 +1,8 @@
 //! In-process throughput of the streaming core, no broker: pre-serialized JSON bytes of generated
 //! events → `Engine::ingest` (decode → validate → dedupe → rollup) in micro-batches of 5000, each
-//! followed by `Engine::score_dirty` (features → score → alert decision), exactly the work
-//! `kafka::run` does per batch minus the Kafka I/O. One thread: polars is limited to one thread
+//! followed by `Engine::score_dirty` (features → score → alert decision) and the batch's state
+//! records (`Engine::take_changelog`, the checkpoint): the work `kafka::run` does per batch minus
+//! the Kafka I/O. `score_seconds` includes `state_seconds`. One thread: polars is limited to one thread
 //! (`POLARS_MAX_THREADS=1` unless set).
 //!
 //! Prints one JSON line (`name = "inprocess"`): events/s over the whole run and p50/p99 of the
@@ -124,6 +125,9 @@ struct Pass {
     duplicates: usize,
     customers: usize,
     state_bytes: usize,
+    changelog_records: usize,
+    changelog_bytes: usize,
+    state_s: f64,
 }
 
 impl Pass {
@@ -144,6 +148,9 @@ impl Pass {
             "scores": self.scores,
             "alerts": self.alerts,
             "duplicates": self.duplicates,
+            "changelog_records": self.changelog_records,
+            "state_seconds": self.state_s,
+            "changelog_bytes": self.changelog_bytes,
             "threads": 1,
         })
     }
@@ -173,6 +180,9 @@ fn pass(
         duplicates: 0,
         customers: 0,
         state_bytes: 0,
+        changelog_records: 0,
+        changelog_bytes: 0,
+        state_s: 0.0,
     };
     let start = Instant::now();
     for chunk in inputs.chunks(batch) {
@@ -186,7 +196,13 @@ fn pass(
         }
         let t1 = Instant::now();
         let out = engine.score_dirty().expect("score_dirty");
+        // The batch's state records (the checkpoint `kafka::run` then produces).
+        let t_state = Instant::now();
+        let state = engine.take_changelog().expect("take_changelog");
         let t2 = Instant::now();
+        p.state_s += (t2 - t_state).as_secs_f64();
+        p.changelog_records += state.len();
+        p.changelog_bytes += state.iter().map(|r| r.payload.len()).sum::<usize>();
         p.alerts += out.alerts.len();
         p.scores += out.scores.len();
         p.ingest_s += (t1 - t0).as_secs_f64();

@@ -603,6 +603,8 @@ async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Re
 struct Track {
     sources: SourceIds,
     offsets: BTreeMap<(String, i32), i64>,
+    /// Partitions whose state this instance holds (restored and not revoked since).
+    owned: std::collections::BTreeSet<i32>,
     restored: bool,
     health: Health,
 }
@@ -631,6 +633,7 @@ fn apply_state_changes(
     let Track {
         sources,
         offsets,
+        owned,
         restored,
         health,
     } = track;
@@ -642,6 +645,7 @@ fn apply_state_changes(
                 // Events of this partition ingested in the current batch are dropped with its
                 // state: their offsets must not be stored (the next owner re-reads them).
                 offsets.retain(|(_, q), _| *q != p);
+                owned.remove(&p);
                 let now = Instant::now();
                 for t in ctx.clock_topics.clone() {
                     let id = sources.id(&t, p);
@@ -669,6 +673,16 @@ fn apply_state_changes(
                     engine.expect_source(id, now, *has_backlog);
                 }
                 // Oldest first: a later record (or tombstone) replaces an earlier one.
+                if !owned.insert(partition) {
+                    // Assigned again without a revoke in between (tansu's coordinator does
+                    // that): the state held here is newer than the last checkpoint; restoring
+                    // would roll it back under offsets already ingested past it.
+                    info!(
+                        partition,
+                        "partition assigned again: state held in memory kept"
+                    );
+                    continue;
+                }
                 for (k, v) in records {
                     engine.restore(&k, &v)?;
                 }
@@ -902,9 +916,24 @@ pub async fn run(
             ids: BTreeMap::new(),
         },
         offsets: BTreeMap::new(),
+        owned: Default::default(),
         restored: false,
         health: health.clone(),
     };
+    // (the service loop's three checkpoints: after every batch, on a sweep, at shutdown)
+    macro_rules! checkpoint {
+        () => {
+            checkpoint(
+                &mut sink,
+                &cfg,
+                &mut engine,
+                &consumer,
+                &mut track,
+                &metrics,
+            )
+            .await?
+        };
+    }
 
     'outer: loop {
         // Wait for the first message of a batch, a sweep tick, or shutdown.
@@ -929,10 +958,7 @@ pub async fn run(
                     );
                 }
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
-                sink.flush(&metrics).await?;
-                persist_state(&mut sink, &cfg, &mut engine).await?;
-                sink.flush(&metrics).await?;
-                metrics.checkpoint_last_success.set(Utc::now().timestamp() as f64);
+                checkpoint!();
                 export_kpis(&engine, &metrics);
                 continue;
             }
@@ -1008,34 +1034,45 @@ pub async fn run(
             .scoring_duration
             .observe(t_score.elapsed().as_secs_f64());
         publish(&mut sink, &cfg, &metrics, &scored).await?;
-        // Outputs first, then the state that remembers them: a crash between the two re-emits
-        // the outputs (same ids) instead of losing them.
-        sink.flush(&metrics).await?;
-        persist_state(&mut sink, &cfg, &mut engine).await?;
-        sink.flush(&metrics).await?;
-        metrics
-            .checkpoint_last_success
-            .set(Utc::now().timestamp() as f64);
-        // Every output of this batch (DLQ, alerts, scores, state) is acknowledged: now the
-        // offsets may be stored.
-        store_offsets(&consumer, &mut track.offsets, &metrics)?;
+        checkpoint!();
         metrics.batch_events.observe(n as f64);
         metrics
             .batch_duration
             .observe(started.elapsed().as_secs_f64());
     }
 
-    info!("shutting down: flushing producer and committing offsets");
+    info!("shutting down: checkpointing state, flushing producer and committing offsets");
     health.set_ready(false);
     metrics.ready.set(0);
-    sink.flush(&metrics).await?;
+    checkpoint!();
     sink.producer.flush(Duration::from_secs(10))?;
-    store_offsets(&consumer, &mut track.offsets, &metrics)?;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+/// A checkpoint, after every batch: every output sent so far acknowledged, then the state of every
+/// customer changed since the last checkpoint written and acknowledged, then the offsets of
+/// everything ingested since stored. Outputs before the state that remembers them: a crash in between re-emits the
+/// outputs (same ids) instead of losing them. State before offsets: a crash in between re-reads
+/// events the restored state already holds, and the replay guard skips them.
+async fn checkpoint(
+    sink: &mut Sink,
+    cfg: &Config,
+    engine: &mut Engine,
+    consumer: &StreamConsumer<ServiceContext>,
+    track: &mut Track,
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    sink.flush(metrics).await?;
+    persist_state(sink, cfg, engine).await?;
+    sink.flush(metrics).await?;
+    metrics
+        .checkpoint_last_success
+        .set(Utc::now().timestamp() as f64);
+    store_offsets(consumer, &mut track.offsets, metrics)
 }
 
 /// A header of `msg` as UTF-8 (the last one if the key repeats).

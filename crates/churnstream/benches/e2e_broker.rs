@@ -14,7 +14,9 @@
 //! `CHURN_TEST_BROKERS` is set, in which case that broker is used and left running.
 //!
 //! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (1700 → ≈ 300 k events over 180 days),
-//! `CHURN_BENCH_RATE` (50000), `CHURN_BENCH_RATE_SECONDS` (10).
+//! `CHURN_BENCH_RATE` (50000), `CHURN_BENCH_RATE_SECONDS` (10), `CHURN_BENCH_E2E_BATCH`
+//! (`pipeline.batch_max_events`, 5000), `CHURN_BENCH_E2E_CONSUMER` (librdkafka consumer keys,
+//! `fetch.wait.max.ms=10`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -115,6 +117,18 @@ async fn fresh_config(brokers: &str, name: &str) -> Config {
     let mut cfg = Config::default();
     cfg.kafka.brokers = brokers.to_string();
     cfg.kafka.group_id = format!("{s}_group");
+    // tansu answers a fetch only after `fetch.wait.max.ms` (librdkafka default 500), even when
+    // records are waiting; Kafka answers as soon as `fetch.min.bytes` are there. So against
+    // tansu the consumer asks to wait at most 10 ms (measured: 85 k → 150 k events/s, README
+    // "Benchmarks"). CHURN_BENCH_E2E_CONSUMER="k=v,…" replaces these librdkafka keys.
+    let consumer =
+        std::env::var("CHURN_BENCH_E2E_CONSUMER").unwrap_or_else(|_| "fetch.wait.max.ms=10".into());
+    for kv in consumer.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("CHURN_BENCH_E2E_CONSUMER holds k=v pairs");
+        cfg.kafka.consumer.insert(k.into(), v.into());
+    }
     let t = &mut cfg.topics;
     t.purchases = format!("{s}_purchases");
     t.engagement = format!("{s}_engagement");
