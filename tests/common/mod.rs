@@ -281,8 +281,7 @@ impl Served {
     }
 }
 
-/// The newest changelog record per customer (records of a key are checked to come in offset
-/// order within their partition).
+/// The newest changelog record per customer (by partition offset).
 pub async fn latest_state(
     cfg: &churn_pipeline::Config,
 ) -> std::collections::BTreeMap<String, churn_pipeline::engine::Snapshot> {
@@ -293,13 +292,15 @@ pub async fn latest_state(
         Duration::from_secs(8),
     )
     .await;
+    // In (partition, offset) order, each record once: a reader may see a range twice (tansu's
+    // sqlite engine compacts the changelog, and a fetch below the new start is reset to it).
+    let ordered: std::collections::BTreeMap<(i32, i64), &Record> = records
+        .iter()
+        .map(|r| ((r.partition, r.offset), r))
+        .collect();
     let mut latest = std::collections::BTreeMap::new();
-    let mut last_offset: std::collections::BTreeMap<(String, i32), i64> = Default::default();
-    for r in &records {
+    for r in ordered.values() {
         let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf8 key");
-        let last = last_offset.entry((key.clone(), r.partition)).or_insert(-1);
-        assert!(r.offset > *last, "changelog records in offset order");
-        *last = r.offset;
         if r.payload.is_empty() {
             // tombstone: the customer was forgotten
             latest.remove(&key);

@@ -53,24 +53,53 @@ fn earlier<T: PartialOrd + Copy>(a: Option<Stamped<T>>, b: Stamped<T>) -> Option
     }
 }
 
-/// One customer's activity on one UTC day.
+/// One customer's activity on one UTC day. Serialized sparsely (zero counts and absent values
+/// are left out, and read back as their defaults): most days hold one or two kinds of activity,
+/// and the state changelog carries every day row of a changed customer.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DayRollup {
     pub day: i32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub purchases: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub items: u32,
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub revenue: f64,
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub discount: f64,
     /// Engagement counts indexed like [`EngagementKind::ALL`].
+    #[serde(skip_serializing_if = "all_zero")]
     pub engagement: [u32; 8],
+    #[serde(skip_serializing_if = "is_zero_f64")]
     pub session_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nps_first: Option<Stamped<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nps_last: Option<Stamped<u8>>,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub nps_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mrr_last: Option<Stamped<f64>>,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub upgrades: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub downgrades: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
     pub cancels: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+// Exactly 0.0 only: -0.0 and every other value are written.
+fn is_zero_f64(v: &f64) -> bool {
+    v.to_bits() == 0
+}
+
+fn all_zero(v: &[u32; 8]) -> bool {
+    v.iter().all(|x| *x == 0)
 }
 
 /// Values folded out of expired days.
@@ -255,6 +284,39 @@ mod tests {
             duration_s: None,
             feature: None,
         })
+    }
+
+    #[test]
+    fn day_rows_serialize_sparsely_and_round_trip() {
+        let quiet = DayRollup {
+            day: 20_000,
+            engagement: [1, 0, 2, 0, 0, 0, 0, 0],
+            ..DayRollup::default()
+        };
+        let json = serde_json::to_string(&quiet).expect("json");
+        assert_eq!(json, r#"{"day":20000,"engagement":[1,0,2,0,0,0,0,0]}"#);
+        let busy = DayRollup {
+            day: -3,
+            purchases: 2,
+            items: 5,
+            revenue: 12.5,
+            discount: -0.0,
+            engagement: [0, 0, 0, 0, 0, 0, 0, 9],
+            session_seconds: 0.25,
+            nps_first: Some(Stamped { ts: 1, value: 0 }),
+            nps_last: Some(Stamped { ts: 2, value: 10 }),
+            nps_count: 2,
+            mrr_last: Some(Stamped { ts: 3, value: 0.0 }),
+            upgrades: 1,
+            downgrades: 1,
+            cancels: 1,
+        };
+        for row in [quiet, busy, DayRollup::default()] {
+            let back: DayRollup =
+                serde_json::from_slice(&serde_json::to_vec(&row).expect("json")).expect("read");
+            assert_eq!(back, row);
+            assert_eq!(back.discount.to_bits(), row.discount.to_bits(), "-0.0 kept");
+        }
     }
 
     #[test]

@@ -144,6 +144,20 @@ pub struct Snapshot {
     pub unscored: bool,
 }
 
+/// [`Snapshot`] borrowed from the live state, for writing (same JSON, no copy of the rollups).
+#[derive(serde::Serialize)]
+struct SnapshotRef<'a> {
+    v: u8,
+    partition: i32,
+    applied: [i64; 4],
+    rollups: &'a CustomerRollups,
+    mem: &'a AlertMemory,
+    last_scored_day: Option<i32>,
+    revenue_at_risk: f64,
+    first_day: Option<i32>,
+    unscored: bool,
+}
+
 /// A changelog record to publish: key = customer id, to `partition` of the changelog topic. An
 /// empty payload is a tombstone (published with a null value; compaction then drops the key).
 #[derive(Debug, Clone, PartialEq)]
@@ -689,12 +703,12 @@ impl Engine {
                 continue;
             };
             c.changed = false;
-            let snap = Snapshot {
+            let snap = SnapshotRef {
                 v: 1,
                 partition: c.partition,
                 applied: c.applied,
-                rollups: c.rollups.clone(),
-                mem: c.mem,
+                rollups: &c.rollups,
+                mem: &c.mem,
                 last_scored_day: c.last_scored_day,
                 revenue_at_risk: c.revenue_at_risk,
                 first_day: self.first_day,
