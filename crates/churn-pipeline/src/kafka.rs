@@ -246,7 +246,9 @@ impl ConsumerContext for ServiceContext {
     }
 }
 
-/// Read one partition from the beginning to its current end: (key, value) pairs in order.
+/// Read one partition from the beginning to its current end: (key, value) pairs in offset order,
+/// each offset once (a broker that compacts while we read may serve a range twice — tansu's
+/// sqlite engine does — and a stale record applied after a newer one would roll state back).
 pub fn read_partition(
     reader: &ClientConfig,
     topic: &str,
@@ -261,6 +263,7 @@ pub fn read_partition(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     c.assign(&tpl)?;
+    let mut by_offset: BTreeMap<i64, (String, Vec<u8>)> = BTreeMap::new();
     loop {
         match c.poll(Duration::from_secs(15)) {
             Some(Ok(m)) => {
@@ -268,8 +271,9 @@ pub fn read_partition(
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
-                out.push((key, m.payload().unwrap_or_default().to_vec()));
+                by_offset.insert(m.offset(), (key, m.payload().unwrap_or_default().to_vec()));
                 if m.offset() >= high - 1 {
+                    out.extend(by_offset.into_values());
                     return Ok(out);
                 }
             }
