@@ -705,8 +705,7 @@ fn apply_state_changes(
     }
     if any && !*restored {
         *restored = true;
-        health.set_ready(true);
-        metrics.ready.set(1);
+        set_ready(health, metrics, true);
     }
     Ok(())
 }
@@ -773,6 +772,11 @@ fn lineage_headers(
     partition: i32,
     offset: i64,
 ) -> OwnedHeaders {
+    with_source(copy_headers(orig), topic, partition, offset)
+}
+
+/// The headers of a consumed message, as headers to produce.
+fn copy_headers(orig: Option<&rdkafka::message::BorrowedHeaders>) -> OwnedHeaders {
     let mut h = OwnedHeaders::new();
     if let Some(orig) = orig {
         for x in orig.iter() {
@@ -782,6 +786,11 @@ fn lineage_headers(
             });
         }
     }
+    h
+}
+
+/// `h` plus `source.topic`/`source.partition`/`source.offset`.
+fn with_source(h: OwnedHeaders, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
     let partition = partition.to_string();
     let offset = offset.to_string();
     h.insert(Header {
@@ -798,6 +807,7 @@ fn lineage_headers(
     })
 }
 
+/// The original headers plus `error.reason`, `error.stage` and `source.*`.
 fn dlq_headers(
     orig: Option<&rdkafka::message::BorrowedHeaders>,
     reason: &str,
@@ -806,37 +816,16 @@ fn dlq_headers(
     partition: i32,
     offset: i64,
 ) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new();
-    if let Some(orig) = orig {
-        for x in orig.iter() {
-            h = h.insert(Header {
-                key: x.key,
-                value: x.value,
-            });
-        }
-    }
-    let partition = partition.to_string();
-    let offset = offset.to_string();
-    h.insert(Header {
-        key: "error.reason",
-        value: Some(reason),
-    })
-    .insert(Header {
-        key: "error.stage",
-        value: Some(stage),
-    })
-    .insert(Header {
-        key: "source.topic",
-        value: Some(topic),
-    })
-    .insert(Header {
-        key: "source.partition",
-        value: Some(partition.as_str()),
-    })
-    .insert(Header {
-        key: "source.offset",
-        value: Some(offset.as_str()),
-    })
+    let h = copy_headers(orig)
+        .insert(Header {
+            key: "error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "error.stage",
+            value: Some(stage),
+        });
+    with_source(h, topic, partition, offset)
 }
 
 /// Update gauges from the engine's population KPIs.
@@ -900,14 +889,7 @@ pub async fn run(
     let raw = cfg.topics.inputs();
     consumer.subscribe(&inputs)?;
     info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.group_id(), stage = cfg.pipeline.stage.as_str(), "consuming");
-    let consumed: Vec<(String, prometheus::IntCounter)> = inputs
-        .iter()
-        .map(|t| (t.to_string(), metrics.consumed(t)))
-        .collect();
-    let rejected: BTreeMap<&'static str, prometheus::IntCounter> = churn_events::Rejection::CODES
-        .iter()
-        .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
-        .collect();
+    let counters = IngestCounters::new(&metrics, &inputs);
 
     let max = cfg.pipeline.batch_max_events;
     let dlq_limit = dlq_payload_limit(&cfg);
@@ -982,9 +964,7 @@ pub async fn run(
                     let topic = msg.topic();
                     let (partition, offset) = (msg.partition(), msg.offset());
                     let payload = msg.payload().unwrap_or(&[]);
-                    if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
-                        c.inc();
-                    }
+                    counters.consumed(topic);
                     // Event-time sources are raw topic-partitions in every stage: behind the
                     // ingest stage the raw topic is the `source.topic` header.
                     let clock_topic = if cfg.pipeline.stage == Stage::Score {
@@ -1005,18 +985,12 @@ pub async fn run(
                         Ingest::Accepted => {}
                         Ingest::Duplicate => metrics.duplicates_dropped.inc(),
                         Ingest::Rejected(r) => {
-                            if let Some(c) = rejected.get(r.code()) {
-                                c.inc();
-                            }
+                            counters.rejected(r.code());
                             dead_letter(&mut sink, &cfg, &msg, &r.to_string(), stage, dlq_limit)
                                 .await?;
                         }
                     }
-                    let e = track
-                        .offsets
-                        .entry((topic.to_string(), partition))
-                        .or_insert(offset);
-                    *e = (*e).max(offset);
+                    note_offset(&mut track.offsets, topic, partition, offset);
                 }
                 Err(e) => warn!(error = %e, "consumer error"),
             }
@@ -1046,15 +1020,10 @@ pub async fn run(
     }
 
     info!("shutting down: checkpointing state, flushing producer and committing offsets");
-    health.set_ready(false);
-    metrics.ready.set(0);
+    set_ready(&health, &metrics, false);
     checkpoint!();
     sink.producer.flush(Duration::from_secs(10))?;
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(())
+    commit_sync(&consumer)
 }
 
 /// A checkpoint, after every batch: every output sent so far acknowledged, then the state of every
@@ -1115,14 +1084,7 @@ pub async fn run_ingest(
     let inputs = cfg.consumed_topics();
     consumer.subscribe(&inputs)?;
     info!(brokers = %cfg.kafka.brokers, topics = ?inputs, group = %cfg.group_id(), to = %cfg.topics.events, "ingest stage consuming");
-    let consumed: Vec<(String, prometheus::IntCounter)> = inputs
-        .iter()
-        .map(|t| (t.to_string(), metrics.consumed(t)))
-        .collect();
-    let rejected: BTreeMap<&'static str, prometheus::IntCounter> = churn_events::Rejection::CODES
-        .iter()
-        .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
-        .collect();
+    let counters = IngestCounters::new(&metrics, &inputs);
     let limits = crate::engine::decode_limits(&cfg.pipeline);
     let mut dedupe = crate::engine::Dedupe::new(cfg.pipeline.dedupe_window);
     let max = cfg.pipeline.batch_max_events;
@@ -1144,8 +1106,7 @@ pub async fn run_ingest(
                 }
                 StateChange::Restore { .. } if !ready => {
                     ready = true;
-                    health.set_ready(true);
-                    metrics.ready.set(1);
+                    set_ready(&health, &metrics, true);
                 }
                 StateChange::Restore { .. } => {}
                 StateChange::Failed(m) => return Err(Error::Produce(m)),
@@ -1170,9 +1131,7 @@ pub async fn run_ingest(
                 Ok(msg) => {
                     n += 1;
                     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-                    if let Some((_, c)) = consumed.iter().find(|(t, _)| t == topic) {
-                        c.inc();
-                    }
+                    counters.consumed(topic);
                     let payload = msg.payload().unwrap_or(&[]);
                     match churn_events::decode(payload, now, &limits) {
                         Ok(ev) if dedupe.check(&ev.event_id) => metrics.duplicates_dropped.inc(),
@@ -1189,17 +1148,12 @@ pub async fn run_ingest(
                             .await?;
                         }
                         Err(r) => {
-                            if let Some(c) = rejected.get(r.code()) {
-                                c.inc();
-                            }
+                            counters.rejected(r.code());
                             dead_letter(&mut sink, &cfg, &msg, &r.to_string(), "ingest", dlq_limit)
                                 .await?;
                         }
                     }
-                    let e = offsets
-                        .entry((topic.to_string(), partition))
-                        .or_insert(offset);
-                    *e = (*e).max(offset);
+                    note_offset(&mut offsets, topic, partition, offset);
                 }
                 Err(e) => warn!(error = %e, "consumer error"),
             }
@@ -1221,16 +1175,72 @@ pub async fn run_ingest(
     }
 
     info!("ingest stage shutting down: flushing producer and committing offsets");
-    health.set_ready(false);
-    metrics.ready.set(0);
+    set_ready(&health, &metrics, false);
     sink.flush(&metrics).await?;
     sink.producer.flush(Duration::from_secs(10))?;
     store_offsets(&consumer, &mut offsets, &metrics)?;
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => return Err(e.into()),
+    commit_sync(&consumer)
+}
+
+/// Cached handles for what both consuming loops count per message: consumed messages by topic
+/// and rejections by reason.
+struct IngestCounters {
+    consumed: Vec<(String, prometheus::IntCounter)>,
+    rejected: BTreeMap<&'static str, prometheus::IntCounter>,
+}
+
+impl IngestCounters {
+    fn new(metrics: &Metrics, topics: &[&str]) -> Self {
+        IngestCounters {
+            consumed: topics
+                .iter()
+                .map(|t| (t.to_string(), metrics.consumed(t)))
+                .collect(),
+            rejected: churn_events::Rejection::CODES
+                .iter()
+                .map(|c| (*c, metrics.events_rejected.with_label_values(&[c])))
+                .collect(),
+        }
     }
-    Ok(())
+
+    fn consumed(&self, topic: &str) {
+        if let Some((_, c)) = self.consumed.iter().find(|(t, _)| t == topic) {
+            c.inc();
+        }
+    }
+
+    fn rejected(&self, code: &str) {
+        if let Some(c) = self.rejected.get(code) {
+            c.inc();
+        }
+    }
+}
+
+/// Remember the newest consumed offset of a topic-partition (stored at the next checkpoint).
+fn note_offset(
+    offsets: &mut BTreeMap<(String, i32), i64>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let e = offsets
+        .entry((topic.to_string(), partition))
+        .or_insert(offset);
+    *e = (*e).max(offset);
+}
+
+/// `/readyz` and `churn_pipeline_ready` together.
+fn set_ready(health: &Health, metrics: &Metrics, ready: bool) {
+    health.set_ready(ready);
+    metrics.ready.set(i64::from(ready));
+}
+
+/// The final synchronous commit of the stored offsets (none stored is fine).
+fn commit_sync(consumer: &StreamConsumer<ServiceContext>) -> Result<(), Error> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn store_offsets(
