@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use churn_events::{AlertData, CloudEvent};
 use churn_metrics::{Health, Metrics};
 use churn_model::ModelArtifact;
-use churn_pipeline::engine::Snapshot;
 use churn_pipeline::{kafka, Config};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,52 +39,20 @@ fn start(cfg: &Config, model: &Arc<ModelArtifact>, shutdown: &CancellationToken)
     }
 }
 
+/// Caught up, then a few sweeps on the idle pipeline (silent customers at the end of the
+/// history).
 async fn wait_caught_up(cfg: &Config) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !common::caught_up(cfg, &cfg.kafka.group_id, PARTS) {
-        assert!(
-            Instant::now() < deadline,
-            "group {} did not catch up",
-            cfg.kafka.group_id
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // A few sweeps on the idle pipeline (silent customers at the end of the history).
+    common::wait_caught_up(cfg, PARTS).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 }
 
 /// Newest changelog rollups per customer.
 async fn state(cfg: &Config) -> BTreeMap<String, churn_features::CustomerRollups> {
-    let mut out = BTreeMap::new();
-    for r in common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.changelog,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await
-    {
-        let key = String::from_utf8(r.key.unwrap_or_default()).expect("utf8 key");
-        let snap: Snapshot = serde_json::from_slice(&r.payload).expect("snapshot");
-        out.insert(key, snap.rollups);
-    }
-    out
-}
-
-async fn alerted(cfg: &Config) -> BTreeSet<String> {
-    common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await
-    .iter()
-    .map(|r| {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
-        ev.data.customer_id
-    })
-    .collect()
+    common::latest_state(cfg)
+        .await
+        .into_iter()
+        .map(|(k, s)| (k, s.rollups))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,22 +107,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
     // one instance show how much micro-batch timing alone moves the alerts.
     let mut solos = Vec::new();
     for run in 0..2 {
-        let mut solo = cfg.clone();
-        let sfx = format!("solo{run}");
-        solo.kafka.group_id = format!("{}_{sfx}", cfg.kafka.group_id);
-        solo.topics.alerts = format!("{}_{sfx}", cfg.topics.alerts);
-        solo.topics.scores = format!("{}_{sfx}", cfg.topics.scores);
-        solo.topics.dlq = format!("{}_{sfx}", cfg.topics.dlq);
-        solo.topics.changelog = format!("{}_{sfx}", cfg.topics.changelog);
-        common::create_topics(
-            &cfg.kafka.brokers,
-            &[
-                (solo.topics.alerts.as_str(), PARTS),
-                (solo.topics.scores.as_str(), PARTS),
-                (solo.topics.dlq.as_str(), 1),
-            ],
-        )
-        .await;
+        let solo = common::with_own_outputs(&cfg, &format!("solo{run}"), PARTS).await;
         let shutdown = CancellationToken::new();
         let one = start(&solo, &model, &shutdown);
         wait_caught_up(&solo).await;
@@ -169,7 +120,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
         solos.push(solo);
     }
     let solo = &solos[0];
-    let solo2 = alerted(&solos[1]).await;
+    let solo2 = common::alerted(&solos[1]).await;
     // State: every event applied exactly once, by whichever member owned its partition at the
     // time, through the rebalance: the newest changelog record per customer is identical.
     // Expiry depends on each engine's clock; features do not (crates/churn-features tests), so
@@ -227,7 +178,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
     // consumed it as a backlog. The customers the solo run alerts are the ones at risk; the
     // members together must alert (nearly) all of them. Extra alerts of the live replay are
     // printed, not asserted (see ARCHITECTURE.md, event time).
-    let (pair, alone) = (alerted(&cfg).await, alerted(solo).await);
+    let (pair, alone) = (common::alerted(&cfg).await, common::alerted(solo).await);
     assert!(!alone.is_empty(), "the scenario produces alerts");
     let caught = pair.intersection(&alone).count() as f64 / alone.len() as f64;
     let noise = solo2.symmetric_difference(&alone).count();

@@ -14,43 +14,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use churn_events::{AlertData, CloudEvent};
 use churn_metrics::{Health, Metrics};
-use churn_pipeline::{kafka, Config, Stage};
+use churn_pipeline::{kafka, Stage};
 use tokio_util::sync::CancellationToken;
 
 const PARTS: i32 = 4;
-
-async fn wait_caught_up(cfg: &Config) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !common::caught_up(cfg, &cfg.group_id(), PARTS) {
-        assert!(
-            Instant::now() < deadline,
-            "group {} did not catch up on {:?}",
-            cfg.group_id(),
-            cfg.consumed_topics()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn alerted(cfg: &Config) -> BTreeSet<String> {
-    common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await
-    .iter()
-    .map(|r| {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
-        ev.data.customer_id
-    })
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_score_as_separate_stages() {
@@ -103,9 +73,9 @@ async fn ingest_and_score_as_separate_stages() {
         Health::default(),
         shutdown.child_token(),
     ));
-    wait_caught_up(&ingest_cfg).await;
+    common::wait_caught_up(&ingest_cfg, PARTS).await;
     let score = common::serve(&score_cfg, model.clone()).await;
-    wait_caught_up(&score_cfg).await;
+    common::wait_caught_up(&score_cfg, PARTS).await;
     // A few sweeps on the idle pipeline (silent customers at the end of the history).
     tokio::time::sleep(Duration::from_secs(4)).await;
     shutdown.cancel();
@@ -176,31 +146,17 @@ async fn ingest_and_score_as_separate_stages() {
     let latest = common::latest_state(&score_cfg).await;
     common::assert_exactly_once(&latest, &pop.events);
     common::alert_ids_by_decision(&score_cfg).await;
-    let split = alerted(&score_cfg).await;
+    let split = common::alerted(&score_cfg).await;
     assert!(!split.is_empty(), "the split pipeline alerts");
 
     // The same input through one all-in-one process (own group and outputs).
-    let mut solo = cfg.clone();
-    solo.kafka.group_id = format!("{}_solo", cfg.kafka.group_id);
-    solo.topics.alerts = format!("{}_solo", cfg.topics.alerts);
-    solo.topics.scores = format!("{}_solo", cfg.topics.scores);
-    solo.topics.dlq = format!("{}_solo", cfg.topics.dlq);
-    solo.topics.changelog = format!("{}_solo", cfg.topics.changelog);
-    common::create_topics(
-        &cfg.kafka.brokers,
-        &[
-            (solo.topics.alerts.as_str(), PARTS),
-            (solo.topics.scores.as_str(), PARTS),
-            (solo.topics.dlq.as_str(), 1),
-        ],
-    )
-    .await;
+    let solo = common::with_own_outputs(&cfg, "solo", PARTS).await;
     let one = common::serve(&solo, model).await;
-    wait_caught_up(&solo).await;
+    common::wait_caught_up(&solo, PARTS).await;
     // (the same sweeps on the idle pipeline as above)
     tokio::time::sleep(Duration::from_secs(4)).await;
     one.stop().await;
-    let all = alerted(&solo).await;
+    let all = common::alerted(&solo).await;
     let both = split.intersection(&all).count();
     eprintln!(
         "[stages] alerted customers: split {} · all-in-one {} · both {both}",

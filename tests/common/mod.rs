@@ -204,24 +204,19 @@ pub fn population_and_model(
     churn_model::ModelArtifact,
     churn_pipeline::train::TrainSummary,
 ) {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers,
-        days,
-        seed,
-        ..Default::default()
-    });
-    let plan = churn_features::training::ObservationPlan {
-        warmup_days,
-        ..Default::default()
-    };
-    let (model, summary, _) = churn_pipeline::train::train_from_events(
-        &pop.events,
-        &plan,
-        &churn_model::TrainParams::default(),
-        churn_pipeline::train::DEFAULT_BANDS,
+    churn_pipeline::train::synthetic(
+        &churn_gen::GenConfig {
+            customers,
+            days,
+            seed,
+            ..Default::default()
+        },
+        &churn_features::training::ObservationPlan {
+            warmup_days,
+            ..Default::default()
+        },
     )
-    .expect("model");
-    (pop, model, summary)
+    .expect("model")
 }
 
 /// The default observation plan's warm-up (what `churnstream train` uses).
@@ -398,4 +393,62 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
             .unwrap_or(i64::MAX);
         matches!(e.offset(), Offset::Offset(o) if o >= high) || (high == 0)
     })
+}
+
+/// Wait (at most 180 s) until `cfg`'s consumer group ([`churn_pipeline::Config::group_id`]) has
+/// committed the end of every partition it consumes.
+pub async fn wait_caught_up(cfg: &churn_pipeline::Config, parts: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !caught_up(cfg, &cfg.group_id(), parts) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {} did not catch up on {:?}",
+            cfg.group_id(),
+            cfg.consumed_topics()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The customers with at least one alert on `cfg`'s alerts topic.
+pub async fn alerted(cfg: &churn_pipeline::Config) -> std::collections::BTreeSet<String> {
+    use churn_events::{AlertData, CloudEvent};
+    read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
+        ev.data.customer_id
+    })
+    .collect()
+}
+
+/// `cfg` with its own consumer group and fresh outputs (alerts, scores, DLQ, changelog), named
+/// with the suffix `sfx` and created here: the same input through another pipeline.
+pub async fn with_own_outputs(
+    cfg: &churn_pipeline::Config,
+    sfx: &str,
+    parts: i32,
+) -> churn_pipeline::Config {
+    let mut c = cfg.clone();
+    c.kafka.group_id = format!("{}_{sfx}", cfg.kafka.group_id);
+    c.topics.alerts = format!("{}_{sfx}", cfg.topics.alerts);
+    c.topics.scores = format!("{}_{sfx}", cfg.topics.scores);
+    c.topics.dlq = format!("{}_{sfx}", cfg.topics.dlq);
+    c.topics.changelog = format!("{}_{sfx}", cfg.topics.changelog);
+    create_topics(
+        &cfg.kafka.brokers,
+        &[
+            (c.topics.alerts.as_str(), parts),
+            (c.topics.scores.as_str(), parts),
+            (c.topics.dlq.as_str(), 1),
+        ],
+    )
+    .await;
+    c
 }
