@@ -212,6 +212,18 @@ pub fn train_from_events(
     train_on_set(&set, params, bands)
 }
 
+/// A generated population ([`churn_gen::generate`]) and a model trained on its events with
+/// default parameters and [`DEFAULT_BANDS`]: the fixture of tests, benchmarks and demos.
+pub fn synthetic(
+    gen: &churn_gen::GenConfig,
+    plan: &ObservationPlan,
+) -> Result<(churn_gen::Population, ModelArtifact, TrainSummary), Error> {
+    let pop = churn_gen::generate(gen);
+    let (model, summary, _) =
+        train_from_events(&pop.events, plan, &TrainParams::default(), DEFAULT_BANDS)?;
+    Ok((pop, model, summary))
+}
+
 /// Train on a prepared training set ([`training_set_from_events`]): split by time
 /// ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), fit, evaluate on the test split. Returns the artifact,
 /// a summary and the test split.

@@ -9,25 +9,18 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{Engagement, EngagementKind, Event, Payload};
-use churn_model::TrainParams;
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
 use churn_pipeline::engine::StateRecord;
 use churn_pipeline::{train, Engine};
 
 fn model() -> Arc<churn_model::ModelArtifact> {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 300,
         days: 120,
         seed: 5,
         ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &Default::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    };
+    let (_, model, _) = train::synthetic(&gen, &Default::default()).expect("model");
     Arc::new(model)
 }
 

@@ -9,7 +9,6 @@ use churn_events::Event;
 use churn_features::{
     day_of, day_start, feature_frame, rollups_from_events, FeatureMatrix, RollupFrames,
 };
-use churn_model::TrainParams;
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
 use churn_pipeline::{train, Engine};
 use rand::seq::SliceRandom;
@@ -26,19 +25,13 @@ fn batch_features(events: &[Event], as_of: i32) -> (Vec<String>, FeatureMatrix) 
 
 #[test]
 fn streaming_features_equal_batch_features() {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 250,
         days: 200,
         seed: 11,
         ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &Default::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    };
+    let (pop, model, _) = train::synthetic(&gen, &Default::default()).expect("model");
     let mut engine = Engine::new(
         Arc::new(model),
         PipelineConfig::default(),

@@ -8,25 +8,18 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{AlertData, CloudEvent};
-use churn_model::TrainParams;
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
 use churn_pipeline::{backtest, train, Engine};
 
 #[test]
 fn silent_customers_are_alerted_by_the_sweep_alone() {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 400,
         days: 150,
         seed: 7,
         ..Default::default()
-    });
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &Default::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    };
+    let (pop, model, _) = train::synthetic(&gen, &Default::default()).expect("model");
     let pipeline = PipelineConfig::default();
     let silent = Duration::days(i64::from(pipeline.silent_after_days));
     let mut engine =

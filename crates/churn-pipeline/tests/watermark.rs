@@ -6,28 +6,21 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use churn_features::day_of;
-use churn_model::TrainParams;
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
 use churn_pipeline::{train, Engine};
 
 fn engine() -> (Engine, Vec<churn_events::Event>) {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 120,
         days: 120,
         seed: 2,
         ..Default::default()
-    });
+    };
     let plan = churn_features::training::ObservationPlan {
         warmup_days: 28,
         ..Default::default()
     };
-    let (model, _, _) = train::train_from_events(
-        &pop.events,
-        &plan,
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    let (pop, model, _) = train::synthetic(&gen, &plan).expect("model");
     let e = Engine::new(
         Arc::new(model),
         PipelineConfig::default(),

@@ -27,7 +27,7 @@ use churn_events::Event;
 use churn_features::training::ObservationPlan;
 use churn_metrics::prometheus::core::Metric;
 use churn_metrics::{Health, Metrics};
-use churn_model::{ModelArtifact, TrainParams};
+use churn_model::ModelArtifact;
 use churn_pipeline::{kafka, train, Config};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -171,19 +171,14 @@ async fn fresh_config(brokers: &str, name: &str) -> Config {
 }
 
 fn quick_model() -> ModelArtifact {
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 400,
         days: 150,
         seed: 7,
         ..Default::default()
-    });
-    let (model, summary, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training the benchmark model");
+    };
+    let (_, model, summary) =
+        train::synthetic(&gen, &ObservationPlan::default()).expect("training the benchmark model");
     eprintln!("[bench] model test AUC {:.3}", summary.test.auc);
     model
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use churn_features::training::ObservationPlan;
-use churn_model::{ModelArtifact, TrainParams};
+use churn_model::ModelArtifact;
 use churn_pipeline::train;
 
 /// A `/proc/self/status` field in bytes (`VmHWM` = peak RSS, `VmRSS` = current RSS).
@@ -49,19 +49,14 @@ pub fn quick_model() -> ModelArtifact {
         return ModelArtifact::load(std::path::Path::new(&path))
             .expect("loading CHURN_BENCH_MODEL");
     }
-    let pop = churn_gen::generate(&churn_gen::GenConfig {
+    let gen = churn_gen::GenConfig {
         customers: 400,
         days: 150,
         seed: 7,
         ..Default::default()
-    });
-    let (model, summary, _) = train::train_from_events(
-        &pop.events,
-        &ObservationPlan::default(),
-        &TrainParams::default(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("training the benchmark model");
+    };
+    let (pop, model, summary) =
+        train::synthetic(&gen, &ObservationPlan::default()).expect("training the benchmark model");
     eprintln!(
         "[bench] model trained on {} events: test AUC {:.3}",
         pop.events.len(),
