@@ -9,7 +9,7 @@
 use polars::prelude::*;
 
 use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
-use crate::rollup::{CustomerRollups, DayRollup};
+use crate::rollup::{CustomerRollups, DayRollup, LOGIN_INDEX};
 use crate::Error;
 
 /// Rollups laid out for polars, as of the end of one UTC day. `cid` is the position of the
@@ -37,9 +37,6 @@ const KIND_COLS: [&str; 8] = [
     "support_ticket",
     "complaint",
 ];
-
-/// Index of the login count in [`DayRollup::engagement`](crate::DayRollup).
-const LOGIN: usize = 0;
 
 /// Window bucket of `day` as of `as_of` (0 = the latest 28 days … 3 = 90 days ago or older).
 fn bucket(as_of: i32, day: i32) -> u8 {
@@ -75,7 +72,7 @@ impl Bucket {
         if r.purchases > 0 {
             self.last_purchase_day = Some(r.day);
         }
-        if r.engagement[LOGIN] > 0 {
+        if r.engagement[LOGIN_INDEX] > 0 {
             self.last_login_day = Some(r.day);
         }
         self.purchases += f64::from(r.purchases);

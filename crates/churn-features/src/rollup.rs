@@ -127,6 +127,10 @@ pub struct CustomerRollups {
     pub expired_before: Option<i32>,
 }
 
+/// Index of the login count in [`DayRollup::engagement`] (`kind_index(Login)`, as a constant for
+/// the hot loops; a test keeps them equal).
+pub(crate) const LOGIN_INDEX: usize = 0;
+
 fn kind_index(kind: EngagementKind) -> usize {
     EngagementKind::ALL
         .iter()
@@ -236,7 +240,7 @@ impl CustomerRollups {
             if row.purchases > 0 {
                 c.last_purchase_day = c.last_purchase_day.max(d);
             }
-            if row.engagement[kind_index(EngagementKind::Login)] > 0 {
+            if row.engagement[LOGIN_INDEX] > 0 {
                 c.last_login_day = c.last_login_day.max(d);
             }
             if let Some(n) = row.nps_last {
@@ -284,6 +288,11 @@ mod tests {
             duration_s: None,
             feature: None,
         })
+    }
+
+    #[test]
+    fn login_index_is_the_login_kind() {
+        assert_eq!(kind_index(EngagementKind::Login), LOGIN_INDEX);
     }
 
     #[test]
