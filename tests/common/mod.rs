@@ -301,7 +301,10 @@ pub async fn latest_state(
             latest.remove(&key);
             continue;
         }
-        latest.insert(key, serde_json::from_slice(&r.payload).expect("snapshot"));
+        latest.insert(
+            key,
+            churn_pipeline::engine::Snapshot::decode(&r.payload).expect("snapshot"),
+        );
     }
     latest
 }

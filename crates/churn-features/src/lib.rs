@@ -7,11 +7,13 @@
 //! - [`features`]: the polars query computing all features "as of" a day from rollups.
 //! - [`training`]: observation dates, labels under the configured churn definition, and the
 //!   time-based split.
+//! - [`wire`]: the compact binary encoding of state records (varints, presence masks).
 
 pub mod features;
 pub mod registry;
 pub mod rollup;
 pub mod training;
+pub mod wire;
 
 pub use features::{feature_frame, FeatureMatrix, RollupFrames};
 pub use registry::{Binding, FeatureDef, FEATURES};

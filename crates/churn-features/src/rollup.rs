@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use churn_events::{EngagementKind, Event, Payload, SubscriptionAction};
 use serde::{Deserialize, Serialize};
 
+use crate::wire::{put_f64, put_ivar, put_uvar, Reader, WireError};
+
 /// Days kept as per-day rows; older days are folded into [`Carry`]. Must exceed the longest
 /// window a feature reads (90 days) so features are identical with or without expiry.
 pub const RETAIN_DAYS: i32 = 120;
@@ -125,6 +127,305 @@ pub struct CustomerRollups {
     pub carry: Carry,
     /// Days `< expired_before` have been folded into `carry`.
     pub expired_before: Option<i32>,
+}
+
+// Presence bits of a day row in the binary encoding (same rules as the sparse JSON).
+const D_PURCHASES: u32 = 1;
+const D_ITEMS: u32 = 1 << 1;
+const D_REVENUE: u32 = 1 << 2;
+const D_DISCOUNT: u32 = 1 << 3;
+const D_ENGAGEMENT: u32 = 1 << 4;
+const D_SESSION: u32 = 1 << 5;
+const D_NPS_FIRST: u32 = 1 << 6;
+const D_NPS_LAST: u32 = 1 << 7;
+const D_NPS_COUNT: u32 = 1 << 8;
+const D_MRR: u32 = 1 << 9;
+const D_UPGRADES: u32 = 1 << 10;
+const D_DOWNGRADES: u32 = 1 << 11;
+const D_CANCELS: u32 = 1 << 12;
+const D_ALL: u32 = (1 << 13) - 1;
+
+fn put_stamped_u8(out: &mut Vec<u8>, s: Stamped<u8>) {
+    put_ivar(out, s.ts);
+    out.push(s.value);
+}
+
+fn put_stamped_f64(out: &mut Vec<u8>, s: Stamped<f64>) {
+    put_ivar(out, s.ts);
+    put_f64(out, s.value);
+}
+
+fn stamped_u8(r: &mut Reader) -> Result<Stamped<u8>, WireError> {
+    Ok(Stamped {
+        ts: r.ivar()?,
+        value: r.u8()?,
+    })
+}
+
+fn stamped_f64(r: &mut Reader) -> Result<Stamped<f64>, WireError> {
+    Ok(Stamped {
+        ts: r.ivar()?,
+        value: r.f64()?,
+    })
+}
+
+impl DayRollup {
+    /// Append this row in the binary encoding; `day` is written relative to `prev_day` (the
+    /// previous row's day, or 0 for the first).
+    fn encode(&self, prev_day: i32, out: &mut Vec<u8>) {
+        let mut mask = 0;
+        let mut bit = |present: bool, b: u32| {
+            if present {
+                mask |= b;
+            }
+        };
+        bit(self.purchases != 0, D_PURCHASES);
+        bit(self.items != 0, D_ITEMS);
+        bit(self.revenue.to_bits() != 0, D_REVENUE);
+        bit(self.discount.to_bits() != 0, D_DISCOUNT);
+        bit(!all_zero(&self.engagement), D_ENGAGEMENT);
+        bit(self.session_seconds.to_bits() != 0, D_SESSION);
+        bit(self.nps_first.is_some(), D_NPS_FIRST);
+        bit(self.nps_last.is_some(), D_NPS_LAST);
+        bit(self.nps_count != 0, D_NPS_COUNT);
+        bit(self.mrr_last.is_some(), D_MRR);
+        bit(self.upgrades != 0, D_UPGRADES);
+        bit(self.downgrades != 0, D_DOWNGRADES);
+        bit(self.cancels != 0, D_CANCELS);
+        put_ivar(out, i64::from(self.day) - i64::from(prev_day));
+        put_uvar(out, u64::from(mask));
+        if mask & D_PURCHASES != 0 {
+            put_uvar(out, u64::from(self.purchases));
+        }
+        if mask & D_ITEMS != 0 {
+            put_uvar(out, u64::from(self.items));
+        }
+        if mask & D_REVENUE != 0 {
+            put_f64(out, self.revenue);
+        }
+        if mask & D_DISCOUNT != 0 {
+            put_f64(out, self.discount);
+        }
+        if mask & D_ENGAGEMENT != 0 {
+            let kinds = self
+                .engagement
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n != 0)
+                .fold(0u8, |m, (i, _)| m | (1 << i));
+            out.push(kinds);
+            for n in self.engagement.iter().filter(|n| **n != 0) {
+                put_uvar(out, u64::from(*n));
+            }
+        }
+        if mask & D_SESSION != 0 {
+            put_f64(out, self.session_seconds);
+        }
+        if let Some(s) = self.nps_first {
+            put_stamped_u8(out, s);
+        }
+        if let Some(s) = self.nps_last {
+            put_stamped_u8(out, s);
+        }
+        if mask & D_NPS_COUNT != 0 {
+            put_uvar(out, u64::from(self.nps_count));
+        }
+        if let Some(s) = self.mrr_last {
+            put_stamped_f64(out, s);
+        }
+        for (b, v) in [
+            (D_UPGRADES, self.upgrades),
+            (D_DOWNGRADES, self.downgrades),
+            (D_CANCELS, self.cancels),
+        ] {
+            if mask & b != 0 {
+                put_uvar(out, u64::from(v));
+            }
+        }
+    }
+
+    /// Read a row written by [`DayRollup::encode`] after a row of day `prev_day`.
+    fn decode(prev_day: i32, r: &mut Reader) -> Result<Self, WireError> {
+        let at = r.pos();
+        let day =
+            i32::try_from(i64::from(prev_day) + r.ivar()?).map_err(|_| WireError::Invalid {
+                what: "day out of range",
+                at,
+            })?;
+        let mask = u32::try_from(r.uvar()?).unwrap_or(u32::MAX);
+        if mask & !D_ALL != 0 {
+            return Err(r.invalid("unknown day-row field"));
+        }
+        let mut row = DayRollup {
+            day,
+            ..DayRollup::default()
+        };
+        let has = |b: u32| mask & b != 0;
+        if has(D_PURCHASES) {
+            row.purchases = r.u32()?;
+        }
+        if has(D_ITEMS) {
+            row.items = r.u32()?;
+        }
+        if has(D_REVENUE) {
+            row.revenue = r.f64()?;
+        }
+        if has(D_DISCOUNT) {
+            row.discount = r.f64()?;
+        }
+        if has(D_ENGAGEMENT) {
+            let kinds = r.u8()?;
+            for (i, n) in row.engagement.iter_mut().enumerate() {
+                if kinds & (1 << i) != 0 {
+                    *n = r.u32()?;
+                }
+            }
+        }
+        if has(D_SESSION) {
+            row.session_seconds = r.f64()?;
+        }
+        if has(D_NPS_FIRST) {
+            row.nps_first = Some(stamped_u8(r)?);
+        }
+        if has(D_NPS_LAST) {
+            row.nps_last = Some(stamped_u8(r)?);
+        }
+        if has(D_NPS_COUNT) {
+            row.nps_count = r.u32()?;
+        }
+        if has(D_MRR) {
+            row.mrr_last = Some(stamped_f64(r)?);
+        }
+        if has(D_UPGRADES) {
+            row.upgrades = r.u32()?;
+        }
+        if has(D_DOWNGRADES) {
+            row.downgrades = r.u32()?;
+        }
+        if has(D_CANCELS) {
+            row.cancels = r.u32()?;
+        }
+        Ok(row)
+    }
+}
+
+// Presence bits of the customer-level values.
+const C_FIRST_DAY: u8 = 1;
+const C_LAST_EVENT: u8 = 1 << 1;
+const C_EXPIRED_BEFORE: u8 = 1 << 2;
+const C_LAST_PURCHASE: u8 = 1 << 3;
+const C_LAST_ACTIVITY: u8 = 1 << 4;
+const C_LAST_LOGIN: u8 = 1 << 5;
+const C_NPS_LAST: u8 = 1 << 6;
+const C_MRR_LAST: u8 = 1 << 7;
+
+impl CustomerRollups {
+    /// Append the binary encoding (read back by [`CustomerRollups::decode`]): a presence byte,
+    /// the present values, the number of day rows, then each row with its day relative to the
+    /// previous one and a presence mask. A day row of one or two kinds of activity takes 3–12
+    /// bytes (its sparse JSON takes 40–90).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let c = &self.carry;
+        let flags = [
+            (self.first_day.is_some(), C_FIRST_DAY),
+            (self.last_event.is_some(), C_LAST_EVENT),
+            (self.expired_before.is_some(), C_EXPIRED_BEFORE),
+            (c.last_purchase_day.is_some(), C_LAST_PURCHASE),
+            (c.last_activity_day.is_some(), C_LAST_ACTIVITY),
+            (c.last_login_day.is_some(), C_LAST_LOGIN),
+            (c.nps_last.is_some(), C_NPS_LAST),
+            (c.mrr_last.is_some(), C_MRR_LAST),
+        ]
+        .iter()
+        .fold(0u8, |f, (present, b)| if *present { f | b } else { f });
+        out.push(flags);
+        if let Some(d) = self.first_day {
+            put_ivar(out, i64::from(d));
+        }
+        if let Some(t) = self.last_event {
+            put_ivar(out, t);
+        }
+        let days = [
+            self.expired_before,
+            c.last_purchase_day,
+            c.last_activity_day,
+            c.last_login_day,
+        ];
+        for d in days.into_iter().flatten() {
+            put_ivar(out, i64::from(d));
+        }
+        if let Some(s) = c.nps_last {
+            put_stamped_u8(out, s);
+        }
+        if let Some(s) = c.mrr_last {
+            put_stamped_f64(out, s);
+        }
+        put_uvar(out, self.days.len() as u64);
+        let mut prev = 0;
+        for row in &self.days {
+            row.encode(prev, out);
+            prev = row.day;
+        }
+    }
+
+    /// Read rollups written by [`CustomerRollups::encode`]. Day rows must be in strictly
+    /// increasing day order (the invariant [`CustomerRollups::apply`] relies on).
+    pub fn decode(r: &mut Reader) -> Result<Self, WireError> {
+        let flags = r.u8()?;
+        let has = |b: u8| flags & b != 0;
+        let day = |r: &mut Reader, b: u8| -> Result<Option<i32>, WireError> {
+            if has(b) {
+                r.i32().map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let first_day = day(r, C_FIRST_DAY)?;
+        let last_event = if has(C_LAST_EVENT) {
+            Some(r.ivar()?)
+        } else {
+            None
+        };
+        let expired_before = day(r, C_EXPIRED_BEFORE)?;
+        let mut carry = Carry {
+            last_purchase_day: day(r, C_LAST_PURCHASE)?,
+            last_activity_day: day(r, C_LAST_ACTIVITY)?,
+            last_login_day: day(r, C_LAST_LOGIN)?,
+            ..Carry::default()
+        };
+        if has(C_NPS_LAST) {
+            carry.nps_last = Some(stamped_u8(r)?);
+        }
+        if has(C_MRR_LAST) {
+            carry.mrr_last = Some(stamped_f64(r)?);
+        }
+        let n = r.uvar()?;
+        // Every row takes at least two bytes: no allocation beyond what the input describes.
+        if n > (r.remaining() / 2) as u64 {
+            return Err(r.invalid("more day rows than bytes"));
+        }
+        let mut days = Vec::with_capacity(n as usize);
+        let mut prev = 0;
+        for i in 0..n {
+            let at = r.pos();
+            let row = DayRollup::decode(prev, r)?;
+            if i > 0 && row.day <= prev {
+                return Err(WireError::Invalid {
+                    what: "day rows out of order",
+                    at,
+                });
+            }
+            prev = row.day;
+            days.push(row);
+        }
+        Ok(CustomerRollups {
+            first_day,
+            last_event,
+            days,
+            carry,
+            expired_before,
+        })
+    }
 }
 
 /// Index of the login count in [`DayRollup::engagement`] (`kind_index(Login)`, as a constant for
@@ -326,6 +627,137 @@ mod tests {
             assert_eq!(back, row);
             assert_eq!(back.discount.to_bits(), row.discount.to_bits(), "-0.0 kept");
         }
+    }
+
+    fn encoded(r: &CustomerRollups) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        out
+    }
+
+    fn decoded(bytes: &[u8]) -> Result<CustomerRollups, WireError> {
+        let mut rd = Reader::new(bytes);
+        let r = CustomerRollups::decode(&mut rd)?;
+        rd.finish()?;
+        Ok(r)
+    }
+
+    /// Every field at an edge: negative days, -0.0, zero values inside `Some`, large counts.
+    fn edgy() -> CustomerRollups {
+        let busy = DayRollup {
+            day: -3,
+            purchases: u32::MAX,
+            items: 5,
+            revenue: 12.5,
+            discount: -0.0,
+            engagement: [0, 0, 0, 0, 0, 0, 0, 9],
+            session_seconds: 0.25,
+            nps_first: Some(Stamped { ts: -1, value: 0 }),
+            nps_last: Some(Stamped {
+                ts: i64::MAX,
+                value: 10,
+            }),
+            nps_count: 2,
+            mrr_last: Some(Stamped { ts: 3, value: 0.0 }),
+            upgrades: 1,
+            downgrades: 1,
+            cancels: 1,
+        };
+        let quiet = DayRollup {
+            day: 20_000,
+            engagement: [1, 0, 2, 0, 0, 0, 0, 0],
+            ..DayRollup::default()
+        };
+        CustomerRollups {
+            first_day: Some(i32::MIN),
+            last_event: Some(i64::MIN),
+            days: vec![
+                busy,
+                quiet,
+                DayRollup {
+                    day: 20_001,
+                    ..DayRollup::default()
+                },
+            ],
+            carry: Carry {
+                last_purchase_day: Some(-7),
+                last_activity_day: Some(0),
+                last_login_day: None,
+                nps_last: Some(Stamped { ts: 5, value: 7 }),
+                mrr_last: Some(Stamped {
+                    ts: 6,
+                    value: f64::MAX,
+                }),
+            },
+            expired_before: Some(i32::MAX),
+        }
+    }
+
+    #[test]
+    fn binary_encoding_round_trips_exactly() {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 200,
+            days: 150,
+            seed: 3,
+            ..Default::default()
+        });
+        let mut all = crate::rollups_from_events(&pop.events);
+        // Some with expired days, so the carry is exercised too.
+        for (_, r) in all.iter_mut().step_by(3) {
+            r.expire(r.first_day.unwrap_or(0) + 40);
+        }
+        all.push(("edgy".into(), edgy()));
+        all.push(("empty".into(), CustomerRollups::default()));
+        let (mut bin, mut json) = (0, 0);
+        for (id, r) in &all {
+            let bytes = encoded(r);
+            let back = decoded(&bytes).unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert_eq!(&back, r, "{id}");
+            for (a, b) in back.days.iter().zip(&r.days) {
+                assert_eq!(
+                    a.discount.to_bits(),
+                    b.discount.to_bits(),
+                    "{id}: -0.0 kept"
+                );
+            }
+            bin += bytes.len();
+            json += serde_json::to_vec(r).expect("json").len();
+        }
+        // The point of the encoding: a fraction of the sparse JSON.
+        assert!(bin * 4 < json, "binary {bin} B vs JSON {json} B");
+    }
+
+    #[test]
+    fn malformed_binary_is_an_error_never_a_panic() {
+        let bytes = encoded(&edgy());
+        // Every truncation fails cleanly.
+        for n in 0..bytes.len() {
+            assert!(decoded(&bytes[..n]).is_err(), "truncated to {n} bytes");
+        }
+        // Trailing garbage is refused.
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(decoded(&long), Err(WireError::Trailing(1)));
+        // Flipped bytes: an error or some value, never a panic or a huge allocation.
+        for i in 0..bytes.len() {
+            for x in [0x01, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= x;
+                let _ = decoded(&b);
+            }
+        }
+        // Rows out of order are refused (apply relies on sorted days).
+        let mut r = edgy();
+        r.days.swap(1, 2);
+        assert!(matches!(
+            decoded(&encoded(&r)),
+            Err(WireError::Invalid {
+                what: "day rows out of order",
+                ..
+            })
+        ));
+        // A row count larger than the input could hold.
+        assert!(decoded(&[0, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! In-process throughput of the streaming core, no broker: pre-serialized JSON bytes of generated
-//! events → `Engine::ingest` (decode → validate → dedupe → rollup) in micro-batches of 5000, each
+//! events → `Engine::ingest` (decode → validate → dedupe → rollup) in micro-batches of `pipeline.batch_max_events` (50 000; the size a batch reaches at high rates), each
 //! followed by `Engine::score_dirty` (features → score → alert decision) and the batch's state
 //! records (`Engine::take_changelog`, the checkpoint): the work `kafka::run` does per batch minus
 //! the Kafka I/O. `score_seconds` includes `state_seconds`. One thread: polars is limited to one thread
@@ -9,8 +9,12 @@
 //! per-batch latency (ingest of the batch + scoring). `cargo bench -p churn-pipeline --bench
 //! inprocess`; `make bench` collects it into `target/bench/inprocess.json`.
 //!
+//! A third line, `inprocess_wide`, runs the clean pass over a wide population (many customers,
+//! few events each: `CHURN_BENCH_WIDE_CUSTOMERS` 100 000 × `CHURN_BENCH_WIDE_DAYS` 10; 0
+//! customers skips it), where a batch touches about one customer per event.
+//!
 //! Environment: `CHURN_BENCH_CUSTOMERS` (default 6000 → ≈ 1.05 M events over 180 days),
-//! `CHURN_BENCH_DAYS` (180), `CHURN_BENCH_BATCH` (5000).
+//! `CHURN_BENCH_DAYS` (180), `CHURN_BENCH_BATCH` (`pipeline.batch_max_events`).
 
 mod support;
 
@@ -27,46 +31,14 @@ fn main() {
     }
     let customers = support::env_or("CHURN_BENCH_CUSTOMERS", 6000) as usize;
     let days = support::env_or("CHURN_BENCH_DAYS", 180) as u32;
-    let batch = support::env_or("CHURN_BENCH_BATCH", 5000).max(1) as usize;
+    let batch = support::env_or(
+        "CHURN_BENCH_BATCH",
+        PipelineConfig::default().batch_max_events as u64,
+    )
+    .max(1) as usize;
 
     let model = Arc::new(support::quick_model());
-    let gen = churn_gen::GenConfig {
-        customers,
-        days,
-        seed: 11,
-        ..Default::default()
-    };
-    let t_gen = Instant::now();
-    let pop = churn_gen::generate(&gen);
-    // Pre-serialized bytes, as they sit in Kafka; a source per (type, customer hash % 4) like
-    // the 4 topics × 4 partitions of the default deployment.
-    let inputs: Vec<(Vec<u8>, usize)> = pop
-        .events
-        .iter()
-        .map(|ev| {
-            let t = match ev.payload {
-                churn_events::Payload::Purchase(_) => 0,
-                churn_events::Payload::Engagement(_) => 1,
-                churn_events::Payload::Feedback(_) => 2,
-                churn_events::Payload::Subscription(_) => 3,
-            };
-            let h = ev
-                .customer_id
-                .bytes()
-                .fold(0usize, |a, b| a * 31 + b as usize);
-            (ev.to_json(), t * 4 + h % 4)
-        })
-        .collect();
-    let bytes: usize = inputs.iter().map(|(b, _)| b.len()).sum();
-    drop(pop);
-    eprintln!(
-        "[bench] {} events ({} MB JSON) for {customers} customers × {days} days generated in {:.1} s",
-        inputs.len(),
-        bytes / 1_000_000,
-        t_gen.elapsed().as_secs_f64()
-    );
-
-    let now = gen.end() + Duration::days(1);
+    let (inputs, bytes, now) = prepared(customers, days, 11);
     let clean = pass(&model, &inputs, batch, now);
     assert_eq!(clean.rejected, 0, "generated events must all decode");
     let n = inputs.len();
@@ -94,6 +66,66 @@ fn main() {
     line["pace_vs_clean"] =
         serde_json::json!((mixed.len() as f64 / dirty_seconds) / (n as f64 / clean_seconds));
     println!("{line}");
+
+    drop(mixed);
+    drop(inputs);
+
+    // The other shape: many customers with few events each (default 100 000 customers × 10
+    // days ≈ 1 M events). A batch then touches about as many customers as it has events, so
+    // scoring and state records cost per event what they cost per customer.
+    let wide_customers = support::env_or("CHURN_BENCH_WIDE_CUSTOMERS", 100_000) as usize;
+    let wide_days = support::env_or("CHURN_BENCH_WIDE_DAYS", 10) as u32;
+    if wide_customers > 0 {
+        let (inputs, bytes, now) = prepared(wide_customers, wide_days, 12);
+        let wide = pass(&model, &inputs, batch, now);
+        assert_eq!(wide.rejected, 0, "generated events must all decode");
+        let mut line = wide.json("inprocess_wide", inputs.len());
+        line["json_bytes"] = serde_json::json!(bytes);
+        println!("{line}");
+    }
+}
+
+/// Generated events for `customers` × `days` as pre-serialized JSON bytes (as they sit in Kafka),
+/// each with a source per (type, customer hash % 4) like the 4 topics × 4 partitions of the
+/// default deployment; their total size; and "now" (the day after the last event).
+fn prepared(
+    customers: usize,
+    days: u32,
+    seed: u64,
+) -> (Vec<(Vec<u8>, usize)>, usize, chrono::DateTime<chrono::Utc>) {
+    let gen = churn_gen::GenConfig {
+        customers,
+        days,
+        seed,
+        ..Default::default()
+    };
+    let t_gen = Instant::now();
+    let pop = churn_gen::generate(&gen);
+    let inputs: Vec<(Vec<u8>, usize)> = pop
+        .events
+        .iter()
+        .map(|ev| {
+            let t = match ev.payload {
+                churn_events::Payload::Purchase(_) => 0,
+                churn_events::Payload::Engagement(_) => 1,
+                churn_events::Payload::Feedback(_) => 2,
+                churn_events::Payload::Subscription(_) => 3,
+            };
+            let h = ev
+                .customer_id
+                .bytes()
+                .fold(0usize, |a, b| a * 31 + b as usize);
+            (ev.to_json(), t * 4 + h % 4)
+        })
+        .collect();
+    let bytes: usize = inputs.iter().map(|(b, _)| b.len()).sum();
+    eprintln!(
+        "[bench] {} events ({} MB JSON) for {customers} customers × {days} days generated in {:.1} s",
+        inputs.len(),
+        bytes / 1_000_000,
+        t_gen.elapsed().as_secs_f64()
+    );
+    (inputs, bytes, gen.end() + Duration::days(1))
 }
 
 /// Hostile payloads of the kinds the DLQ sees (see tests/hostile/).

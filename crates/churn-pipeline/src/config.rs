@@ -108,9 +108,12 @@ pub struct PipelineConfig {
     /// `ingest` (decode · validate · dedupe · DLQ, forwarding valid events to `topics.events`)
     /// or `score` (per-customer state, features, scoring and alerts, consuming `topics.events`).
     pub stage: Stage,
-    /// Largest micro-batch (messages) before scoring and storing offsets.
+    /// Largest micro-batch (messages) before scoring and storing offsets. A batch closes at this
+    /// size or after `batch_max_wait_ms`, whichever comes first: at low rates the wait bounds the
+    /// latency, at high rates batches grow and each touched customer is scored (and
+    /// checkpointed) once per batch instead of once per few thousand events.
     pub batch_max_events: usize,
-    /// Longest a micro-batch waits to fill, in milliseconds.
+    /// Longest a micro-batch waits to fill, in milliseconds (counted from its first message).
     pub batch_max_wait_ms: u64,
     /// How many recent `event_id`s are remembered for duplicate dropping.
     pub dedupe_window: usize,
@@ -193,8 +196,8 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             stage: Stage::All,
-            batch_max_events: 5000,
-            batch_max_wait_ms: 200,
+            batch_max_events: 50_000,
+            batch_max_wait_ms: 100,
             dedupe_window: 200_000,
             max_event_bytes: 64 * 1024,
             max_future_hours: 24,

@@ -127,7 +127,9 @@ pub struct Origin {
     pub offset: i64,
 }
 
-/// One customer's state as written to the changelog topic (key = customer id).
+/// One customer's state as written to the changelog topic (key = customer id). Written in a
+/// compact binary encoding ([`Snapshot::encode`], first byte [`STATE_MAGIC`]); records of earlier
+/// versions are JSON (first byte `{`), and [`Snapshot::decode`] reads both.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub v: u8,
@@ -144,8 +146,116 @@ pub struct Snapshot {
     pub unscored: bool,
 }
 
-/// [`Snapshot`] borrowed from the live state, for writing (same JSON, no copy of the rollups).
-#[derive(serde::Serialize)]
+/// First byte of a binary state record (a JSON one starts with `{`).
+pub const STATE_MAGIC: u8 = 0xC5;
+/// Version of the binary state record (the second byte; JSON records were version 1).
+pub const STATE_VERSION: u8 = 2;
+
+// Presence bits of the binary state record's head.
+const S_LAST_SCORED: u8 = 1;
+const S_FIRST_DAY: u8 = 1 << 1;
+const S_UNSCORED: u8 = 1 << 2;
+const S_BAND: u8 = 1 << 3;
+const S_RISK: u8 = 1 << 4;
+const S_LAST_ALERT_DAY: u8 = 1 << 5;
+const S_LAST_ALERT_BAND: u8 = 1 << 6;
+
+impl Snapshot {
+    /// The binary encoding (what [`Engine::take_changelog`] writes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        SnapshotRef {
+            v: STATE_VERSION,
+            partition: self.partition,
+            applied: self.applied,
+            rollups: &self.rollups,
+            mem: &self.mem,
+            last_scored_day: self.last_scored_day,
+            revenue_at_risk: self.revenue_at_risk,
+            first_day: self.first_day,
+            unscored: self.unscored,
+        }
+        .encode(&mut out);
+        out
+    }
+
+    /// Read a changelog record: binary (this version) or JSON (earlier versions). Malformed
+    /// input is an error, never a panic.
+    pub fn decode(payload: &[u8]) -> Result<Snapshot, Error> {
+        use churn_features::wire::Reader;
+        if payload.first() != Some(&STATE_MAGIC) {
+            return Ok(serde_json::from_slice(payload)?);
+        }
+        let mut r = Reader::new(payload);
+        r.u8()?;
+        let v = r.u8()?;
+        if v != STATE_VERSION {
+            return Err(r.invalid("unknown state record version").into());
+        }
+        let flags = r.u8()?;
+        let has = |b: u8| flags & b != 0;
+        let band = |r: &mut Reader| -> Result<Band, Error> {
+            let i = r.u8()?;
+            Band::ALL
+                .get(usize::from(i))
+                .copied()
+                .ok_or_else(|| r.invalid("unknown risk band").into())
+        };
+        let partition = i32::try_from(r.ivar()?).map_err(|_| r.invalid("partition"))?;
+        let mut applied = [-1; 4];
+        for a in applied.iter_mut() {
+            *a = r.ivar()?;
+        }
+        let last_scored_day = if has(S_LAST_SCORED) {
+            Some(r.i32()?)
+        } else {
+            None
+        };
+        let first_day = if has(S_FIRST_DAY) {
+            Some(r.i32()?)
+        } else {
+            None
+        };
+        let revenue_at_risk = r.f64()?;
+        let mem = AlertMemory {
+            band: if has(S_BAND) {
+                Some(band(&mut r)?)
+            } else {
+                None
+            },
+            risk: if has(S_RISK) { Some(r.f64()?) } else { None },
+            last_alert_day: if has(S_LAST_ALERT_DAY) {
+                Some(r.i32()?)
+            } else {
+                None
+            },
+            last_alert_band: if has(S_LAST_ALERT_BAND) {
+                Some(band(&mut r)?)
+            } else {
+                None
+            },
+        };
+        let rollups = CustomerRollups::decode(&mut r)?;
+        r.finish()?;
+        Ok(Snapshot {
+            v,
+            partition,
+            applied,
+            rollups,
+            mem,
+            last_scored_day,
+            revenue_at_risk,
+            first_day,
+            unscored: has(S_UNSCORED),
+        })
+    }
+}
+
+fn band_index(b: Band) -> u8 {
+    Band::ALL.iter().position(|x| *x == b).unwrap_or(0) as u8
+}
+
+/// [`Snapshot`] borrowed from the live state, for writing (no copy of the rollups).
 struct SnapshotRef<'a> {
     v: u8,
     partition: i32,
@@ -156,6 +266,48 @@ struct SnapshotRef<'a> {
     revenue_at_risk: f64,
     first_day: Option<i32>,
     unscored: bool,
+}
+
+impl SnapshotRef<'_> {
+    /// Magic, version, a presence byte, the head values, then the rollups
+    /// ([`CustomerRollups::encode`]).
+    fn encode(&self, out: &mut Vec<u8>) {
+        use churn_features::wire::{put_f64, put_ivar};
+        let m = self.mem;
+        let flags = [
+            (self.last_scored_day.is_some(), S_LAST_SCORED),
+            (self.first_day.is_some(), S_FIRST_DAY),
+            (self.unscored, S_UNSCORED),
+            (m.band.is_some(), S_BAND),
+            (m.risk.is_some(), S_RISK),
+            (m.last_alert_day.is_some(), S_LAST_ALERT_DAY),
+            (m.last_alert_band.is_some(), S_LAST_ALERT_BAND),
+        ]
+        .iter()
+        .fold(0u8, |f, (present, b)| if *present { f | b } else { f });
+        out.extend_from_slice(&[STATE_MAGIC, self.v, flags]);
+        put_ivar(out, i64::from(self.partition));
+        for a in self.applied {
+            put_ivar(out, a);
+        }
+        for d in [self.last_scored_day, self.first_day].into_iter().flatten() {
+            put_ivar(out, i64::from(d));
+        }
+        put_f64(out, self.revenue_at_risk);
+        if let Some(b) = m.band {
+            out.push(band_index(b));
+        }
+        if let Some(r) = m.risk {
+            put_f64(out, r);
+        }
+        if let Some(d) = m.last_alert_day {
+            put_ivar(out, i64::from(d));
+        }
+        if let Some(b) = m.last_alert_band {
+            out.push(band_index(b));
+        }
+        self.rollups.encode(out);
+    }
 }
 
 /// A changelog record to publish: key = customer id, to `partition` of the changelog topic. An
@@ -704,7 +856,7 @@ impl Engine {
             };
             c.changed = false;
             let snap = SnapshotRef {
-                v: 1,
+                v: STATE_VERSION,
                 partition: c.partition,
                 applied: c.applied,
                 rollups: &c.rollups,
@@ -714,9 +866,11 @@ impl Engine {
                 first_day: self.first_day,
                 unscored: c.dirty,
             };
+            let mut payload = Vec::with_capacity(64 + 8 * c.rollups.days.len());
+            snap.encode(&mut payload);
             out.push(StateRecord {
                 partition: c.partition,
-                payload: serde_json::to_vec(&snap)?,
+                payload,
                 key: k,
             });
         }
@@ -733,7 +887,7 @@ impl Engine {
             }
             return Ok(());
         }
-        let snap: Snapshot = serde_json::from_slice(payload)?;
+        let snap = Snapshot::decode(payload)?;
         if let Some(d) = snap.first_day {
             self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));
         }

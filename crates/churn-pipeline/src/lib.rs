@@ -38,6 +38,8 @@ pub enum Error {
     Produce(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("changelog: {0}")]
+    State(#[from] churn_features::wire::WireError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("export {path}: {message}")]

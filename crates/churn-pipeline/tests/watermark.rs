@@ -62,8 +62,8 @@ fn announced_sources_hold_the_watermark_until_they_deliver_or_go_idle() {
     e.advance_watermark(Utc::now(), t0);
     assert_eq!(e.watermark(), Some(late2.occurred_at.min(late.occurred_at)));
     let rec = e.take_changelog().expect("changelog");
-    let snap: churn_pipeline::engine::Snapshot =
-        serde_json::from_slice(&rec.first().expect("a customer").payload).expect("snapshot");
+    let snap = churn_pipeline::engine::Snapshot::decode(&rec.first().expect("a customer").payload)
+        .expect("snapshot");
     assert_eq!(snap.first_day, Some(day_of(early.occurred_at)));
 
     // A slow partition holds the clock even while the other one keeps delivering; one that never

@@ -15,7 +15,7 @@
 //!
 //! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (1700 → ≈ 300 k events over 180 days),
 //! `CHURN_BENCH_RATE` (50000), `CHURN_BENCH_RATE_SECONDS` (10), `CHURN_BENCH_E2E_BATCH`
-//! (`pipeline.batch_max_events`, 5000), `CHURN_BENCH_E2E_CONSUMER` (librdkafka consumer keys,
+//! (`pipeline.batch_max_events`, default 50000), `CHURN_BENCH_E2E_CONSUMER` (librdkafka consumer keys,
 //! `fetch.wait.max.ms=10`).
 
 use std::path::PathBuf;
@@ -128,6 +128,9 @@ async fn fresh_config(brokers: &str, name: &str) -> Config {
             .split_once('=')
             .expect("CHURN_BENCH_E2E_CONSUMER holds k=v pairs");
         cfg.kafka.consumer.insert(k.into(), v.into());
+    }
+    if let Ok(b) = std::env::var("CHURN_BENCH_E2E_BATCH") {
+        cfg.pipeline.batch_max_events = b.parse().expect("CHURN_BENCH_E2E_BATCH is a number");
     }
     let t = &mut cfg.topics;
     t.purchases = format!("{s}_purchases");

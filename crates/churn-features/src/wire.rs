@@ -1,0 +1,196 @@
+//! A compact binary encoding for state records (the per-customer changelog of the streaming
+//! stage): LEB128 varints, zigzag for signed integers, little-endian `f64` bits (exact, `-0.0`
+//! kept), and presence bit masks instead of JSON's field names. Every read is bounds-checked:
+//! [`Reader`] returns [`WireError`] on truncated or malformed input and never panics or
+//! allocates more than the input could describe.
+
+/// A malformed binary state record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("state record truncated (needed {needed} more bytes at offset {at})")]
+    Truncated { at: usize, needed: usize },
+    #[error("state record: varint longer than 64 bits at offset {0}")]
+    VarintOverflow(usize),
+    #[error("state record: {what} at offset {at}")]
+    Invalid { what: &'static str, at: usize },
+    #[error("state record: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// Append `v` as an unsigned LEB128 varint.
+pub fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Append `v` zigzag-encoded (small magnitudes of either sign take few bytes).
+pub fn put_ivar(out: &mut Vec<u8>, v: i64) {
+    put_uvar(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Append the exact bits of `v`.
+pub fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A bounds-checked cursor over an encoded record.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Offset of the next byte (for error messages).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// An error about the value that starts at the current position.
+    pub fn invalid(&self, what: &'static str) -> WireError {
+        WireError::Invalid { what, at: self.pos }
+    }
+
+    pub fn u8(&mut self) -> Result<u8, WireError> {
+        let b = *self.buf.get(self.pos).ok_or(WireError::Truncated {
+            at: self.pos,
+            needed: 1,
+        })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn uvar(&mut self) -> Result<u64, WireError> {
+        let start = self.pos;
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(WireError::VarintOverflow(start));
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(WireError::VarintOverflow(start))
+    }
+
+    pub fn ivar(&mut self) -> Result<i64, WireError> {
+        let u = self.uvar()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    /// A zigzag varint that must fit an `i32` (day numbers).
+    pub fn i32(&mut self) -> Result<i32, WireError> {
+        let at = self.pos;
+        i32::try_from(self.ivar()?).map_err(|_| WireError::Invalid {
+            what: "value out of i32 range",
+            at,
+        })
+    }
+
+    /// A varint that must fit a `u32` (counts).
+    pub fn u32(&mut self) -> Result<u32, WireError> {
+        let at = self.pos;
+        u32::try_from(self.uvar()?).map_err(|_| WireError::Invalid {
+            what: "count out of u32 range",
+            at,
+        })
+    }
+
+    pub fn f64(&mut self) -> Result<f64, WireError> {
+        let end = self.pos + 8;
+        let bytes = self.buf.get(self.pos..end).ok_or(WireError::Truncated {
+            at: self.pos,
+            needed: end - self.buf.len().min(end),
+        })?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(bytes);
+        self.pos = end;
+        Ok(f64::from_le_bytes(a))
+    }
+
+    /// Fails unless every byte was read.
+    pub fn finish(self) -> Result<(), WireError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        let us = [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        let is = [0, -1, 1, -64, 64, i64::from(i32::MIN), i64::MIN, i64::MAX];
+        let mut out = Vec::new();
+        us.iter().for_each(|v| put_uvar(&mut out, *v));
+        is.iter().for_each(|v| put_ivar(&mut out, *v));
+        put_f64(&mut out, -0.0);
+        let mut r = Reader::new(&out);
+        for v in us {
+            assert_eq!(r.uvar(), Ok(v));
+        }
+        for v in is {
+            assert_eq!(r.ivar(), Ok(v));
+        }
+        assert_eq!(r.f64().map(f64::to_bits), Ok((-0.0f64).to_bits()));
+        assert_eq!(r.finish(), Ok(()));
+        // One byte each for small magnitudes.
+        let mut small = Vec::new();
+        put_ivar(&mut small, -64);
+        put_uvar(&mut small, 127);
+        assert_eq!(small.len(), 2);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        assert!(matches!(
+            Reader::new(&[0x80]).uvar(),
+            Err(WireError::Truncated { at: 1, .. })
+        ));
+        assert_eq!(
+            Reader::new(&[0xff; 11]).uvar(),
+            Err(WireError::VarintOverflow(0))
+        );
+        // 2^64 does not fit.
+        let mut big = vec![0x80; 9];
+        big.push(0x02);
+        assert_eq!(Reader::new(&big).uvar(), Err(WireError::VarintOverflow(0)));
+        assert!(matches!(
+            Reader::new(&[1, 2, 3]).f64(),
+            Err(WireError::Truncated { needed: 5, .. })
+        ));
+        let mut out = Vec::new();
+        put_ivar(&mut out, i64::from(i32::MAX) + 1);
+        assert!(Reader::new(&out).i32().is_err());
+        assert_eq!(Reader::new(&[0, 0]).finish(), Err(WireError::Trailing(2)));
+    }
+}
