@@ -85,6 +85,9 @@ fn main() {
     }
 }
 
+/// Messages as (JSON bytes, source index).
+type Inputs = Vec<(Vec<u8>, usize)>;
+
 /// Generated events for `customers` × `days` as pre-serialized JSON bytes (as they sit in Kafka),
 /// each with a source per (type, customer hash % 4) like the 4 topics × 4 partitions of the
 /// default deployment; their total size; and "now" (the day after the last event).
@@ -92,7 +95,7 @@ fn prepared(
     customers: usize,
     days: u32,
     seed: u64,
-) -> (Vec<(Vec<u8>, usize)>, usize, chrono::DateTime<chrono::Utc>) {
+) -> (Inputs, usize, chrono::DateTime<chrono::Utc>) {
     let gen = churn_gen::GenConfig {
         customers,
         days,
