@@ -104,9 +104,59 @@ pub struct ScoreRecord {
     pub as_of: DateTime<Utc>,
 }
 
+/// [`ScoreRecord`] borrowed from the scorer, for writing many records: the same JSON, with
+/// `as_of` formatted once per scoring pass ([`ScoreRecordRef::as_of_text`]) instead of once per
+/// record.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScoreRecordRef<'a> {
+    pub customer_id: &'a str,
+    pub risk: f64,
+    pub risk_band: &'a str,
+    pub segment: &'a str,
+    pub model_version: &'a str,
+    pub as_of: &'a str,
+}
+
+impl ScoreRecordRef<'_> {
+    /// `as_of` as [`ScoreRecord`] serializes it.
+    pub fn as_of_text(as_of: DateTime<Utc>) -> String {
+        match serde_json::to_value(as_of) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => as_of.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn borrowed_score_records_write_the_same_json() {
+        for (secs, nanos) in [(1_780_000_000, 0), (1_780_012_345, 999_000_000), (0, 1)] {
+            let owned = ScoreRecord {
+                customer_id: "cust-\"quoted\"-é".into(),
+                risk: 0.123_456_789,
+                risk_band: "high".into(),
+                segment: "at_risk".into(),
+                model_version: "m-1".into(),
+                as_of: DateTime::from_timestamp(secs, nanos).expect("valid"),
+            };
+            let as_of = ScoreRecordRef::as_of_text(owned.as_of);
+            let borrowed = ScoreRecordRef {
+                customer_id: &owned.customer_id,
+                risk: owned.risk,
+                risk_band: &owned.risk_band,
+                segment: &owned.segment,
+                model_version: &owned.model_version,
+                as_of: &as_of,
+            };
+            assert_eq!(
+                serde_json::to_string(&borrowed).expect("json"),
+                serde_json::to_string(&owned).expect("json")
+            );
+        }
+    }
 
     #[test]
     fn alert_ids_are_deterministic_and_distinguish_inputs() {

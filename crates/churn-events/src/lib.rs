@@ -13,7 +13,7 @@
 pub mod alert;
 mod decode;
 
-pub use alert::{AlertData, CloudEvent, Reason, ScoreRecord};
+pub use alert::{AlertData, CloudEvent, Reason, ScoreRecord, ScoreRecordRef};
 pub use decode::{decode, DecodeLimits, Rejection};
 
 use chrono::{DateTime, Utc};

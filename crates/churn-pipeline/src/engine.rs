@@ -11,15 +11,14 @@
 //! right day; days older than the retention horizon go to the rollup carry (see
 //! [`churn_features::rollup`]).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{
-    AlertData, CloudEvent, DecodeLimits, Event, Payload, Reason, Rejection, ScoreRecord,
+    AlertData, CloudEvent, DecodeLimits, Event, Payload, Reason, Rejection, ScoreRecordRef,
 };
 use churn_features::registry::{self, FEATURES};
 use churn_features::rollup::RETAIN_DAYS;
@@ -319,10 +318,35 @@ pub struct StateRecord {
     pub payload: Vec<u8>,
 }
 
-/// Bounded memory of recent event ids (64-bit hashes, FIFO eviction).
+/// A `u64` that already is a good hash, used as its own hash (the dedupe window's keys).
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Customer state map: foldhash, seeded per process.
+type CustomerMap = HashMap<String, Customer, foldhash::fast::RandomState>;
+
+/// Bounded memory of recent event ids (64-bit hashes, FIFO eviction). Ids are hashed with
+/// foldhash's quality variant, seeded per process (the window lives only in memory), so an input
+/// cannot be crafted to collide with another event's id.
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    seen: HashSet<u64>,
+    hasher: foldhash::quality::RandomState,
+    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
     order: VecDeque<u64>,
     cap: usize,
 }
@@ -348,9 +372,7 @@ impl Dedupe {
         if self.cap == 0 {
             return false;
         }
-        let mut h = DefaultHasher::new();
-        id.hash(&mut h);
-        let k = h.finish();
+        let k = self.hasher.hash_one(id);
         if !self.seen.insert(k) {
             return true;
         }
@@ -376,7 +398,7 @@ pub struct Engine {
     limits: DecodeLimits,
     min_band: Band,
     cols: PolicyColumns,
-    customers: HashMap<String, Customer>,
+    customers: CustomerMap,
     dirty: Vec<String>,
     changed: Vec<String>,
     /// Forgotten customers (key, partition) whose tombstones are not published yet.
@@ -421,7 +443,7 @@ impl Engine {
             alerts,
             min_band,
             cols: PolicyColumns::default(),
-            customers: HashMap::new(),
+            customers: CustomerMap::default(),
             dirty: Vec::new(),
             changed: Vec::new(),
             forgotten: Vec::new(),
@@ -729,6 +751,7 @@ impl Engine {
         let mut input = Vec::with_capacity(FEATURES.len());
         let as_of = day_start(today + 1) - Duration::seconds(1);
         let window = day_start(today).format("%Y-%m-%d").to_string();
+        let as_of_text = ScoreRecordRef::as_of_text(as_of);
         for i in 0..m.len() {
             let key = &keys[m.cids[i] as usize];
             let raw = m.row(i);
@@ -757,13 +780,13 @@ impl Engine {
             );
             // During the warm-up the memory is untouched: publish the raw band.
             let band = c.mem.band.unwrap_or_else(|| self.model.thresholds.band(p));
-            let score = ScoreRecord {
-                customer_id: key.clone(),
+            let score = ScoreRecordRef {
+                customer_id: key,
                 risk: p,
-                risk_band: band.as_str().into(),
-                segment: segment.into(),
-                model_version: self.model.model_version.clone(),
-                as_of,
+                risk_band: band.as_str(),
+                segment,
+                model_version: &self.model.model_version,
+                as_of: &as_of_text,
             };
             out.scores.push(ScoreOut {
                 key: key.clone(),
