@@ -838,6 +838,21 @@ impl Engine {
                 received,
             });
         }
+        // A customer with no history as of `today` (every event of it is ahead of the
+        // watermark: its partition runs ahead) has no feature row yet: it stays dirty and is
+        // scored once the watermark reaches its first event, not only at its next event.
+        if m.len() < keys.len() {
+            let mut in_matrix = vec![false; keys.len()];
+            m.cids.iter().for_each(|c| in_matrix[*c as usize] = true);
+            for (key, _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
+                if let Some(c) = self.customers.get_mut(key) {
+                    if !c.dirty && c.rollups.first_day.is_some_and(|d| d > today) {
+                        c.dirty = true;
+                        self.dirty.push(key.clone());
+                    }
+                }
+            }
+        }
         Ok(out)
     }
 

@@ -134,3 +134,43 @@ fn events_applied_while_the_clock_was_held_are_scored_by_the_next_owner() {
         "every restored customer with unscored events is scored"
     );
 }
+
+/// A customer whose every event is ahead of the watermark (its partition runs ahead) has no
+/// history as of the watermark's day: it is not scored yet, stays pending, and is scored by the
+/// first pass after the watermark reaches it — without needing another event of its own.
+#[test]
+fn a_customer_ahead_of_the_watermark_is_scored_once_the_clock_reaches_it() {
+    let (mut e, events) = engine();
+    let t0 = Instant::now();
+    let early = &events[10];
+    let ahead = events
+        .iter()
+        .rev()
+        .find(|ev| ev.customer_id != early.customer_id)
+        .expect("another customer");
+    let (ahead_day, early_day) = (day_of(ahead.occurred_at), day_of(early.occurred_at));
+    assert!(ahead_day > early_day + 30);
+    let mut ahead = ahead.clone();
+    ahead.customer_id = "newcomer".into();
+    e.ingest_event(&ahead, 1, t0);
+    e.ingest_event(early, 0, t0);
+    let out = e.score_dirty().expect("score");
+    assert_eq!(e.watermark().map(day_of), Some(early_day), "clock at the slow partition");
+    let scored = |out: &churn_pipeline::Scored, k: &str| out.scores.iter().any(|s| s.key == k);
+    assert!(scored(&out, &early.customer_id));
+    assert!(!scored(&out, "newcomer"), "no history as of the watermark yet");
+    let rec = e.take_changelog().expect("changelog");
+    let snap = rec
+        .iter()
+        .find(|r| r.key == "newcomer")
+        .map(|r| churn_pipeline::engine::Snapshot::decode(&r.payload).expect("snapshot"))
+        .expect("newcomer checkpointed");
+    assert!(snap.unscored, "checkpointed as not scored yet");
+    // The slow partition catches up (an event of another customer): the newcomer is scored.
+    let mut catch_up = early.clone();
+    catch_up.event_id.push_str("-later");
+    catch_up.occurred_at = ahead.occurred_at;
+    e.ingest_event(&catch_up, 0, t0);
+    let out = e.score_dirty().expect("score");
+    assert!(scored(&out, "newcomer"), "scored once the watermark reached it");
+}
