@@ -257,6 +257,16 @@ struct Ctx<'l> {
 
 impl Ctx<'_> {
     fn string(&self, name: &'static str, f: Option<Field<'_>>) -> Result<String, Rejection> {
+        self.text(name, f).map(Cow::into_owned)
+    }
+
+    /// A required, non-empty string field, borrowed from the input where it has no escapes
+    /// (for fields that are only parsed or matched, never kept).
+    fn text<'a>(
+        &self,
+        name: &'static str,
+        f: Option<Field<'a>>,
+    ) -> Result<Cow<'a, str>, Rejection> {
         match f {
             None | Some(Field::Null) => Err(Rejection::MissingField(name)),
             Some(Field::Str(s)) => {
@@ -269,7 +279,7 @@ impl Ctx<'_> {
                         max: self.limits.max_field_len,
                     })
                 } else {
-                    Ok(s.into_owned())
+                    Ok(s)
                 }
             }
             Some(_) => Err(Rejection::WrongType {
@@ -330,12 +340,12 @@ fn opt_non_negative(name: &'static str, f: Option<Field<'_>>) -> Result<Option<f
 
 fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<Event, Rejection> {
     let cx = Ctx { limits };
-    let ty = cx.string("type", raw.ty)?;
+    let ty = cx.text("type", raw.ty)?;
     let customer_id = cx.string("customer_id", raw.customer_id)?;
     let event_id = cx.string("event_id", raw.event_id)?;
-    let ts = cx.string("occurred_at", raw.occurred_at)?;
+    let ts = cx.text("occurred_at", raw.occurred_at)?;
     let occurred_at = DateTime::parse_from_rfc3339(&ts)
-        .map_err(|_| Rejection::BadTimestamp(ts.clone()))?
+        .map_err(|_| Rejection::BadTimestamp(ts.to_string()))?
         .with_timezone(&Utc);
     if occurred_at > now + limits.max_future {
         return Err(Rejection::FutureTimestamp {
@@ -344,7 +354,7 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             max_hours: limits.max_future.num_hours(),
         });
     }
-    let payload = match ty.as_str() {
+    let payload = match &*ty {
         "purchase" => {
             let amount = non_negative("amount", number("amount", raw.amount)?)?;
             let items = number("items", raw.items)?;
@@ -363,10 +373,10 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             })
         }
         "engagement" => {
-            let kind = cx.string("kind", raw.kind)?;
-            let kind = EngagementKind::parse(&kind).ok_or(Rejection::UnknownValue {
+            let kind = cx.text("kind", raw.kind)?;
+            let kind = EngagementKind::parse(&kind).ok_or_else(|| Rejection::UnknownValue {
                 field: "kind",
-                value: kind,
+                value: kind.to_string(),
             })?;
             Payload::Engagement(Engagement {
                 kind,
@@ -386,18 +396,19 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             })
         }
         "subscription" => {
-            let action = cx.string("action", raw.action)?;
-            let action = SubscriptionAction::parse(&action).ok_or(Rejection::UnknownValue {
-                field: "action",
-                value: action,
-            })?;
+            let action = cx.text("action", raw.action)?;
+            let action =
+                SubscriptionAction::parse(&action).ok_or_else(|| Rejection::UnknownValue {
+                    field: "action",
+                    value: action.to_string(),
+                })?;
             Payload::Subscription(Subscription {
                 action,
                 plan: cx.string("plan", raw.plan)?,
                 mrr: non_negative("mrr", number("mrr", raw.mrr)?)?,
             })
         }
-        _ => return Err(Rejection::UnknownType(ty)),
+        _ => return Err(Rejection::UnknownType(ty.into_owned())),
     };
     Ok(Event {
         event_id,

@@ -155,10 +155,17 @@ fn a_customer_ahead_of_the_watermark_is_scored_once_the_clock_reaches_it() {
     e.ingest_event(&ahead, 1, t0);
     e.ingest_event(early, 0, t0);
     let out = e.score_dirty().expect("score");
-    assert_eq!(e.watermark().map(day_of), Some(early_day), "clock at the slow partition");
+    assert_eq!(
+        e.watermark().map(day_of),
+        Some(early_day),
+        "clock at the slow partition"
+    );
     let scored = |out: &churn_pipeline::Scored, k: &str| out.scores.iter().any(|s| s.key == k);
     assert!(scored(&out, &early.customer_id));
-    assert!(!scored(&out, "newcomer"), "no history as of the watermark yet");
+    assert!(
+        !scored(&out, "newcomer"),
+        "no history as of the watermark yet"
+    );
     let rec = e.take_changelog().expect("changelog");
     let snap = rec
         .iter()
@@ -172,5 +179,8 @@ fn a_customer_ahead_of_the_watermark_is_scored_once_the_clock_reaches_it() {
     catch_up.occurred_at = ahead.occurred_at;
     e.ingest_event(&catch_up, 0, t0);
     let out = e.score_dirty().expect("score");
-    assert!(scored(&out, "newcomer"), "scored once the watermark reached it");
+    assert!(
+        scored(&out, "newcomer"),
+        "scored once the watermark reached it"
+    );
 }
