@@ -115,7 +115,8 @@ pub struct PipelineConfig {
     pub batch_max_events: usize,
     /// Longest a micro-batch waits to fill, in milliseconds (counted from its first message).
     pub batch_max_wait_ms: u64,
-    /// How many recent `event_id`s are remembered for duplicate dropping.
+    /// How many recent `event_id`s are at least remembered for duplicate dropping (up to twice
+    /// as many are: the window is two generations of this size).
     pub dedupe_window: usize,
     /// Largest accepted message in bytes (larger ones go to the DLQ).
     pub max_event_bytes: usize,

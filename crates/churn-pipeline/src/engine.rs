@@ -340,14 +340,18 @@ impl Hasher for IdentityHasher {
 /// Customer state map: foldhash, seeded per process.
 type CustomerMap = HashMap<String, Customer, foldhash::fast::RandomState>;
 
-/// Bounded memory of recent event ids (64-bit hashes, FIFO eviction). Ids are hashed with
-/// foldhash's quality variant, seeded per process (the window lives only in memory), so an input
-/// cannot be crafted to collide with another event's id.
+type Fingerprints = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+
+/// Bounded memory of recent event ids (64-bit hashes) in two generations: ids go into the
+/// current one; when it holds `cap` ids it becomes the previous one and the one before is
+/// dropped. So the last `cap` ids (and up to `2 × cap`) are always remembered, with no
+/// per-event eviction. Ids are hashed with foldhash's quality variant, seeded per process (the
+/// window lives only in memory), so an input cannot be crafted to collide with another id.
 #[derive(Debug, Default)]
 pub struct Dedupe {
     hasher: foldhash::quality::RandomState,
-    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
-    order: VecDeque<u64>,
+    current: Fingerprints,
+    previous: Fingerprints,
     cap: usize,
 }
 
@@ -363,8 +367,8 @@ impl Dedupe {
     /// Forget every id (on a partition revoke: the next owner re-reads what was not committed,
     /// and if it comes back here those re-deliveries are not duplicates).
     pub fn clear(&mut self) {
-        self.seen.clear();
-        self.order.clear();
+        self.current.clear();
+        self.previous.clear();
     }
 
     /// True if `id` was seen within the window; remembers it otherwise.
@@ -373,14 +377,12 @@ impl Dedupe {
             return false;
         }
         let k = self.hasher.hash_one(id);
-        if !self.seen.insert(k) {
+        if self.previous.contains(&k) || !self.current.insert(k) {
             return true;
         }
-        self.order.push_back(k);
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.current.len() >= self.cap {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         false
     }
@@ -1003,5 +1005,35 @@ impl Engine {
         let mut v: Vec<String> = self.customers.keys().cloned().collect();
         v.sort_unstable();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dedupe;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn dedupe_remembers_at_least_the_last_window_and_at_most_twice_it() {
+        let cap: usize = 50;
+        let mut d = Dedupe::new(cap);
+        let remembers = |d: &Dedupe, i: usize| {
+            let k = d.hasher.hash_one(format!("e{i}"));
+            d.current.contains(&k) || d.previous.contains(&k)
+        };
+        for i in 0..1000usize {
+            assert!(!d.check(&format!("e{i}")), "e{i} is new");
+            assert!(d.check(&format!("e{i}")), "e{i} again is a duplicate");
+            for j in (i + 1).saturating_sub(cap)..=i {
+                assert!(remembers(&d, j), "e{j} within the window at e{i}");
+            }
+            if i >= 2 * cap {
+                assert!(!remembers(&d, i - 2 * cap), "e{} forgotten at e{i}", i - 2 * cap);
+            }
+        }
+        d.clear();
+        assert!(!d.check("e999"), "forgotten after clear");
+        let mut off = Dedupe::new(0);
+        assert!(!off.check("x") && !off.check("x"), "0 disables de-duplication");
     }
 }
