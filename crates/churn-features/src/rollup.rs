@@ -489,6 +489,11 @@ impl CustomerRollups {
         let idx = match self.days.binary_search_by_key(&day, |r| r.day) {
             Ok(i) => i,
             Err(i) => {
+                // Grow by a quarter (at least one row) instead of doubling: most customers
+                // hold a few rows, and a doubled 160-byte row vector is mostly empty.
+                if self.days.len() == self.days.capacity() {
+                    self.days.reserve_exact((self.days.len() / 4).max(1));
+                }
                 self.days.insert(
                     i,
                     DayRollup {

@@ -1028,12 +1028,19 @@ mod tests {
                 assert!(remembers(&d, j), "e{j} within the window at e{i}");
             }
             if i >= 2 * cap {
-                assert!(!remembers(&d, i - 2 * cap), "e{} forgotten at e{i}", i - 2 * cap);
+                assert!(
+                    !remembers(&d, i - 2 * cap),
+                    "e{} forgotten at e{i}",
+                    i - 2 * cap
+                );
             }
         }
         d.clear();
         assert!(!d.check("e999"), "forgotten after clear");
         let mut off = Dedupe::new(0);
-        assert!(!off.check("x") && !off.check("x"), "0 disables de-duplication");
+        assert!(
+            !off.check("x") && !off.check("x"),
+            "0 disables de-duplication"
+        );
     }
 }

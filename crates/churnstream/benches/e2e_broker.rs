@@ -13,7 +13,7 @@
 //! The broker: `scripts/broker.sh start <tmpdir>` (stopped at the end, also on panic), unless
 //! `CHURN_TEST_BROKERS` is set, in which case that broker is used and left running.
 //!
-//! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (1700 → ≈ 300 k events over 180 days),
+//! Environment: `CHURN_BENCH_E2E_CUSTOMERS` (6000 → ≈ 1 M events over 180 days),
 //! `CHURN_BENCH_RATE` (50000), `CHURN_BENCH_RATE_SECONDS` (10), `CHURN_BENCH_E2E_BATCH`
 //! (`pipeline.batch_max_events`, default 50000), `CHURN_BENCH_E2E_CONSUMER` (librdkafka consumer keys,
 //! `fetch.wait.max.ms=10`).
@@ -264,10 +264,23 @@ async fn stop(
 }
 
 async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Value {
-    let customers = env_or("CHURN_BENCH_E2E_CUSTOMERS", 1700) as usize;
+    let customers = env_or("CHURN_BENCH_E2E_CUSTOMERS", 6000) as usize;
     let evs = events(customers, 21);
     let cfg = fresh_config(brokers, "thr").await;
-    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    // The prepared topic's producer (the event sources, not the pipeline):
+    // CHURN_BENCH_E2E_PRODUCER="k=v,…" adds librdkafka keys (e.g. linger.ms for larger batches).
+    let mut source_cfg = cfg.clone();
+    for kv in std::env::var("CHURN_BENCH_E2E_PRODUCER")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("CHURN_BENCH_E2E_PRODUCER holds k=v pairs");
+        source_cfg.kafka.producer.insert(k.into(), v.into());
+    }
+    let mut publisher = kafka::Publisher::new(&source_cfg).expect("publisher");
     let t = Instant::now();
     let sent = publisher.send_all(&evs, None).await.expect("produce") as u64;
     let produce_s = t.elapsed().as_secs_f64();
@@ -308,6 +321,15 @@ async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Val
         "produce_events_per_s": sent as f64 / produce_s,
         "customers": customers,
         "scores": metrics.scores.get(),
+        // Where a batch's time goes: collecting (up to `batch_max_wait_ms`), scoring, and the
+        // checkpoint's round trips (outputs, then state, acknowledged).
+        "batches": metrics.batch_events.get_sample_count(),
+        "batch_mean_events": metrics.batch_events.get_sample_sum()
+            / metrics.batch_events.get_sample_count().max(1) as f64,
+        "batch_mean_ms": 1e3 * metrics.batch_duration.get_sample_sum()
+            / metrics.batch_duration.get_sample_count().max(1) as f64,
+        "scoring_mean_ms": 1e3 * metrics.scoring_duration.get_sample_sum()
+            / metrics.scoring_duration.get_sample_count().max(1) as f64,
     })
 }
 
