@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use churn_events::{EngagementKind, Event, Payload, SubscriptionAction};
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{put_f64, put_ivar, put_uvar, Reader, WireError};
+use crate::wire::{presence, put_f64, put_ivar, put_uvar, Reader, WireError};
 
 /// Days kept as per-day rows; older days are folded into [`Carry`]. Must exceed the longest
 /// window a feature reads (90 days) so features are identical with or without expiry.
@@ -173,25 +173,21 @@ impl DayRollup {
     /// Append this row in the binary encoding; `day` is written relative to `prev_day` (the
     /// previous row's day, or 0 for the first).
     fn encode(&self, prev_day: i32, out: &mut Vec<u8>) {
-        let mut mask = 0;
-        let mut bit = |present: bool, b: u32| {
-            if present {
-                mask |= b;
-            }
-        };
-        bit(self.purchases != 0, D_PURCHASES);
-        bit(self.items != 0, D_ITEMS);
-        bit(self.revenue.to_bits() != 0, D_REVENUE);
-        bit(self.discount.to_bits() != 0, D_DISCOUNT);
-        bit(!all_zero(&self.engagement), D_ENGAGEMENT);
-        bit(self.session_seconds.to_bits() != 0, D_SESSION);
-        bit(self.nps_first.is_some(), D_NPS_FIRST);
-        bit(self.nps_last.is_some(), D_NPS_LAST);
-        bit(self.nps_count != 0, D_NPS_COUNT);
-        bit(self.mrr_last.is_some(), D_MRR);
-        bit(self.upgrades != 0, D_UPGRADES);
-        bit(self.downgrades != 0, D_DOWNGRADES);
-        bit(self.cancels != 0, D_CANCELS);
+        let mask = presence(&[
+            (self.purchases != 0, D_PURCHASES),
+            (self.items != 0, D_ITEMS),
+            (self.revenue.to_bits() != 0, D_REVENUE),
+            (self.discount.to_bits() != 0, D_DISCOUNT),
+            (!all_zero(&self.engagement), D_ENGAGEMENT),
+            (self.session_seconds.to_bits() != 0, D_SESSION),
+            (self.nps_first.is_some(), D_NPS_FIRST),
+            (self.nps_last.is_some(), D_NPS_LAST),
+            (self.nps_count != 0, D_NPS_COUNT),
+            (self.mrr_last.is_some(), D_MRR),
+            (self.upgrades != 0, D_UPGRADES),
+            (self.downgrades != 0, D_DOWNGRADES),
+            (self.cancels != 0, D_CANCELS),
+        ]);
         put_ivar(out, i64::from(self.day) - i64::from(prev_day));
         put_uvar(out, u64::from(mask));
         if mask & D_PURCHASES != 0 {
@@ -326,7 +322,7 @@ impl CustomerRollups {
     /// bytes (its sparse JSON takes 40–90).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let c = &self.carry;
-        let flags = [
+        let flags = presence(&[
             (self.first_day.is_some(), C_FIRST_DAY),
             (self.last_event.is_some(), C_LAST_EVENT),
             (self.expired_before.is_some(), C_EXPIRED_BEFORE),
@@ -335,9 +331,7 @@ impl CustomerRollups {
             (c.last_login_day.is_some(), C_LAST_LOGIN),
             (c.nps_last.is_some(), C_NPS_LAST),
             (c.mrr_last.is_some(), C_MRR_LAST),
-        ]
-        .iter()
-        .fold(0u8, |f, (present, b)| if *present { f | b } else { f });
+        ]);
         out.push(flags);
         if let Some(d) = self.first_day {
             put_ivar(out, i64::from(d));
@@ -373,32 +367,16 @@ impl CustomerRollups {
     pub fn decode(r: &mut Reader) -> Result<Self, WireError> {
         let flags = r.u8()?;
         let has = |b: u8| flags & b != 0;
-        let day = |r: &mut Reader, b: u8| -> Result<Option<i32>, WireError> {
-            if has(b) {
-                r.i32().map(Some)
-            } else {
-                Ok(None)
-            }
+        let first_day = r.opt(has(C_FIRST_DAY), Reader::i32)?;
+        let last_event = r.opt(has(C_LAST_EVENT), Reader::ivar)?;
+        let expired_before = r.opt(has(C_EXPIRED_BEFORE), Reader::i32)?;
+        let carry = Carry {
+            last_purchase_day: r.opt(has(C_LAST_PURCHASE), Reader::i32)?,
+            last_activity_day: r.opt(has(C_LAST_ACTIVITY), Reader::i32)?,
+            last_login_day: r.opt(has(C_LAST_LOGIN), Reader::i32)?,
+            nps_last: r.opt(has(C_NPS_LAST), stamped_u8)?,
+            mrr_last: r.opt(has(C_MRR_LAST), stamped_f64)?,
         };
-        let first_day = day(r, C_FIRST_DAY)?;
-        let last_event = if has(C_LAST_EVENT) {
-            Some(r.ivar()?)
-        } else {
-            None
-        };
-        let expired_before = day(r, C_EXPIRED_BEFORE)?;
-        let mut carry = Carry {
-            last_purchase_day: day(r, C_LAST_PURCHASE)?,
-            last_activity_day: day(r, C_LAST_ACTIVITY)?,
-            last_login_day: day(r, C_LAST_LOGIN)?,
-            ..Carry::default()
-        };
-        if has(C_NPS_LAST) {
-            carry.nps_last = Some(stamped_u8(r)?);
-        }
-        if has(C_MRR_LAST) {
-            carry.mrr_last = Some(stamped_f64(r)?);
-        }
         let n = r.uvar()?;
         // Every row takes at least two bytes: no allocation beyond what the input describes.
         if n > (r.remaining() / 2) as u64 {

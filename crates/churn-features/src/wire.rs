@@ -36,6 +36,14 @@ pub fn put_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// The presence mask of `fields`: each `(present, bit)` sets its bit when the value is there.
+pub fn presence<T: Copy + Default + std::ops::BitOr<Output = T>>(fields: &[(bool, T)]) -> T {
+    fields.iter().fold(
+        T::default(),
+        |m, &(present, bit)| if present { m | bit } else { m },
+    )
+}
+
 /// A bounds-checked cursor over an encoded record.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
@@ -124,6 +132,19 @@ impl<'a> Reader<'a> {
         Ok(f64::from_le_bytes(a))
     }
 
+    /// A value behind a presence bit: `read` it if `present`, else `None`.
+    pub fn opt<T, E: From<WireError>>(
+        &mut self,
+        present: bool,
+        read: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        if present {
+            read(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Fails unless every byte was read.
     pub fn finish(self) -> Result<(), WireError> {
         match self.remaining() {
@@ -163,6 +184,10 @@ mod tests {
         }
         assert_eq!(r.f64().map(f64::to_bits), Ok((-0.0f64).to_bits()));
         assert_eq!(r.finish(), Ok(()));
+        assert_eq!(presence(&[(true, 1u8), (false, 2), (true, 8)]), 9);
+        let mut r = Reader::new(&[7]);
+        assert_eq!(r.opt(false, Reader::u8), Ok(None));
+        assert_eq!(r.opt(true, Reader::u8), Ok(Some(7)));
         // One byte each for small magnitudes.
         let mut small = Vec::new();
         put_ivar(&mut small, -64);

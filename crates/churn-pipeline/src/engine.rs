@@ -200,39 +200,19 @@ impl Snapshot {
                 .copied()
                 .ok_or_else(|| r.invalid("unknown risk band").into())
         };
-        let partition = i32::try_from(r.ivar()?).map_err(|_| r.invalid("partition"))?;
+        let partition = r.i32()?;
         let mut applied = [-1; 4];
         for a in applied.iter_mut() {
             *a = r.ivar()?;
         }
-        let last_scored_day = if has(S_LAST_SCORED) {
-            Some(r.i32()?)
-        } else {
-            None
-        };
-        let first_day = if has(S_FIRST_DAY) {
-            Some(r.i32()?)
-        } else {
-            None
-        };
+        let last_scored_day = r.opt(has(S_LAST_SCORED), Reader::i32)?;
+        let first_day = r.opt(has(S_FIRST_DAY), Reader::i32)?;
         let revenue_at_risk = r.f64()?;
         let mem = AlertMemory {
-            band: if has(S_BAND) {
-                Some(band(&mut r)?)
-            } else {
-                None
-            },
-            risk: if has(S_RISK) { Some(r.f64()?) } else { None },
-            last_alert_day: if has(S_LAST_ALERT_DAY) {
-                Some(r.i32()?)
-            } else {
-                None
-            },
-            last_alert_band: if has(S_LAST_ALERT_BAND) {
-                Some(band(&mut r)?)
-            } else {
-                None
-            },
+            band: r.opt(has(S_BAND), band)?,
+            risk: r.opt(has(S_RISK), Reader::f64)?,
+            last_alert_day: r.opt(has(S_LAST_ALERT_DAY), Reader::i32)?,
+            last_alert_band: r.opt(has(S_LAST_ALERT_BAND), band)?,
         };
         let rollups = CustomerRollups::decode(&mut r)?;
         r.finish()?;
@@ -271,9 +251,9 @@ impl SnapshotRef<'_> {
     /// Magic, version, a presence byte, the head values, then the rollups
     /// ([`CustomerRollups::encode`]).
     fn encode(&self, out: &mut Vec<u8>) {
-        use churn_features::wire::{put_f64, put_ivar};
+        use churn_features::wire::{presence, put_f64, put_ivar};
         let m = self.mem;
-        let flags = [
+        let flags = presence(&[
             (self.last_scored_day.is_some(), S_LAST_SCORED),
             (self.first_day.is_some(), S_FIRST_DAY),
             (self.unscored, S_UNSCORED),
@@ -281,9 +261,7 @@ impl SnapshotRef<'_> {
             (m.risk.is_some(), S_RISK),
             (m.last_alert_day.is_some(), S_LAST_ALERT_DAY),
             (m.last_alert_band.is_some(), S_LAST_ALERT_BAND),
-        ]
-        .iter()
-        .fold(0u8, |f, (present, b)| if *present { f | b } else { f });
+        ]);
         out.extend_from_slice(&[STATE_MAGIC, self.v, flags]);
         put_ivar(out, i64::from(self.partition));
         for a in self.applied {
