@@ -107,6 +107,21 @@ impl Drop for Broker {
     }
 }
 
+/// librdkafka keys from `name` ("k=v,k=v"; `default` when unset).
+fn env_pairs(name: &str, default: &str) -> Vec<(String, String)> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{name} holds k=v pairs, got `{kv}`"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// Fresh topics (inputs 4 partitions like the default deployment) and a fresh group.
 async fn fresh_config(brokers: &str, name: &str) -> Config {
     let s = format!(
@@ -121,14 +136,10 @@ async fn fresh_config(brokers: &str, name: &str) -> Config {
     // records are waiting; Kafka answers as soon as `fetch.min.bytes` are there. So against
     // tansu the consumer asks to wait at most 10 ms (measured: 85 k → 150 k events/s, README
     // "Benchmarks"). CHURN_BENCH_E2E_CONSUMER="k=v,…" replaces these librdkafka keys.
-    let consumer =
-        std::env::var("CHURN_BENCH_E2E_CONSUMER").unwrap_or_else(|_| "fetch.wait.max.ms=10".into());
-    for kv in consumer.split(',').filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .expect("CHURN_BENCH_E2E_CONSUMER holds k=v pairs");
-        cfg.kafka.consumer.insert(k.into(), v.into());
-    }
+    cfg.kafka.consumer.extend(env_pairs(
+        "CHURN_BENCH_E2E_CONSUMER",
+        "fetch.wait.max.ms=10",
+    ));
     if let Ok(b) = std::env::var("CHURN_BENCH_E2E_BATCH") {
         cfg.pipeline.batch_max_events = b.parse().expect("CHURN_BENCH_E2E_BATCH is a number");
     }
@@ -270,16 +281,10 @@ async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Val
     // The prepared topic's producer (the event sources, not the pipeline):
     // CHURN_BENCH_E2E_PRODUCER="k=v,…" adds librdkafka keys (e.g. linger.ms for larger batches).
     let mut source_cfg = cfg.clone();
-    for kv in std::env::var("CHURN_BENCH_E2E_PRODUCER")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-    {
-        let (k, v) = kv
-            .split_once('=')
-            .expect("CHURN_BENCH_E2E_PRODUCER holds k=v pairs");
-        source_cfg.kafka.producer.insert(k.into(), v.into());
-    }
+    source_cfg
+        .kafka
+        .producer
+        .extend(env_pairs("CHURN_BENCH_E2E_PRODUCER", ""));
     let mut publisher = kafka::Publisher::new(&source_cfg).expect("publisher");
     let t = Instant::now();
     let sent = publisher.send_all(&evs, None).await.expect("produce") as u64;
