@@ -146,7 +146,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
         .iter()
         .take(3)
         .map(|k| {
-            let (a, b) = (&pair_state[*k], &solo_state[*k]);
+            let (a, b) = (&pair_state[*k].to_plain(), &solo_state[*k].to_plain());
             let days: Vec<String> = a
                 .days
                 .iter()

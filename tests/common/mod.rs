@@ -320,8 +320,8 @@ pub fn assert_exactly_once(
         let got = &latest[id].rollups;
         assert_eq!(got.first_day, want.first_day, "{id}");
         assert_eq!(got.last_event, want.last_event, "{id}");
-        assert_eq!(got.days.len(), want.days.len(), "{id}: days");
-        for (a, b) in got.days.iter().zip(&want.days) {
+        assert_eq!(got.day_count(), want.day_count(), "{id}: days");
+        for (a, b) in got.days().zip(want.days()) {
             assert_eq!(
                 (a.day, a.purchases, a.items, a.engagement, a.nps_count),
                 (b.day, b.purchases, b.items, b.engagement, b.nps_count),

@@ -94,7 +94,7 @@ fn main() {
     // the streaming engine does both per micro-batch).
     let last_day = rollups
         .iter()
-        .filter_map(|(_, c)| c.days.last().map(|r| r.day))
+        .filter_map(|(_, c)| c.last_day())
         .max()
         .unwrap_or(0);
     let t = Instant::now();

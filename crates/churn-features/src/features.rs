@@ -200,23 +200,22 @@ impl RollupFrames {
             let i = i as u32;
             c_cid.push(i);
             c_first.push(c.first_day);
-            c_lp.push(c.carry.last_purchase_day);
-            c_la.push(c.carry.last_activity_day);
-            c_ll.push(c.carry.last_login_day);
-            c_nps.push(c.carry.nps_last.map(|s| f64::from(s.value)));
-            c_mrr.push(c.carry.mrr_last.map(|s| s.value));
-            let upto = c.days.partition_point(|r| r.day <= as_of);
+            c_lp.push(c.carry().last_purchase_day);
+            c_la.push(c.carry().last_activity_day);
+            c_ll.push(c.carry().last_login_day);
+            c_nps.push(c.carry().nps_last.map(|s| f64::from(s.value)));
+            c_mrr.push(c.carry().mrr_last.map(|s| s.value));
             let mut current: Option<(u8, Bucket)> = None;
-            for r in &c.days[..upto] {
+            for r in c.days().take_while(|r| r.day <= as_of) {
                 let b = bucket(as_of, r.day);
                 match &mut current {
-                    Some((cb, acc)) if *cb == b => acc.add(r),
+                    Some((cb, acc)) if *cb == b => acc.add(&r),
                     _ => {
                         if let Some((_, done)) = current.take() {
                             days.push(i, done);
                         }
                         let mut acc = Bucket::default();
-                        acc.add(r);
+                        acc.add(&r);
                         current = Some((b, acc));
                     }
                 }

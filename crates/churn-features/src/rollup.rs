@@ -2,9 +2,10 @@
 //!
 //! Both the batch path (training) and the streaming path (serving) fold events into
 //! [`CustomerRollups`] with the same [`CustomerRollups::apply`], then hand them to the same
-//! polars feature query ([`crate::features`]). Folding is order-independent: counts and sums are
+//! polars feature query ([`crate::features`]). Folding is order-independent: counts are
 //! commutative and every "latest" value is chosen by `(timestamp, value)`, so a replay in any
-//! order — or with late events — gives the same rollups.
+//! order — or with late events — gives the same rollups. (Float sums — revenue, discount,
+//! session seconds — are the exception in the last bits: addition order changes the rounding.)
 //!
 //! Days older than the retention horizon are folded into a small [`Carry`] (last purchase, last
 //! activity, last login, latest NPS and MRR) so recency and "latest" features stay exact while the
@@ -14,7 +15,7 @@ use chrono::{DateTime, Utc};
 use churn_events::{EngagementKind, Event, Payload, SubscriptionAction};
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{presence, put_f64, put_ivar, put_uvar, Reader, WireError};
+use crate::wire::{presence, put_f64, put_ivar, put_uvar, Out, Reader, Scratch, WireError};
 
 /// Days kept as per-day rows; older days are folded into [`Carry`]. Must exceed the longest
 /// window a feature reads (90 days) so features are identical with or without expiry.
@@ -114,20 +115,292 @@ pub struct Carry {
     pub mrr_last: Option<Stamped<f64>>,
 }
 
+static NO_CARRY: Carry = Carry {
+    last_purchase_day: None,
+    last_activity_day: None,
+    last_login_day: None,
+    nps_last: None,
+    mrr_last: None,
+};
+
 /// All state kept for one customer.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+///
+/// The day rows are held in their wire encoding ([`DayRollup`] rows, each day relative to the
+/// previous row's, sparse presence masks): a row of one or two kinds of activity takes 3–20
+/// bytes instead of the 160 of a [`DayRollup`]. [`CustomerRollups::apply`] decodes the one row
+/// an event touches, updates it and writes it back; [`CustomerRollups::days`] decodes rows in
+/// day order for the feature query. The carry is allocated only once a day expires.
+///
+/// Serialized (JSON) as [`PlainRollups`], the decoded form.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "PlainRollups", into = "PlainRollups")]
 pub struct CustomerRollups {
     /// First day any event was seen (tenure start). Never expires.
     pub first_day: Option<i32>,
     /// Event time of the newest event folded in.
     pub last_event: Option<Micros>,
+    /// Days `< expired_before` have been folded into the carry.
+    pub expired_before: Option<i32>,
+    carry: Option<Box<Carry>>,
+    rows: Rows,
+}
+
+/// [`CustomerRollups`] with its day rows decoded: the JSON form, and a way to build rollups
+/// field by field (tests, tools).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlainRollups {
+    pub first_day: Option<i32>,
+    pub last_event: Option<Micros>,
     /// Per-day rows, sorted by day, at most one per day.
     pub days: Vec<DayRollup>,
     /// Everything before `expired_before` lives here.
     pub carry: Carry,
-    /// Days `< expired_before` have been folded into `carry`.
     pub expired_before: Option<i32>,
 }
+
+impl TryFrom<PlainRollups> for CustomerRollups {
+    type Error = String;
+
+    /// Fails if the day rows are not in strictly increasing day order.
+    fn try_from(p: PlainRollups) -> Result<Self, String> {
+        let mut rows = Rows::default();
+        for row in &p.days {
+            if rows.len > 0 && row.day <= rows.last_day {
+                return Err(format!(
+                    "day rows out of order: {} after {}",
+                    row.day, rows.last_day
+                ));
+            }
+            rows.update(row.day, |r| *r = row.clone());
+        }
+        let carry = (p.carry != NO_CARRY).then(|| Box::new(p.carry));
+        Ok(CustomerRollups {
+            first_day: p.first_day,
+            last_event: p.last_event,
+            expired_before: p.expired_before,
+            carry,
+            rows,
+        })
+    }
+}
+
+impl From<CustomerRollups> for PlainRollups {
+    fn from(c: CustomerRollups) -> Self {
+        c.to_plain()
+    }
+}
+
+impl PartialEq for CustomerRollups {
+    fn eq(&self, other: &Self) -> bool {
+        // The row encoding is canonical: equal rows, equal bytes.
+        self.first_day == other.first_day
+            && self.last_event == other.last_event
+            && self.expired_before == other.expired_before
+            && self.carry() == other.carry()
+            && self.rows.len == other.rows.len
+            && self.rows.bytes == other.rows.bytes
+    }
+}
+
+/// Day rows in their wire encoding, in increasing day order, plus where the last one starts
+/// (events mostly land on the newest day: updating it needs no scan).
+#[derive(Debug, Clone, Default)]
+struct Rows {
+    bytes: Vec<u8>,
+    len: u32,
+    /// Day of the last row (meaningless while `len == 0`).
+    last_day: i32,
+    /// Offset of the last row in `bytes`.
+    last_at: u32,
+}
+
+/// The rows are written by [`DayRollup::encode`] or validated by [`CustomerRollups::decode`]
+/// before they are kept, so reading them back cannot fail.
+const ROWS_VALID: &str = "kept day rows are valid: written by encode or validated by decode";
+
+impl Rows {
+    /// Replace `range` of the encoding with `with`, growing the buffer by a quarter (at least
+    /// what is needed) instead of doubling: most customers hold a few short rows.
+    fn splice(&mut self, range: std::ops::Range<usize>, with: &[u8]) {
+        let grow = with.len().saturating_sub(range.len());
+        if self.bytes.capacity() - self.bytes.len() < grow {
+            self.bytes.reserve_exact(grow.max(self.bytes.len() / 4));
+        }
+        if range.end == self.bytes.len() {
+            self.bytes.truncate(range.start);
+            self.bytes.extend_from_slice(with);
+        } else {
+            self.bytes.splice(range, with.iter().copied());
+        }
+    }
+
+    /// Apply `f` to the row of `day`, creating it if needed.
+    fn update(&mut self, day: i32, f: impl FnOnce(&mut DayRollup)) {
+        let mut out = Scratch::new();
+        if self.len == 0 || day > self.last_day {
+            // A new newest day: append.
+            let prev = if self.len == 0 { 0 } else { self.last_day };
+            let mut row = DayRollup {
+                day,
+                ..DayRollup::default()
+            };
+            f(&mut row);
+            row.encode(prev, &mut out);
+            let at = self.bytes.len();
+            self.splice(at..at, out.as_slice());
+            self.last_at = at as u32;
+            self.last_day = day;
+            self.len += 1;
+        } else if day == self.last_day {
+            // The newest day: rewrite the tail.
+            let at = self.last_at as usize;
+            let mut r = Reader::new(&self.bytes[at..]);
+            let delta = r.ivar().expect(ROWS_VALID);
+            let prev = (i64::from(day) - delta) as i32;
+            let mut row = DayRollup::decode_body(day, &mut r).expect(ROWS_VALID);
+            f(&mut row);
+            row.encode(prev, &mut out);
+            self.splice(at..self.bytes.len(), out.as_slice());
+        } else {
+            self.update_older(day, f, out);
+        }
+    }
+
+    /// [`Rows::update`] of a day before the newest: scan for its place.
+    fn update_older(&mut self, day: i32, f: impl FnOnce(&mut DayRollup), mut out: Scratch) {
+        let mut r = Reader::new(&self.bytes);
+        let mut prev = 0;
+        for i in 0..self.len {
+            let at = r.pos();
+            let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+            if d < day {
+                DayRollup::decode_body(d, &mut r).expect(ROWS_VALID);
+                prev = d;
+                continue;
+            }
+            let is_last = i + 1 == self.len;
+            let (region, row_len) = if d == day {
+                let mut row = DayRollup::decode_body(d, &mut r).expect(ROWS_VALID);
+                f(&mut row);
+                row.encode(prev, &mut out);
+                (at..r.pos(), out.as_slice().len())
+            } else {
+                // Insert before row `i`, whose day is now written relative to the new row.
+                let mut row = DayRollup {
+                    day,
+                    ..DayRollup::default()
+                };
+                f(&mut row);
+                row.encode(prev, &mut out);
+                let row_len = out.as_slice().len();
+                put_ivar(&mut out, i64::from(d) - i64::from(day));
+                self.len += 1;
+                (at..r.pos(), row_len)
+            };
+            let old_len = region.len();
+            self.splice(region, out.as_slice());
+            self.last_at = if is_last && d != day {
+                // The old last row now starts after the inserted one.
+                (at + row_len) as u32
+            } else {
+                (self.last_at as usize + out.as_slice().len() - old_len) as u32
+            };
+            return;
+        }
+    }
+
+    /// Drop the rows of days `< before`, handing each to `fold` in day order.
+    fn expire(&mut self, before: i32, mut fold: impl FnMut(&DayRollup)) {
+        let mut r = Reader::new(&self.bytes);
+        let mut prev = 0;
+        let mut dropped = 0;
+        let mut keep_at = 0;
+        while dropped < self.len {
+            let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+            if d >= before {
+                break;
+            }
+            fold(&DayRollup::decode_body(d, &mut r).expect(ROWS_VALID));
+            prev = d;
+            dropped += 1;
+            keep_at = r.pos();
+        }
+        if dropped == 0 {
+            return;
+        }
+        if dropped == self.len {
+            *self = Rows::default();
+            return;
+        }
+        // The first kept row's day becomes absolute (relative to 0).
+        let mut r = Reader::new(&self.bytes[keep_at..]);
+        let first = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+        let delta_len = r.pos();
+        let mut out = Scratch::new();
+        put_ivar(&mut out, i64::from(first));
+        let was_last = dropped + 1 == self.len;
+        let old_last_at = self.last_at as usize;
+        self.splice(0..keep_at + delta_len, out.as_slice());
+        self.len -= dropped;
+        self.last_at = if was_last {
+            0
+        } else {
+            (old_last_at + out.as_slice().len() - keep_at - delta_len) as u32
+        };
+        if self.bytes.capacity() > 2 * self.bytes.len() + 64 {
+            self.bytes
+                .shrink_to(self.bytes.len() + self.bytes.len() / 4);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Rows {
+    /// Panics unless the encoding holds `len` rows in increasing day order and `last_at` /
+    /// `last_day` describe the last one.
+    fn check(&self) {
+        let mut r = Reader::new(&self.bytes);
+        let (mut prev, mut last_at) = (0, 0);
+        for i in 0..self.len {
+            last_at = r.pos();
+            let row = DayRollup::decode(prev, &mut r).expect("row");
+            assert!(i == 0 || row.day > prev, "row {i} out of order");
+            prev = row.day;
+        }
+        assert_eq!(r.finish(), Ok(()), "no bytes after the last row");
+        if self.len > 0 {
+            assert_eq!(self.last_at as usize, last_at, "last_at");
+            assert_eq!(self.last_day, prev, "last_day");
+        }
+    }
+}
+
+/// The day rows of a [`CustomerRollups`], decoded one by one in day order.
+pub struct Days<'a> {
+    r: Reader<'a>,
+    prev: i32,
+    left: u32,
+}
+
+impl Iterator for Days<'_> {
+    type Item = DayRollup;
+
+    fn next(&mut self) -> Option<DayRollup> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let row = DayRollup::decode(self.prev, &mut self.r).expect(ROWS_VALID);
+        self.prev = row.day;
+        Some(row)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for Days<'_> {}
 
 // Presence bits of a day row in the binary encoding (same rules as the sparse JSON).
 const D_PURCHASES: u32 = 1;
@@ -145,12 +418,12 @@ const D_DOWNGRADES: u32 = 1 << 11;
 const D_CANCELS: u32 = 1 << 12;
 const D_ALL: u32 = (1 << 13) - 1;
 
-fn put_stamped_u8(out: &mut Vec<u8>, s: Stamped<u8>) {
+fn put_stamped_u8(out: &mut impl Out, s: Stamped<u8>) {
     put_ivar(out, s.ts);
-    out.push(s.value);
+    out.put(s.value);
 }
 
-fn put_stamped_f64(out: &mut Vec<u8>, s: Stamped<f64>) {
+fn put_stamped_f64(out: &mut impl Out, s: Stamped<f64>) {
     put_ivar(out, s.ts);
     put_f64(out, s.value);
 }
@@ -171,8 +444,8 @@ fn stamped_f64(r: &mut Reader) -> Result<Stamped<f64>, WireError> {
 
 impl DayRollup {
     /// Append this row in the binary encoding; `day` is written relative to `prev_day` (the
-    /// previous row's day, or 0 for the first).
-    fn encode(&self, prev_day: i32, out: &mut Vec<u8>) {
+    /// previous row's day, or 0 for the first). At most [`Scratch::CAP`] bytes.
+    fn encode(&self, prev_day: i32, out: &mut impl Out) {
         let mask = presence(&[
             (self.purchases != 0, D_PURCHASES),
             (self.items != 0, D_ITEMS),
@@ -209,7 +482,7 @@ impl DayRollup {
                 .enumerate()
                 .filter(|(_, n)| **n != 0)
                 .fold(0u8, |m, (i, _)| m | (1 << i));
-            out.push(kinds);
+            out.put(kinds);
             for n in self.engagement.iter().filter(|n| **n != 0) {
                 put_uvar(out, u64::from(*n));
             }
@@ -248,6 +521,11 @@ impl DayRollup {
                 what: "day out of range",
                 at,
             })?;
+        Self::decode_body(day, r)
+    }
+
+    /// The rest of a row of day `day`, after its day.
+    fn decode_body(day: i32, r: &mut Reader) -> Result<Self, WireError> {
         let mask = u32::try_from(r.uvar()?).unwrap_or(u32::MAX);
         if mask & !D_ALL != 0 {
             return Err(r.invalid("unknown day-row field"));
@@ -318,10 +596,10 @@ const C_MRR_LAST: u8 = 1 << 7;
 impl CustomerRollups {
     /// Append the binary encoding (read back by [`CustomerRollups::decode`]): a presence byte,
     /// the present values, the number of day rows, then each row with its day relative to the
-    /// previous one and a presence mask. A day row of one or two kinds of activity takes 3–12
-    /// bytes (its sparse JSON takes 40–90).
+    /// previous one and a presence mask — the rows exactly as held in memory. A day row of one
+    /// or two kinds of activity takes 3–20 bytes (its sparse JSON takes 40–90).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let c = &self.carry;
+        let c = self.carry();
         let flags = presence(&[
             (self.first_day.is_some(), C_FIRST_DAY),
             (self.last_event.is_some(), C_LAST_EVENT),
@@ -354,16 +632,13 @@ impl CustomerRollups {
         if let Some(s) = c.mrr_last {
             put_stamped_f64(out, s);
         }
-        put_uvar(out, self.days.len() as u64);
-        let mut prev = 0;
-        for row in &self.days {
-            row.encode(prev, out);
-            prev = row.day;
-        }
+        put_uvar(out, u64::from(self.rows.len));
+        out.extend_from_slice(&self.rows.bytes);
     }
 
-    /// Read rollups written by [`CustomerRollups::encode`]. Day rows must be in strictly
-    /// increasing day order (the invariant [`CustomerRollups::apply`] relies on).
+    /// Read rollups written by [`CustomerRollups::encode`]. Every day row is checked, and they
+    /// must be in strictly increasing day order (the invariant [`CustomerRollups::apply`]
+    /// relies on); the checked rows are then kept as they are.
     pub fn decode(r: &mut Reader) -> Result<Self, WireError> {
         let flags = r.u8()?;
         let has = |b: u8| flags & b != 0;
@@ -378,11 +653,12 @@ impl CustomerRollups {
             mrr_last: r.opt(has(C_MRR_LAST), stamped_f64)?,
         };
         let n = r.uvar()?;
-        // Every row takes at least two bytes: no allocation beyond what the input describes.
+        // Every row takes at least two bytes: no more rows than the input could hold.
         if n > (r.remaining() / 2) as u64 {
             return Err(r.invalid("more day rows than bytes"));
         }
-        let mut days = Vec::with_capacity(n as usize);
+        let start = r.pos();
+        let mut rows = Rows::default();
         let mut prev = 0;
         for i in 0..n {
             let at = r.pos();
@@ -394,15 +670,62 @@ impl CustomerRollups {
                 });
             }
             prev = row.day;
-            days.push(row);
+            rows.last_at = (at - start) as u32;
         }
+        rows.bytes = r.since(start).to_vec();
+        rows.len = n as u32;
+        rows.last_day = prev;
         Ok(CustomerRollups {
             first_day,
             last_event,
-            days,
-            carry,
             expired_before,
+            carry: (carry != NO_CARRY).then(|| Box::new(carry)),
+            rows,
         })
+    }
+
+    /// Values folded out of expired days.
+    pub fn carry(&self) -> &Carry {
+        self.carry.as_deref().unwrap_or(&NO_CARRY)
+    }
+
+    fn carry_mut(&mut self) -> &mut Carry {
+        self.carry.get_or_insert_with(Box::default)
+    }
+
+    /// The day rows, decoded one by one in increasing day order.
+    pub fn days(&self) -> Days<'_> {
+        Days {
+            r: Reader::new(&self.rows.bytes),
+            prev: 0,
+            left: self.rows.len,
+        }
+    }
+
+    /// Bytes of the encoded day rows (what [`CustomerRollups::encode`] copies).
+    pub fn encoded_rows_len(&self) -> usize {
+        self.rows.bytes.len()
+    }
+
+    /// Number of day rows.
+    pub fn day_count(&self) -> usize {
+        self.rows.len as usize
+    }
+
+    /// Day of the newest day row.
+    pub fn last_day(&self) -> Option<i32> {
+        (self.rows.len > 0).then_some(self.rows.last_day)
+    }
+
+    /// The decoded form (JSON, tests).
+    pub fn to_plain(&self) -> PlainRollups {
+        PlainRollups {
+            first_day: self.first_day,
+            last_event: self.last_event,
+            days: self.days().collect(),
+            carry: self.carry().clone(),
+            expired_before: self.expired_before,
+        }
     }
 }
 
@@ -428,8 +751,7 @@ impl CustomerRollups {
             self.apply_to_carry(ev, day, ts);
             return;
         }
-        let row = self.day_mut(day);
-        match &ev.payload {
+        self.rows.update(day, |row| match &ev.payload {
             Payload::Purchase(p) => {
                 row.purchases += 1;
                 row.items = row.items.saturating_add(p.items);
@@ -460,33 +782,11 @@ impl CustomerRollups {
                     _ => {}
                 }
             }
-        }
-    }
-
-    fn day_mut(&mut self, day: i32) -> &mut DayRollup {
-        let idx = match self.days.binary_search_by_key(&day, |r| r.day) {
-            Ok(i) => i,
-            Err(i) => {
-                // Grow by a quarter (at least one row) instead of doubling: most customers
-                // hold a few rows, and a doubled 160-byte row vector is mostly empty.
-                if self.days.len() == self.days.capacity() {
-                    self.days.reserve_exact((self.days.len() / 4).max(1));
-                }
-                self.days.insert(
-                    i,
-                    DayRollup {
-                        day,
-                        ..DayRollup::default()
-                    },
-                );
-                i
-            }
-        };
-        &mut self.days[idx]
+        });
     }
 
     fn apply_to_carry(&mut self, ev: &Event, day: i32, ts: Micros) {
-        let c = &mut self.carry;
+        let c = self.carry_mut();
         let max = |a: Option<i32>| Some(a.map_or(day, |d| d.max(day)));
         c.last_activity_day = max(c.last_activity_day);
         match &ev.payload {
@@ -516,9 +816,12 @@ impl CustomerRollups {
             return;
         }
         self.expired_before = Some(before);
-        let keep_from = self.days.partition_point(|r| r.day < before);
-        for row in self.days.drain(..keep_from) {
-            let c = &mut self.carry;
+        if self.last_day().is_none() || self.days().next().is_some_and(|r| r.day >= before) {
+            return;
+        }
+        let mut carry = self.carry().clone();
+        self.rows.expire(before, |row| {
+            let c = &mut carry;
             let d = Some(row.day);
             c.last_activity_day = c.last_activity_day.max(d);
             if row.purchases > 0 {
@@ -533,12 +836,18 @@ impl CustomerRollups {
             if let Some(m) = row.mrr_last {
                 c.mrr_last = later(c.mrr_last, m);
             }
-        }
+        });
+        *self.carry_mut() = carry;
     }
 
-    /// Approximate heap + inline bytes held for this customer (for the state-size metric).
+    /// Heap + inline bytes held for this customer (for the state-size metric).
     pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.days.capacity() * std::mem::size_of::<DayRollup>()
+        std::mem::size_of::<Self>()
+            + self.rows.bytes.capacity()
+            + self
+                .carry
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Carry>())
     }
 }
 
@@ -651,7 +960,7 @@ mod tests {
             engagement: [1, 0, 2, 0, 0, 0, 0, 0],
             ..DayRollup::default()
         };
-        CustomerRollups {
+        PlainRollups {
             first_day: Some(i32::MIN),
             last_event: Some(i64::MIN),
             days: vec![
@@ -674,6 +983,8 @@ mod tests {
             },
             expired_before: Some(i32::MAX),
         }
+        .try_into()
+        .expect("rows in order")
     }
 
     #[test]
@@ -696,7 +1007,7 @@ mod tests {
             let bytes = encoded(r);
             let back = decoded(&bytes).unwrap_or_else(|e| panic!("{id}: {e}"));
             assert_eq!(&back, r, "{id}");
-            for (a, b) in back.days.iter().zip(&r.days) {
+            for (a, b) in back.days().zip(r.days()) {
                 assert_eq!(
                     a.discount.to_bits(),
                     b.discount.to_bits(),
@@ -729,11 +1040,12 @@ mod tests {
                 let _ = decoded(&b);
             }
         }
-        // Rows out of order are refused (apply relies on sorted days).
-        let mut r = edgy();
-        r.days.swap(1, 2);
+        // Rows out of order are refused (apply relies on sorted days): day 5, then day 3.
+        let mut unsorted = vec![0, 2];
+        DayRollup::default().encode(-5, &mut unsorted);
+        DayRollup::default().encode(2, &mut unsorted);
         assert!(matches!(
-            decoded(&encoded(&r)),
+            decoded(&unsorted),
             Err(WireError::Invalid {
                 what: "day rows out of order",
                 ..
@@ -741,6 +1053,140 @@ mod tests {
         ));
         // A row count larger than the input could hold.
         assert!(decoded(&[0, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    /// Events of a generated population, per customer, in event-time order.
+    fn per_customer(days: u32) -> Vec<Vec<Event>> {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 120,
+            days,
+            seed: 11,
+            ..Default::default()
+        });
+        let mut by: std::collections::BTreeMap<String, Vec<Event>> = Default::default();
+        for e in pop.events {
+            by.entry(e.customer_id.clone()).or_default().push(e);
+        }
+        by.into_values()
+            .map(|mut v| {
+                v.sort_by_key(|e| e.occurred_at);
+                v
+            })
+            .collect()
+    }
+
+    /// The float sums rounded to 1e-6 (amounts are in cents, durations in seconds).
+    fn cents(mut p: PlainRollups) -> PlainRollups {
+        let r = |x: &mut f64| *x = (*x * 1e6).round() / 1e6;
+        for d in &mut p.days {
+            r(&mut d.revenue);
+            r(&mut d.discount);
+            r(&mut d.session_seconds);
+        }
+        p
+    }
+
+    #[test]
+    fn rows_stay_consistent_under_any_arrival_order_and_expiry() {
+        let mut seen_older = 0;
+        for (n, evs) in per_customer(150).into_iter().enumerate() {
+            let mut sorted = CustomerRollups::default();
+            for e in &evs {
+                sorted.apply(e);
+                sorted.rows.check();
+            }
+            // A deterministic shuffle: late events land before, between and on existing rows.
+            let mut order: Vec<usize> = (0..evs.len()).collect();
+            order.sort_by_key(|i| (*i as u64 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut shuffled = CustomerRollups::default();
+            for &i in &order {
+                if shuffled
+                    .last_day()
+                    .is_some_and(|d| day_of(evs[i].occurred_at) < d)
+                {
+                    seen_older += 1;
+                }
+                shuffled.apply(&evs[i]);
+                shuffled.rows.check();
+            }
+            // Same rows; float sums may differ in the last bits (addition order).
+            assert_eq!(
+                cents(shuffled.to_plain()),
+                cents(sorted.to_plain()),
+                "customer {n}: arrival order changed the rollups"
+            );
+            assert_eq!(decoded(&encoded(&shuffled)).as_ref(), Ok(&shuffled));
+
+            // Expiry keeps exactly the rows from the cut on and folds the rest into the carry.
+            let Some(first) = sorted.first_day else {
+                continue;
+            };
+            for cut in [first, first + 1, first + 20, first + 75, first + 400] {
+                let mut e = sorted.clone();
+                e.expire(cut);
+                e.rows.check();
+                let kept: Vec<DayRollup> = sorted.days().filter(|r| r.day >= cut).collect();
+                assert_eq!(e.days().collect::<Vec<_>>(), kept, "customer {n} cut {cut}");
+                let last_dropped = sorted.days().filter(|r| r.day < cut).map(|r| r.day).max();
+                assert_eq!(e.carry().last_activity_day, last_dropped);
+                assert_eq!(decoded(&encoded(&e)).as_ref(), Ok(&e));
+                // Events after expiry: late ones go to the carry, the others to rows.
+                for ev in evs.iter().rev().take(5) {
+                    e.apply(ev);
+                    e.rows.check();
+                }
+            }
+        }
+        assert!(
+            seen_older > 1000,
+            "the shuffle exercised older days {seen_older} times"
+        );
+    }
+
+    #[test]
+    fn a_day_row_fits_the_scratch_buffer() {
+        let max = Stamped {
+            ts: i64::MIN,
+            value: u8::MAX,
+        };
+        let row = DayRollup {
+            day: i32::MAX,
+            purchases: u32::MAX,
+            items: u32::MAX,
+            revenue: -1.0,
+            discount: -1.0,
+            engagement: [u32::MAX; 8],
+            session_seconds: -1.0,
+            nps_first: Some(max),
+            nps_last: Some(max),
+            nps_count: u32::MAX,
+            mrr_last: Some(Stamped {
+                ts: i64::MIN,
+                value: -1.0,
+            }),
+            upgrades: u32::MAX,
+            downgrades: u32::MAX,
+            cancels: u32::MAX,
+        };
+        let mut out = Vec::new();
+        row.encode(i32::MIN, &mut out);
+        assert!(out.len() <= Scratch::CAP, "{} bytes", out.len());
+        let mut s = Scratch::new();
+        row.encode(i32::MIN, &mut s);
+        assert_eq!(s.as_slice(), &out[..]);
+    }
+
+    #[test]
+    fn json_form_is_the_plain_rollups() {
+        let r = edgy();
+        let json = serde_json::to_string(&r).expect("json");
+        assert_eq!(json, serde_json::to_string(&r.to_plain()).expect("json"));
+        let back: CustomerRollups = serde_json::from_str(&json).expect("read");
+        assert_eq!(back, r);
+        let mut plain = r.to_plain();
+        plain.days.swap(0, 1);
+        let unsorted = serde_json::to_string(&plain).expect("json");
+        assert!(serde_json::from_str::<CustomerRollups>(&unsorted).is_err());
     }
 
     #[test]
@@ -757,11 +1203,11 @@ mod tests {
         let mut rev = CustomerRollups::default();
         evs.iter().rev().for_each(|e| rev.apply(e));
         assert_eq!(fwd, rev);
-        let day = fwd.days.last().expect("a day");
+        let day = fwd.days().last().expect("a day");
         assert_eq!(day.nps_last.map(|s| s.value), Some(5));
         assert_eq!(day.nps_first.map(|s| s.value), Some(1));
         assert_eq!(day.nps_count, 4);
-        assert_eq!(fwd.days.len(), 2);
+        assert_eq!(fwd.day_count(), 2);
     }
 
     #[test]
@@ -776,12 +1222,12 @@ mod tests {
                 .with_timezone(&Utc),
         );
         r.expire(cut);
-        assert_eq!(r.days.len(), 1);
-        assert_eq!(r.carry.nps_last.map(|s| s.value), Some(2));
-        assert_eq!(r.carry.last_login_day, Some(cut - 29));
+        assert_eq!(r.day_count(), 1);
+        assert_eq!(r.carry().nps_last.map(|s| s.value), Some(2));
+        assert_eq!(r.carry().last_login_day, Some(cut - 29));
         // A late event for an expired day lands in the carry, not in a day row.
         r.apply(&ev("4", "2026-01-10T10:00:00Z", nps(8)));
-        assert_eq!(r.days.len(), 1);
-        assert_eq!(r.carry.nps_last.map(|s| s.value), Some(8));
+        assert_eq!(r.day_count(), 1);
+        assert_eq!(r.carry().nps_last.map(|s| s.value), Some(8));
     }
 }

@@ -43,11 +43,13 @@ impl ChurnDefinition {
     /// Label of a customer observed at day `as_of` (looks only at days in `(as_of, as_of+h]`).
     pub fn label(&self, c: &CustomerRollups, as_of: i32) -> bool {
         let h = self.horizon();
-        let from = c.days.partition_point(|r| r.day <= as_of);
-        let future = c.days[from..].iter().take_while(|r| r.day <= as_of + h);
+        let mut future = c
+            .days()
+            .skip_while(|r| r.day <= as_of)
+            .take_while(|r| r.day <= as_of + h);
         match self {
-            ChurnDefinition::Inactivity { .. } => future.count() == 0,
-            ChurnDefinition::Cancel { .. } => future.into_iter().any(|r| r.cancels > 0),
+            ChurnDefinition::Inactivity { .. } => future.next().is_none(),
+            ChurnDefinition::Cancel { .. } => future.any(|r| r.cancels > 0),
         }
     }
 }
@@ -259,7 +261,7 @@ pub fn build_training_set(
         .unwrap_or(0);
     let last = customers
         .iter()
-        .filter_map(|(_, c)| c.days.last().map(|r| r.day))
+        .filter_map(|(_, c)| c.last_day())
         .max()
         .unwrap_or(0);
     let dates = observation_dates(first, last, plan);

@@ -17,23 +17,78 @@ pub enum WireError {
     Trailing(usize),
 }
 
+/// Where encoded bytes go: a `Vec<u8>`, or a [`Scratch`] buffer on the stack.
+pub trait Out {
+    fn put(&mut self, b: u8);
+    fn put_slice(&mut self, s: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, b: u8) {
+        self.push(b);
+    }
+    fn put_slice(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+}
+
+/// A fixed stack buffer for one small encoded value whose size is bounded by construction (a
+/// day row is at most [`Scratch::CAP`] bytes): encoding there first lets the caller grow its own
+/// buffer by exactly what is needed. Writing past `CAP` is a bug and panics.
+pub struct Scratch {
+    buf: [u8; Scratch::CAP],
+    len: usize,
+}
+
+impl Scratch {
+    pub const CAP: usize = 192;
+
+    pub fn new() -> Self {
+        Scratch {
+            buf: [0; Scratch::CAP],
+            len: 0,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Out for Scratch {
+    fn put(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+    fn put_slice(&mut self, s: &[u8]) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+}
+
 /// Append `v` as an unsigned LEB128 varint.
-pub fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_uvar(out: &mut impl Out, mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.put((v as u8) | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put(v as u8);
 }
 
 /// Append `v` zigzag-encoded (small magnitudes of either sign take few bytes).
-pub fn put_ivar(out: &mut Vec<u8>, v: i64) {
+pub fn put_ivar(out: &mut impl Out, v: i64) {
     put_uvar(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Append the exact bits of `v`.
-pub fn put_f64(out: &mut Vec<u8>, v: f64) {
-    out.extend_from_slice(&v.to_le_bytes());
+pub fn put_f64(out: &mut impl Out, v: f64) {
+    out.put_slice(&v.to_le_bytes());
 }
 
 /// The presence mask of `fields`: each `(present, bit)` sets its bit when the value is there.
@@ -64,6 +119,11 @@ impl<'a> Reader<'a> {
     /// Offset of the next byte (for error messages).
     pub fn pos(&self) -> usize {
         self.pos
+    }
+
+    /// The bytes read since offset `start` (a value just validated, to keep as is).
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.buf[start.min(self.pos)..self.pos]
     }
 
     /// An error about the value that starts at the current position.

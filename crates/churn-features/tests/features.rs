@@ -283,7 +283,7 @@ fn expiry_does_not_change_features() {
     let customers = rollups_from_events(&pop.events);
     let last = customers
         .iter()
-        .filter_map(|(_, c)| c.days.last().map(|d| d.day))
+        .filter_map(|(_, c)| c.last_day())
         .max()
         .expect("events");
     let mut expired: Vec<CustomerRollups> = customers.iter().map(|(_, c)| c.clone()).collect();
@@ -291,8 +291,8 @@ fn expiry_does_not_change_features() {
         c.expire(last - RETAIN_DAYS);
     }
     assert!(
-        expired.iter().map(|c| c.days.len()).sum::<usize>()
-            < customers.iter().map(|(_, c)| c.days.len()).sum::<usize>()
+        expired.iter().map(|c| c.day_count()).sum::<usize>()
+            < customers.iter().map(|(_, c)| c.day_count()).sum::<usize>()
     );
     let a = features_of(&customers.iter().map(|(_, c)| c).collect::<Vec<_>>(), last);
     let b = features_of(&expired.iter().collect::<Vec<_>>(), last);

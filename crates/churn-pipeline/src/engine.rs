@@ -884,7 +884,7 @@ impl Engine {
                 first_day: self.first_day,
                 unscored: c.dirty,
             };
-            let mut payload = Vec::with_capacity(64 + 8 * c.rollups.days.len());
+            let mut payload = Vec::with_capacity(64 + c.rollups.encoded_rows_len());
             snap.encode(&mut payload);
             out.push(StateRecord {
                 partition: c.partition,
