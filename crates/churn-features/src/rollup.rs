@@ -840,10 +840,10 @@ impl CustomerRollups {
         *self.carry_mut() = carry;
     }
 
-    /// Heap + inline bytes held for this customer (for the state-size metric).
-    pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.rows.bytes.capacity()
+    /// Heap bytes held by these rollups (for the state-size metric; the struct itself is
+    /// counted by whoever holds it).
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.bytes.capacity()
             + self
                 .carry
                 .as_ref()

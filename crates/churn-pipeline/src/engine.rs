@@ -29,6 +29,7 @@ use churn_model::{Band, ModelArtifact};
 
 use crate::config::{AlertConfig, Clock, PipelineConfig};
 use crate::policy::{self, AlertMemory, PolicyColumns};
+use crate::store::{Slot, Table};
 use crate::Error;
 
 /// What happened to one input message.
@@ -82,15 +83,17 @@ pub struct Kpis {
     pub churned_fraction: f64,
 }
 
+/// One tracked customer (its id is the table's key). Kept small: a million of these is the
+/// engine's memory (see the `state_memory` benchmark).
 #[derive(Debug)]
 struct Customer {
     rollups: CustomerRollups,
     mem: AlertMemory,
+    /// Has events not scored yet (it is in the engine's dirty list).
     dirty: bool,
     /// Changed since the last changelog record.
     changed: bool,
     last_scored_day: Option<i32>,
-    received: Option<Instant>,
     revenue_at_risk: f64,
     /// Input partition this customer's events arrive on (all input topics are co-partitioned by
     /// customer id), and the newest offset applied per input topic: replays after a restore skip
@@ -107,7 +110,6 @@ impl Default for Customer {
             dirty: false,
             changed: false,
             last_scored_day: None,
-            received: None,
             revenue_at_risk: 0.0,
             partition: 0,
             applied: [-1; 4],
@@ -315,9 +317,6 @@ impl Hasher for IdentityHasher {
     }
 }
 
-/// Customer state map: foldhash, seeded per process.
-type CustomerMap = HashMap<String, Customer, foldhash::fast::RandomState>;
-
 type Fingerprints = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 
 /// Bounded memory of recent event ids (64-bit hashes) in two generations: ids go into the
@@ -378,9 +377,11 @@ pub struct Engine {
     limits: DecodeLimits,
     min_band: Band,
     cols: PolicyColumns,
-    customers: CustomerMap,
-    dirty: Vec<String>,
-    changed: Vec<String>,
+    customers: Table<Customer>,
+    /// Customers with unscored events, and when the first of those was received.
+    dirty: Vec<(Slot, Option<Instant>)>,
+    /// Customers changed since the last changelog records.
+    changed: Vec<Slot>,
     /// Forgotten customers (key, partition) whose tombstones are not published yet.
     forgotten: Vec<(String, i32)>,
     dedupe: Dedupe,
@@ -423,7 +424,7 @@ impl Engine {
             alerts,
             min_band,
             cols: PolicyColumns::default(),
-            customers: CustomerMap::default(),
+            customers: Table::default(),
             dirty: Vec::new(),
             changed: Vec::new(),
             forgotten: Vec::new(),
@@ -473,23 +474,34 @@ impl Engine {
             Err(r) => return Ingest::Rejected(r),
         };
         let t = origin.topic.min(3);
-        if let Some(c) = self.customers.get(ev.customer_id.as_str()) {
+        let known = self.customers.find(&ev.customer_id);
+        if let Some((_, c)) = known.and_then(|s| self.customers.get(s)) {
             if c.applied[t] >= origin.offset {
                 return Ingest::Duplicate;
             }
         }
-        let res = self.ingest_event(&ev, origin.source, received);
-        if let Some(c) = self.customers.get_mut(ev.customer_id.as_str()) {
+        let Some(slot) = self.accept(&ev, origin.source, received) else {
+            return Ingest::Duplicate;
+        };
+        if let Some(c) = self.customers.get_mut(slot) {
             c.partition = origin.partition;
             c.applied[t] = c.applied[t].max(origin.offset);
         }
-        res
+        Ingest::Accepted
     }
 
     /// Fold one already-validated event from `source`.
     pub fn ingest_event(&mut self, ev: &Event, source: usize, received: Instant) -> Ingest {
+        match self.accept(ev, source, received) {
+            Some(_) => Ingest::Accepted,
+            None => Ingest::Duplicate,
+        }
+    }
+
+    /// [`Engine::ingest_event`]: the customer's slot, or None for a duplicate.
+    fn accept(&mut self, ev: &Event, source: usize, received: Instant) -> Option<Slot> {
         if self.dedupe.check(&ev.event_id) {
-            return Ingest::Duplicate;
+            return None;
         }
         if self.sources.len() <= source {
             self.sources.resize(source + 1, (None, received));
@@ -508,21 +520,20 @@ impl Engine {
         if let Payload::Feedback(f) = &ev.payload {
             self.count_nps(day_of(ev.occurred_at), f.nps_score);
         }
-        let c = match self.customers.get_mut(ev.customer_id.as_str()) {
-            Some(c) => c,
-            None => self.customers.entry(ev.customer_id.clone()).or_default(),
-        };
+        let slot = self
+            .customers
+            .find_or_insert_with(&ev.customer_id, Customer::default);
+        let c = self.customers.get_mut(slot)?;
         c.rollups.apply(ev);
         if !c.changed {
             c.changed = true;
-            self.changed.push(ev.customer_id.clone());
+            self.changed.push(slot);
         }
         if !c.dirty {
             c.dirty = true;
-            c.received = Some(received);
-            self.dirty.push(ev.customer_id.clone());
+            self.dirty.push((slot, Some(received)));
         }
-        Ingest::Accepted
+        Some(slot)
     }
 
     fn count_nps(&mut self, day: i32, score: u8) {
@@ -628,8 +639,8 @@ impl Engine {
             return Ok(Scored::default());
         }
         let keys = std::mem::take(&mut self.dirty);
-        for k in &keys {
-            if let Some(c) = self.customers.get_mut(k) {
+        for (s, _) in &keys {
+            if let Some(c) = self.customers.get_mut(*s) {
                 c.dirty = false;
             }
         }
@@ -647,7 +658,7 @@ impl Engine {
         let (forgotten_silent, forgotten_cap) = self.forget(today);
         let silent_before = today - self.pipeline.silent_after_days;
         let mut keys = Vec::new();
-        for (k, c) in self.customers.iter_mut() {
+        for (s, k, c) in self.customers.iter_mut() {
             c.rollups.expire(today - RETAIN_DAYS);
             let last = c
                 .rollups
@@ -655,10 +666,12 @@ impl Engine {
                 .map(|t| day_of(DateTime::from_timestamp_micros(t).unwrap_or_default()));
             let silent = last.is_some_and(|d| d <= silent_before);
             if silent && !c.dirty && c.last_scored_day.is_none_or(|d| d < today) {
-                keys.push(k.clone());
+                keys.push((k, s));
             }
         }
+        // In id order: the sweep's outputs do not depend on slot placement.
         keys.sort_unstable();
+        let keys = keys.into_iter().map(|(_, s)| (s, None)).collect();
         while self.nps_days.front().is_some_and(|e| e.0 <= today - 90) {
             self.nps_days.pop_front();
         }
@@ -675,12 +688,12 @@ impl Engine {
         let after = self.pipeline.forget_after_days;
         // last event before the start of day `today - after + 1` ⇔ silent `after` days or more
         let cutoff = (after > 0).then(|| i64::from(today - after + 1) * DAY_MICROS);
-        let mut gone: Vec<String> = match cutoff {
+        let mut gone: Vec<Slot> = match cutoff {
             Some(cut) => self
                 .customers
                 .iter()
-                .filter(|(_, c)| c.rollups.last_event.is_none_or(|t| t < cut))
-                .map(|(k, _)| k.clone())
+                .filter(|(_, _, c)| c.rollups.last_event.is_none_or(|t| t < cut))
+                .map(|(s, _, _)| s)
                 .collect(),
             None => Vec::new(),
         };
@@ -691,31 +704,43 @@ impl Engine {
             cap => (self.customers.len() - silent).saturating_sub(cap),
         };
         if over > 0 {
-            let mut rest: Vec<(i64, &String)> = self
+            let mut rest: Vec<(i64, &str, Slot)> = self
                 .customers
                 .iter()
-                .map(|(k, c)| (c.rollups.last_event.unwrap_or(i64::MIN), k))
-                .filter(|(t, _)| cutoff.is_none_or(|cut| *t >= cut))
+                .map(|(s, k, c)| (c.rollups.last_event.unwrap_or(i64::MIN), k, s))
+                .filter(|(t, _, _)| cutoff.is_none_or(|cut| *t >= cut))
                 .collect();
             // Least recently active first (ties by id, for determinism).
             rest.sort_unstable();
-            gone.extend(rest.into_iter().take(over).map(|(_, k)| k.clone()));
+            gone.extend(rest.into_iter().take(over).map(|(_, _, s)| s));
         }
         let n_cap = gone.len() - silent;
         if gone.is_empty() {
             return (0, 0);
         }
-        for k in gone {
-            if let Some(c) = self.customers.remove(&k) {
-                self.forgotten.push((k, c.partition));
+        for s in gone {
+            if let Some((k, c)) = self.customers.remove(s) {
+                self.forgotten.push((k.into(), c.partition));
             }
         }
-        self.dirty.retain(|k| self.customers.contains_key(k));
-        self.changed.retain(|k| self.customers.contains_key(k));
+        self.drop_removed_slots();
         (silent, n_cap)
     }
 
-    fn score(&mut self, keys: Vec<String>, trigger: &str) -> Result<Scored, Error> {
+    /// After removals: forget removed slots in the dirty and changed lists (before any insert
+    /// can reuse them).
+    fn drop_removed_slots(&mut self) {
+        let customers = &self.customers;
+        self.dirty.retain(|(s, _)| customers.contains(*s));
+        self.changed.retain(|s| customers.contains(*s));
+    }
+
+    /// Score the customers in `keys` (slot, when its oldest unscored event was received).
+    fn score(
+        &mut self,
+        keys: Vec<(Slot, Option<Instant>)>,
+        trigger: &str,
+    ) -> Result<Scored, Error> {
         let mut out = Scored::default();
         let Some(w) = self.watermark else {
             return Ok(out);
@@ -727,25 +752,28 @@ impl Engine {
         let warm = self
             .first_day
             .is_some_and(|d| today - d >= self.pipeline.warmup_days);
-        let m = self.feature_rows(&keys, today)?;
+        let m = self.feature_rows(keys.iter().map(|(s, _)| *s), today)?;
         let mut input = Vec::with_capacity(FEATURES.len());
         let as_of = day_start(today + 1) - Duration::seconds(1);
         let window = day_start(today).format("%Y-%m-%d").to_string();
         let as_of_text = ScoreRecordRef::as_of_text(as_of);
         for i in 0..m.len() {
-            let key = &keys[m.cids[i] as usize];
+            let (slot, received) = keys[m.cids[i] as usize];
             let raw = m.row(i);
             registry::model_input(raw, &mut input);
             let p = self.model.predict_proba(&input);
-            let Some(c) = self.customers.get_mut(key) else {
+            let Some((key, _)) = self.customers.get(slot) else {
+                continue;
+            };
+            let key = key.to_string();
+            let Some(c) = self.customers.get_mut(slot) else {
                 continue;
             };
             c.last_scored_day = Some(today);
             if !c.changed {
                 c.changed = true;
-                self.changed.push(key.clone());
+                self.changed.push(slot);
             }
-            let received = c.received.take();
             let segment = policy::segment(&self.cols, raw);
             c.revenue_at_risk =
                 p * policy::expected_revenue(&self.cols, raw, self.alerts.horizon_days);
@@ -761,7 +789,7 @@ impl Engine {
             // During the warm-up the memory is untouched: publish the raw band.
             let band = c.mem.band.unwrap_or_else(|| self.model.thresholds.band(p));
             let score = ScoreRecordRef {
-                customer_id: key,
+                customer_id: &key,
                 risk: p,
                 risk_band: band.as_str(),
                 segment,
@@ -810,7 +838,7 @@ impl Engine {
             };
             let ev = CloudEvent::alert(&self.alerts.source, &window, data);
             out.alerts.push(AlertOut {
-                key: key.clone(),
+                key,
                 id: ev.id.clone(),
                 payload: serde_json::to_vec(&ev)?,
                 band,
@@ -824,11 +852,11 @@ impl Engine {
         if m.len() < keys.len() {
             let mut in_matrix = vec![false; keys.len()];
             m.cids.iter().for_each(|c| in_matrix[*c as usize] = true);
-            for (key, _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
-                if let Some(c) = self.customers.get_mut(key) {
+            for ((slot, _), _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
+                if let Some(c) = self.customers.get_mut(*slot) {
                     if !c.dirty && c.rollups.first_day.is_some_and(|d| d > today) {
                         c.dirty = true;
-                        self.dirty.push(key.clone());
+                        self.dirty.push((*slot, None));
                     }
                 }
             }
@@ -838,11 +866,15 @@ impl Engine {
 
     /// Raw feature rows (registry order) of `keys` as of the end of `day`; `cids[i]` indexes
     /// `keys`. The one feature computation of the engine: scoring and the parity test use it.
-    fn feature_rows(&self, keys: &[String], day: i32) -> Result<FeatureMatrix, Error> {
+    fn feature_rows(
+        &self,
+        keys: impl IntoIterator<Item = Slot>,
+        day: i32,
+    ) -> Result<FeatureMatrix, Error> {
         let empty = CustomerRollups::default();
         let frames = RollupFrames::build(
-            keys.iter()
-                .map(|k| self.customers.get(k).map_or(&empty, |c| &c.rollups)),
+            keys.into_iter()
+                .map(|s| self.customers.get(s).map_or(&empty, |(_, c)| &c.rollups)),
             day,
         )?;
         Ok(FeatureMatrix::from_frame(&feature_frame(&frames)?)?)
@@ -851,9 +883,10 @@ impl Engine {
     /// Features of every tracked customer as of the end of `day`, as the scorer computes them:
     /// (customer ids sorted, matrix whose `cids` index that list).
     pub fn features_as_of(&self, day: i32) -> Result<(Vec<String>, FeatureMatrix), Error> {
-        let keys = self.customer_ids();
-        let m = self.feature_rows(&keys, day)?;
-        Ok((keys, m))
+        let mut keys: Vec<(&str, Slot)> = self.customers.iter().map(|(s, k, _)| (k, s)).collect();
+        keys.sort_unstable();
+        let m = self.feature_rows(keys.iter().map(|(_, s)| *s), day)?;
+        Ok((keys.into_iter().map(|(k, _)| k.to_string()).collect(), m))
     }
 
     /// Changelog records of every customer changed since the last call (state after this batch).
@@ -868,8 +901,8 @@ impl Engine {
                 payload: Vec::new(),
             });
         }
-        for k in keys {
-            let Some(c) = self.customers.get_mut(&k) else {
+        for s in keys {
+            let Some(c) = self.customers.get_mut(s) else {
                 continue;
             };
             c.changed = false;
@@ -886,10 +919,12 @@ impl Engine {
             };
             let mut payload = Vec::with_capacity(64 + c.rollups.encoded_rows_len());
             snap.encode(&mut payload);
+            let partition = c.partition;
+            let key = self.customers.get(s).map(|(k, _)| k.to_string());
             out.push(StateRecord {
-                partition: c.partition,
+                partition,
                 payload,
-                key: k,
+                key: key.unwrap_or_default(),
             });
         }
         Ok(out)
@@ -899,9 +934,9 @@ impl Engine {
     /// empty payload — a tombstone — forgets the customer).
     pub fn restore(&mut self, key: &str, payload: &[u8]) -> Result<(), Error> {
         if payload.is_empty() {
-            if self.customers.remove(key).is_some() {
-                self.dirty.retain(|k| k != key);
-                self.changed.retain(|k| k != key);
+            if let Some(s) = self.customers.find(key) {
+                self.customers.remove(s);
+                self.drop_removed_slots();
             }
             return Ok(());
         }
@@ -909,7 +944,10 @@ impl Engine {
         if let Some(d) = snap.first_day {
             self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));
         }
-        let c = self.customers.entry(key.to_string()).or_default();
+        let slot = self.customers.find_or_insert_with(key, Customer::default);
+        let Some(c) = self.customers.get_mut(slot) else {
+            return Ok(());
+        };
         c.rollups = snap.rollups;
         c.mem = snap.mem;
         c.partition = snap.partition;
@@ -918,7 +956,7 @@ impl Engine {
         c.revenue_at_risk = snap.revenue_at_risk;
         if snap.unscored && !c.dirty {
             c.dirty = true;
-            self.dirty.push(key.to_string());
+            self.dirty.push((slot, None));
         }
         Ok(())
     }
@@ -931,9 +969,16 @@ impl Engine {
         // made it into the changelog (revoked mid-batch): if the partition comes back, they are
         // re-delivered from the committed offset and must not be dropped as duplicates.
         self.dedupe.clear();
-        self.customers.retain(|_, c| c.partition != partition);
-        self.dirty.retain(|k| self.customers.contains_key(k));
-        self.changed.retain(|k| self.customers.contains_key(k));
+        let gone: Vec<Slot> = self
+            .customers
+            .iter()
+            .filter(|(_, _, c)| c.partition == partition)
+            .map(|(s, _, _)| s)
+            .collect();
+        for s in gone {
+            self.customers.remove(s);
+        }
+        self.drop_removed_slots();
         before - self.customers.len()
     }
 
@@ -945,8 +990,9 @@ impl Engine {
         };
         let today = self.watermark.map(day_of);
         let mut churned = 0usize;
-        for c in self.customers.values() {
-            k.state_bytes += c.rollups.approx_bytes() + std::mem::size_of::<Customer>();
+        k.state_bytes = self.customers.bytes();
+        for (_, _, c) in self.customers.iter() {
+            k.state_bytes += c.rollups.heap_bytes();
             let b = c.mem.band.unwrap_or(Band::Low);
             k.by_band[Band::ALL.iter().position(|x| *x == b).unwrap_or(0)] += 1;
             k.revenue_at_risk += c.revenue_at_risk;
@@ -975,12 +1021,17 @@ impl Engine {
 
     /// Rollups of one customer (for parity tests and inspection).
     pub fn rollups(&self, customer_id: &str) -> Option<&CustomerRollups> {
-        self.customers.get(customer_id).map(|c| &c.rollups)
+        let s = self.customers.find(customer_id)?;
+        self.customers.get(s).map(|(_, c)| &c.rollups)
     }
 
     /// Customer ids currently tracked, sorted.
     pub fn customer_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.customers.keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .customers
+            .iter()
+            .map(|(_, k, _)| k.to_string())
+            .collect();
         v.sort_unstable();
         v
     }

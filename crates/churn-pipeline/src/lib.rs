@@ -4,6 +4,7 @@
 //! - [`config`]: the one configuration struct (TOML + `CHURN__…` env overrides).
 //! - [`engine`]: the I/O-free core (decode → validate → dedupe → rollups → features → score →
 //!   alert decision), driven by Kafka, by files (backtest) and by benchmarks alike.
+//! - [`store`]: the engine's customer table (slots + an id index; compact per customer).
 //! - [`policy`]: bands, hysteresis, cooldown, segments, recommended actions, revenue at risk.
 //! - [`kafka`]: rdkafka source/sink and the service loop with at-least-once offset handling.
 //! - [`train`]: offline training/evaluation through the same feature code.
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod kafka;
 pub mod policy;
 pub mod report;
+pub mod store;
 pub mod train;
 pub mod validate;
 
