@@ -203,7 +203,11 @@ impl PartialEq for CustomerRollups {
 }
 
 /// Day rows in their wire encoding, in increasing day order, plus where the last one starts
-/// (events mostly land on the newest day: updating it needs no scan).
+/// (events mostly land on the newest day: updating it needs no scan) and where the last older
+/// day was updated (a row's day is relative to the previous row's, so finding a day means
+/// scanning from the start or from a known row; late events come in runs of increasing days —
+/// one topic-partition's fetch replaying days another has already delivered — and the next one
+/// continues from there).
 #[derive(Debug, Clone, Default)]
 struct Rows {
     bytes: Vec<u8>,
@@ -212,6 +216,10 @@ struct Rows {
     last_day: i32,
     /// Offset of the last row in `bytes`.
     last_at: u32,
+    /// Offset of a row, and the day of the row before it (0 for the first): where a scan for
+    /// a day after `hint_prev` may start. (0, 0) is the start.
+    hint_at: u32,
+    hint_prev: i32,
 }
 
 /// The rows are written by [`DayRollup::encode`] or validated by [`CustomerRollups::decode`]
@@ -268,9 +276,14 @@ impl Rows {
 
     /// [`Rows::update`] of a day before the newest: scan for its place.
     fn update_older(&mut self, day: i32, f: impl FnOnce(&mut DayRollup), mut out: Scratch) {
-        let mut r = Reader::new(&self.bytes);
-        let mut prev = 0;
-        for i in 0..self.len {
+        let (mut r, mut prev) = if day > self.hint_prev {
+            let mut r = Reader::new(&self.bytes);
+            r.skip(self.hint_at as usize);
+            (r, self.hint_prev)
+        } else {
+            (Reader::new(&self.bytes), 0)
+        };
+        while r.remaining() > 0 {
             let at = r.pos();
             let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
             if d < day {
@@ -278,7 +291,7 @@ impl Rows {
                 prev = d;
                 continue;
             }
-            let is_last = i + 1 == self.len;
+            let is_last = at == self.last_at as usize;
             let (region, row_len) = if d == day {
                 let mut row = DayRollup::decode_body(d, &mut r).expect(ROWS_VALID);
                 f(&mut row);
@@ -305,6 +318,7 @@ impl Rows {
             } else {
                 (self.last_at as usize + out.as_slice().len() - old_len) as u32
             };
+            (self.hint_at, self.hint_prev) = (at as u32, prev);
             return;
         }
     }
@@ -340,6 +354,7 @@ impl Rows {
         put_ivar(&mut out, i64::from(first));
         let was_last = dropped + 1 == self.len;
         let old_last_at = self.last_at as usize;
+        (self.hint_at, self.hint_prev) = (0, 0);
         self.splice(0..keep_at + delta_len, out.as_slice());
         self.len -= dropped;
         self.last_at = if was_last {
@@ -372,6 +387,14 @@ impl Rows {
             assert_eq!(self.last_at as usize, last_at, "last_at");
             assert_eq!(self.last_day, prev, "last_day");
         }
+        // The hint is a row start, with the day of the row before it.
+        let mut r = Reader::new(&self.bytes);
+        let mut prev = 0;
+        while r.pos() < self.hint_at as usize {
+            prev = DayRollup::decode(prev, &mut r).expect("row").day;
+        }
+        assert_eq!(r.pos(), self.hint_at as usize, "hint_at is a row start");
+        assert_eq!(self.hint_prev, prev, "hint_prev");
     }
 }
 
@@ -1116,6 +1139,26 @@ mod tests {
                 "customer {n}: arrival order changed the rollups"
             );
             assert_eq!(decoded(&encoded(&shuffled)).as_ref(), Ok(&shuffled));
+            // As consumed from Kafka: one topic's events after another's, each in time order
+            // (runs of late events on increasing days).
+            let topic = |e: &Event| match e.payload {
+                Payload::Subscription(_) => 0,
+                Payload::Feedback(_) => 1,
+                Payload::Purchase(_) => 2,
+                Payload::Engagement(_) => 3,
+            };
+            let mut by_topic = evs.clone();
+            by_topic.sort_by_key(|e| (topic(e), e.occurred_at));
+            let mut topics = CustomerRollups::default();
+            for e in &by_topic {
+                topics.apply(e);
+                topics.rows.check();
+            }
+            assert_eq!(
+                cents(topics.to_plain()),
+                cents(sorted.to_plain()),
+                "customer {n}"
+            );
 
             // Expiry keeps exactly the rows from the cut on and folds the rest into the carry.
             let Some(first) = sorted.first_day else {

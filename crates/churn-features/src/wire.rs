@@ -121,6 +121,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Move forward by `n` bytes (at most to the end).
+    pub fn skip(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
     /// The bytes read since offset `start` (a value just validated, to keep as is).
     pub fn since(&self, start: usize) -> &'a [u8] {
         &self.buf[start.min(self.pos)..self.pos]

@@ -148,8 +148,8 @@ const CRM_DELIVERY_BUCKETS: &[f64] = &[
 /// batch waits up to `batch_max_wait_ms`, 100 ms by default, and the latency target is a
 /// 250 ms p99: the quantile must be resolvable there).
 const EVENT_TO_ALERT_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The process-wide registry and cached handles for every churnstream metric.
