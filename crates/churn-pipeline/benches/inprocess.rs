@@ -9,7 +9,11 @@
 //! per-batch latency (ingest of the batch + scoring). `cargo bench -p churn-pipeline --bench
 //! inprocess`; `make bench` collects it into `target/bench/inprocess.json`.
 //!
-//! A third line, `inprocess_wide`, runs the clean pass over a wide population (many customers,
+//! `inprocess_fetch_order` runs the clean stream in the order a Kafka consumer delivers it
+//! (per topic-partition fetches of `CHURN_BENCH_FETCH` = 7 000 messages, round robin): late
+//! events on older days are then the rule.
+//!
+//! A last line, `inprocess_wide`, runs the clean pass over a wide population (many customers,
 //! few events each: `CHURN_BENCH_WIDE_CUSTOMERS` 100 000 × `CHURN_BENCH_WIDE_DAYS` 10; 0
 //! customers skips it), where a batch touches about one customer per event.
 //!
@@ -68,6 +72,20 @@ fn main() {
     println!("{line}");
 
     drop(mixed);
+
+    // The clean stream in the order a consumer delivers it: each source (topic-partition) in
+    // fetches of `CHURN_BENCH_FETCH` messages (7 000 ≈ librdkafka's 1 MiB
+    // `max.partition.fetch.bytes` of these events), round robin over the sources. A customer's
+    // events then arrive days to weeks out of order across its topics (most land on an older day
+    // than its newest row), which the time-ordered pass above never does.
+    let fetch = support::env_or("CHURN_BENCH_FETCH", 7000).max(1) as usize;
+    let skewed = fetch_order(&inputs, fetch);
+    let pass_skewed = pass(&model, &skewed, batch, now);
+    assert_eq!(pass_skewed.rejected, 0, "generated events must all decode");
+    let mut line = pass_skewed.json("inprocess_fetch_order", n);
+    line["fetch_messages"] = serde_json::json!(fetch);
+    println!("{line}");
+    drop(skewed);
     drop(inputs);
 
     // The other shape: many customers with few events each (default 100 000 customers × 10
@@ -87,6 +105,25 @@ fn main() {
 
 /// Messages as (JSON bytes, source index).
 type Inputs = Vec<(Vec<u8>, usize)>;
+
+/// `inputs` reordered as fetched: per source in arrival order, `fetch` messages at a time,
+/// round robin over the sources.
+fn fetch_order(inputs: &[(Vec<u8>, usize)], fetch: usize) -> Inputs {
+    let sources = inputs.iter().map(|(_, s)| s + 1).max().unwrap_or(0);
+    let mut queues: Vec<std::collections::VecDeque<&(Vec<u8>, usize)>> =
+        vec![Default::default(); sources];
+    for m in inputs {
+        queues[m.1].push_back(m);
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    while out.len() < inputs.len() {
+        for q in queues.iter_mut() {
+            let k = fetch.min(q.len());
+            out.extend(q.drain(..k).cloned());
+        }
+    }
+    out
+}
 
 /// Generated events for `customers` × `days` as pre-serialized JSON bytes (as they sit in Kafka),
 /// each with a source per (type, customer hash % 4) like the 4 topics × 4 partitions of the
