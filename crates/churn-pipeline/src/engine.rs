@@ -852,11 +852,12 @@ impl Engine {
         if m.len() < keys.len() {
             let mut in_matrix = vec![false; keys.len()];
             m.cids.iter().for_each(|c| in_matrix[*c as usize] = true);
-            for ((slot, _), _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
-                if let Some(c) = self.customers.get_mut(*slot) {
+            for (&(slot, received), _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
+                if let Some(c) = self.customers.get_mut(slot) {
                     if !c.dirty && c.rollups.first_day.is_some_and(|d| d > today) {
                         c.dirty = true;
-                        self.dirty.push((*slot, None));
+                        // Still pending since `received`: its latency counts from then.
+                        self.dirty.push((slot, received));
                     }
                 }
             }
