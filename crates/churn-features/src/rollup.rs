@@ -283,6 +283,8 @@ impl Rows {
         } else {
             (Reader::new(&self.bytes), 0)
         };
+        // `day` is before the last row's, so the scan reaches a row of that day or later and
+        // returns there.
         while r.remaining() > 0 {
             let at = r.pos();
             let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;

@@ -24,6 +24,14 @@ struct Entry<T> {
     value: T,
 }
 
+/// The id in slot `s` (None for a free slot).
+fn key_at<T>(slots: &[Option<Entry<T>>], s: Slot) -> Option<&str> {
+    slots
+        .get(s as usize)
+        .and_then(|e| e.as_ref())
+        .map(|e| e.key.as_str())
+}
+
 /// Values keyed by string ids, in reusable slots. See module docs.
 #[derive(Debug)]
 pub struct Table<T> {
@@ -56,30 +64,19 @@ impl<T> Table<T> {
 
     /// Slot of `key`.
     pub fn find(&self, key: &str) -> Option<Slot> {
-        let h = self.hasher.hash_one(key);
-        self.index
-            .find(h, |&s| self.key_at(s) == Some(key))
-            .copied()
+        self.find_hashed(self.hasher.hash_one(key), key)
     }
 
-    fn key_at(&self, s: Slot) -> Option<&str> {
-        self.slots
-            .get(s as usize)
-            .and_then(|e| e.as_ref())
-            .map(|e| e.key.as_str())
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<Slot> {
+        self.index
+            .find(hash, |&s| key_at(&self.slots, s) == Some(key))
+            .copied()
     }
 
     /// Slot of `key`, inserting `make()` first if it is not there.
     pub fn find_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> T) -> Slot {
         let h = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let found = self.index.find(h, |&s| {
-            slots
-                .get(s as usize)
-                .and_then(|e| e.as_ref())
-                .is_some_and(|e| e.key == key)
-        });
-        if let Some(&s) = found {
+        if let Some(s) = self.find_hashed(h, key) {
             return s;
         }
         let entry = Entry {
@@ -96,12 +93,10 @@ impl<T> Table<T> {
                 (self.slots.len() - 1) as Slot
             }
         };
+        // The index may grow: it rehashes its slots' ids.
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index.insert_unique(h, s, |&t| {
-            slots
-                .get(t as usize)
-                .and_then(|e| e.as_ref())
-                .map_or(0, |e| hasher.hash_one(e.key.as_str()))
+            key_at(slots, t).map_or(0, |k| hasher.hash_one(k))
         });
         s
     }
