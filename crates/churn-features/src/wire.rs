@@ -123,7 +123,7 @@ impl<'a> Reader<'a> {
 
     /// Move forward by `n` bytes (at most to the end).
     pub fn skip(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
+        self.pos = self.pos.saturating_add(n).min(self.buf.len());
     }
 
     /// The bytes read since offset `start` (a value just validated, to keep as is).
