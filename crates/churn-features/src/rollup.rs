@@ -226,6 +226,11 @@ struct Rows {
 /// before they are kept, so reading them back cannot fail.
 const ROWS_VALID: &str = "kept day rows are valid: written by encode or validated by decode";
 
+/// The day of the kept row at `r`, whose previous row is of day `prev` (reads its day only).
+fn next_day(r: &mut Reader, prev: i32) -> i32 {
+    (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32
+}
+
 impl Rows {
     /// Replace `range` of the encoding with `with`, growing the buffer by a quarter (at least
     /// what is needed) instead of doubling: most customers hold a few short rows.
@@ -287,7 +292,7 @@ impl Rows {
         // returns there.
         while r.remaining() > 0 {
             let at = r.pos();
-            let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+            let d = next_day(&mut r, prev);
             if d < day {
                 DayRollup::decode_body(d, &mut r).expect(ROWS_VALID);
                 prev = d;
@@ -332,7 +337,7 @@ impl Rows {
         let mut dropped = 0;
         let mut keep_at = 0;
         while dropped < self.len {
-            let d = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+            let d = next_day(&mut r, prev);
             if d >= before {
                 break;
             }
@@ -350,7 +355,7 @@ impl Rows {
         }
         // The first kept row's day becomes absolute (relative to 0).
         let mut r = Reader::new(&self.bytes[keep_at..]);
-        let first = (i64::from(prev) + r.ivar().expect(ROWS_VALID)) as i32;
+        let first = next_day(&mut r, prev);
         let delta_len = r.pos();
         let mut out = Scratch::new();
         put_ivar(&mut out, i64::from(first));
@@ -841,12 +846,10 @@ impl CustomerRollups {
             return;
         }
         self.expired_before = Some(before);
-        if self.last_day().is_none() || self.days().next().is_some_and(|r| r.day >= before) {
-            return;
-        }
-        let mut carry = self.carry().clone();
+        // The carry is allocated only if a row is folded into it.
+        let carry = &mut self.carry;
         self.rows.expire(before, |row| {
-            let c = &mut carry;
+            let c = carry.get_or_insert_with(Box::default);
             let d = Some(row.day);
             c.last_activity_day = c.last_activity_day.max(d);
             if row.purchases > 0 {
@@ -862,7 +865,6 @@ impl CustomerRollups {
                 c.mrr_last = later(c.mrr_last, m);
             }
         });
-        *self.carry_mut() = carry;
     }
 
     /// Heap bytes held by these rollups (for the state-size metric; the struct itself is
