@@ -21,16 +21,26 @@ fn engine(model: &Arc<churn_model::ModelArtifact>) -> Engine {
     Engine::new(model.clone(), pipeline, AlertConfig::default()).expect("engine")
 }
 
-#[test]
-fn changelog_records_decode_to_the_live_state_and_restore_it() {
-    let gen = churn_gen::GenConfig {
+/// The population every test here trains its model on (300 customers × 120 days).
+fn population() -> churn_gen::GenConfig {
+    churn_gen::GenConfig {
         customers: 300,
         days: 120,
         seed: 21,
         ..Default::default()
-    };
-    let (pop, model, _) = train::synthetic(&gen, &Default::default()).expect("model");
-    let model = Arc::new(model);
+    }
+}
+
+/// A model trained on [`population`], and the population's events.
+fn trained() -> (churn_gen::Population, Arc<churn_model::ModelArtifact>) {
+    let (pop, model, _) = train::synthetic(&population(), &Default::default()).expect("model");
+    (pop, Arc::new(model))
+}
+
+#[test]
+fn changelog_records_decode_to_the_live_state_and_restore_it() {
+    let gen = population();
+    let (pop, model) = trained();
     let now = gen.end() + Duration::days(1);
     let t0 = Instant::now();
 
@@ -168,16 +178,7 @@ fn malformed_state_records_are_errors() {
     v9[1] = 9;
     let e = Snapshot::decode(&v9).expect_err("unknown version");
     assert!(e.to_string().contains("version"), "{e}");
-    let gen = churn_gen::GenConfig {
-        customers: 300,
-        days: 120,
-        seed: 21,
-        ..Default::default()
-    };
-    let model = train::synthetic(&gen, &Default::default())
-        .expect("model")
-        .1;
-    let mut engine = engine(&Arc::new(model));
+    let mut engine = engine(&trained().1);
     assert!(engine.restore("c", &bytes[..bytes.len() - 1]).is_err());
     assert!(engine.restore("c", b"\xc5\x02garbage").is_err());
     assert!(engine.restore("c", b"{not json").is_err());
@@ -202,17 +203,7 @@ fn mutated_records_that_decode_stay_usable() {
         ..Default::default()
     };
     let pop = churn_gen::generate(&gen);
-    let train_on = churn_gen::GenConfig {
-        customers: 300,
-        days: 120,
-        seed: 21,
-        ..Default::default()
-    };
-    let model = Arc::new(
-        train::synthetic(&train_on, &Default::default())
-            .expect("model")
-            .1,
-    );
+    let model = trained().1;
     let mut source = engine(&model);
     let t0 = Instant::now();
     for ev in &pop.events {
