@@ -21,7 +21,8 @@ use tracing::info;
     about = "Event-driven customer churn prediction on Kafka"
 )]
 struct Cli {
-    /// Configuration file (TOML). Every key can be overridden by CHURN__SECTION__KEY env vars.
+    /// Configuration file (TOML). Without it, the built-in defaults (see deploy/ and the README).
+    /// Every key can be overridden by CHURN__SECTION__KEY env vars.
     #[arg(long, short, global = true, env = "CHURN_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -36,16 +37,19 @@ enum Cmd {
         /// Stages to run (overrides pipeline.stage): "all" in one process; or "ingest" (decode,
         /// validate, dedupe, DLQ → topics.events) and "score" (state, features, scoring, alerts,
         /// consuming topics.events) as separate processes, each scaled by adding instances.
-        /// "features" runs inside "score" (they share the per-customer state).
+        /// "features" runs inside "score" (they share the per-customer state). Default: the
+        /// config's pipeline.stage, itself "all" by default.
         #[arg(long)]
         stage: Option<churn_pipeline::Stage>,
-        /// Override kafka.brokers.
+        /// Kafka bootstrap servers, host:port[,host:port…] (overrides kafka.brokers; default
+        /// 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
-        /// Override model.path.
+        /// Model artifact, JSON from `train` (overrides model.path; default model/model.json).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Override metrics.listen (e.g. 127.0.0.1:9464; port 0 picks a free port).
+        /// Address of the /metrics, /healthz and /readyz HTTP server, host:port (overrides
+        /// metrics.listen; default 127.0.0.1:9464; port 0 picks a free port).
         #[arg(long)]
         metrics_listen: Option<String>,
     },
@@ -53,13 +57,17 @@ enum Cmd {
     /// per alert (ce-id = alert id), retries with backoff, refused alerts to crm.dlq_topic. Serves
     /// /metrics, /healthz, /readyz. Exits at once when crm.webhook_url is empty (disabled).
     Forward {
-        /// Override kafka.brokers.
+        /// Kafka bootstrap servers, host:port[,host:port…] (overrides kafka.brokers; default
+        /// 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
-        /// Override crm.webhook_url (http://…, or https://… with the crm-tls build feature).
+        /// CRM webhook URL, http://… or https://… with the crm-tls build feature (overrides
+        /// crm.webhook_url; default empty: forwarding disabled, the command exits at once).
         #[arg(long)]
         webhook_url: Option<String>,
-        /// Override metrics.listen (e.g. 127.0.0.1:9465; port 0 picks a free port).
+        /// Address of the /metrics, /healthz and /readyz HTTP server, host:port (overrides
+        /// metrics.listen; default 127.0.0.1:9464, so give another one, e.g. 127.0.0.1:9465,
+        /// next to `run`; port 0 picks a free port).
         #[arg(long)]
         metrics_listen: Option<String>,
     },
@@ -129,39 +137,57 @@ enum Cmd {
     },
     /// Generate a synthetic population: events (JSONL) and ground-truth labels (CSV).
     Generate {
+        /// Number of customers (cust-000000 …).
         #[arg(long, default_value_t = 2000)]
         customers: usize,
+        /// Length of the simulated history in days, from 2026-01-01 (capped at 40000).
         #[arg(long, default_value_t = 180)]
         days: u32,
+        /// Random seed of every draw: the same seed gives the same files.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Output directory (events.jsonl, labels.csv).
         #[arg(long, default_value = "data")]
         out: PathBuf,
-        /// Also publish the events to Kafka.
+        /// Also publish the events to Kafka (as `replay` does; topic by type, key = customer_id).
         #[arg(long)]
         publish: bool,
-        /// Target publish rate in events/s (unlimited when absent).
-        #[arg(long)]
+        /// With --publish: target publish rate in events/s over all topics (an average, paced
+        /// every 256 events). Absent or 0 (or negative): unlimited, as fast as the broker takes
+        /// them.
+        #[arg(long, value_name = "EVENTS_PER_S")]
         rate: Option<f64>,
+        /// With --publish: Kafka bootstrap servers, host:port[,host:port…] (overrides
+        /// kafka.brokers; default 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
     },
     /// Publish an event file to the input topics (topic by type, key = customer_id).
     Replay {
+        /// Event file to publish, one JSON event per line, in file order (gzip-compressed files
+        /// are read too), e.g. events.jsonl from `generate`. Required.
         #[arg(long)]
         events: PathBuf,
-        #[arg(long)]
+        /// Target publish rate in events/s over all topics (an average, paced every 256 events).
+        /// Absent or 0 (or negative): unlimited, as fast as the broker takes them.
+        #[arg(long, value_name = "EVENTS_PER_S")]
         rate: Option<f64>,
+        /// Kafka bootstrap servers, host:port[,host:port…] (overrides kafka.brokers; default
+        /// 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
     },
     /// Print the records of a topic (alerts are summarised one per line; --json for raw JSON).
     Tail {
+        /// Topic to print, read from its beginning until Ctrl-C.
         #[arg(long, default_value = "churn.alerts")]
         topic: String,
+        /// Print every record's value as received (raw JSON) instead of one summary line per
+        /// alert (records that are not alerts are printed as received either way).
         #[arg(long)]
         json: bool,
+        /// Kafka bootstrap servers, host:port[,host:port…] (overrides kafka.brokers; default
+        /// 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
     },
@@ -674,5 +700,71 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Walks `churnstream --help` and `churnstream <command> --help` for every command: each
+    /// argument has a description, each command an about line, and each default is shown.
+    fn check(cmd: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+        cmd.build();
+        let help = cmd.render_long_help().to_string();
+        if cmd.get_about().is_none() && path.contains(' ') {
+            missing.push(format!("`{path}`: no about line"));
+        }
+        for a in cmd.get_arguments() {
+            let name = a
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| a.get_id().to_string());
+            let text = a.get_long_help().or_else(|| a.get_help());
+            if text.is_none_or(|t| t.to_string().trim().is_empty()) {
+                missing.push(format!("`{path} {name}`: no description"));
+            }
+            // Flags (no value) have an implicit `false` that clap rightly does not show.
+            for d in a.get_default_values() {
+                let shown = format!("[default: {}]", d.to_string_lossy());
+                let flag = !a.get_action().takes_values();
+                if !flag && !a.is_hide_default_value_set() && !help.contains(&shown) {
+                    missing.push(format!("`{path} {name}`: {shown} not in --help"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands_mut() {
+            // clap's own `help` command documents itself.
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let sub_path = format!("{path} {}", sub.get_name());
+            check(sub, &sub_path, missing);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_command_has_a_help_line() {
+        let mut missing = Vec::new();
+        check(&mut Cli::command(), "churnstream", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "--help gaps:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn replay_help_says_what_rate_means() {
+        let mut cmd = Cli::command();
+        let replay = cmd.find_subcommand_mut("replay").expect("replay command");
+        let help = replay.render_long_help().to_string();
+        for needle in ["--events", "--rate", "events/s", "Absent or 0", "unlimited"] {
+            assert!(
+                help.contains(needle),
+                "`replay --help` lacks {needle:?}:\n{help}"
+            );
+        }
     }
 }
