@@ -7,11 +7,64 @@ CUSTOMERS=${CUSTOMERS:-2000}
 DAYS=${DAYS:-180}
 RATE=${RATE:-20000}
 METRICS=${METRICS:-127.0.0.1:9464}
+PROGRESS_SECONDS=${PROGRESS_SECONDS:-30}
 mkdir -p "$RUN_DIR"
-cargo build -p churnstream
 BIN="${CARGO_TARGET_DIR:-target}/debug/churnstream"
+TANSU=$(scripts/broker.sh path)
+say() { printf '[run] %s\n' "$*"; }
+have_broker() { [ -x "$TANSU" ] && "$TANSU" --version >/dev/null 2>&1; }
+if ! have_broker; then
+  if [ -x "$BIN" ]; then
+    say "first run: builds the local broker (~16 min on 2 cores, once), then starts; progress below."
+  else
+    say "first run: builds churnstream (~4 min on 2 cores), then the local broker (~16 min, once):"
+    say "about 20 min before the first alert; later runs start in seconds. Progress below."
+  fi
+fi
+
+if [ -x "$BIN" ]; then
+  say "building churnstream (cargo build -p churnstream: seconds when nothing changed)"
+else
+  say "building churnstream (cargo build -p churnstream, debug: ~4 min on 2 cores the first time)"
+fi
+cargo build -p churnstream
+
+ticker=""
+# The broker's one-time build, told: what, why, how long; cargo's output to a log, a progress line
+# every PROGRESS_SECONDS. In the foreground, so Ctrl-C stops cargo as usual.
+build_broker() {
+  local log="$RUN_DIR/broker-build.log" t0=$SECONDS
+  say "building the local Kafka-protocol broker: tansu 0.6.0 from crates.io (cargo install, release)"
+  say "  why: \`make run\` and \`make test\` need a real Kafka-protocol broker; tansu is one Rust binary (no JVM)"
+  say "  how long: ~16 min on 2 cores (about 410 crates), once: cached in $(dirname "$(dirname "$TANSU")")"
+  say "  cargo's output: $log"
+  (
+    while :; do
+      for _ in $(seq "$PROGRESS_SECONDS"); do sleep 1 </dev/null >/dev/null 2>&1; done
+      local n last e=$((SECONDS - t0))
+      n=$(grep -c 'Compiling ' "$log" 2>/dev/null || true)
+      last=$(grep 'Compiling ' "$log" 2>/dev/null | tail -n 1 | sed 's/.*Compiling //; s/ (.*//' || true)
+      say "broker build: $((e / 60))m$(printf %02d $((e % 60)))s, ${n:-0} of ~410 crates compiled${last:+ (now: $last)}"
+    done
+  ) &
+  ticker=$!
+  local rc=0
+  scripts/broker.sh install >"$log" 2>&1 || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  ticker=""
+  local e=$((SECONDS - t0))
+  if [ "$rc" != 0 ]; then
+    say "broker build failed after $((e / 60))m$(printf %02d $((e % 60)))s; the end of $log:"
+    tail -n 30 "$log"
+    exit "$rc"
+  fi
+  say "broker ready: tansu built in $((e / 60))m$(printf %02d $((e % 60)))s ($TANSU)"
+}
+
 pids=()
 cleanup() {
+  if [ -n "$ticker" ]; then kill "$ticker" 2>/dev/null || true; fi
   echo; echo "[run] stopping"
   # SIGTERM, not SIGINT: background jobs of a non-interactive shell ignore SIGINT. churnstream
   # finishes its batch, flushes, stores offsets and exits 0 on SIGTERM.
@@ -21,6 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+have_broker || build_broker
 # Fresh broker each run (memory storage): topics and consumer group start empty.
 scripts/broker.sh stop "$RUN_DIR/broker"
 BROKERS=$(scripts/broker.sh start "$RUN_DIR/broker")
