@@ -21,7 +21,7 @@ use tracing::info;
     about = "Event-driven customer churn prediction on Kafka"
 )]
 struct Cli {
-    /// Configuration file (TOML). Without it, the built-in defaults (see deploy/ and the README).
+    /// Configuration file (TOML; example: deploy/churnstream.toml). Without it, the built-in defaults.
     /// Every key can be overridden by CHURN__SECTION__KEY env vars.
     #[arg(long, short, global = true, env = "CHURN_CONFIG")]
     config: Option<PathBuf>,
