@@ -90,6 +90,10 @@ pub struct DayRollup {
     pub downgrades: u32,
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub cancels: u32,
+    /// Event time of the day's newest event (absent in rows of earlier versions): what an alert
+    /// as of this day reports as the customer's last event, whatever later days hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<Micros>,
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -446,7 +450,11 @@ const D_MRR: u32 = 1 << 9;
 const D_UPGRADES: u32 = 1 << 10;
 const D_DOWNGRADES: u32 = 1 << 11;
 const D_CANCELS: u32 = 1 << 12;
-const D_ALL: u32 = (1 << 13) - 1;
+const D_LAST_AT: u32 = 1 << 13;
+const D_ALL: u32 = (1 << 14) - 1;
+
+/// Microseconds per day (a row's `last_at` is written relative to its day's start).
+const DAY_MICROS: i64 = 86_400_000_000;
 
 fn put_stamped_u8(out: &mut impl Out, s: Stamped<u8>) {
     put_ivar(out, s.ts);
@@ -490,6 +498,7 @@ impl DayRollup {
             (self.upgrades != 0, D_UPGRADES),
             (self.downgrades != 0, D_DOWNGRADES),
             (self.cancels != 0, D_CANCELS),
+            (self.last_at.is_some(), D_LAST_AT),
         ]);
         put_ivar(out, i64::from(self.day) - i64::from(prev_day));
         put_uvar(out, u64::from(mask));
@@ -540,6 +549,12 @@ impl DayRollup {
             if mask & b != 0 {
                 put_uvar(out, u64::from(v));
             }
+        }
+        if let Some(t) = self.last_at {
+            put_ivar(
+                out,
+                t.wrapping_sub(i64::from(self.day).wrapping_mul(DAY_MICROS)),
+            );
         }
     }
 
@@ -608,6 +623,19 @@ impl DayRollup {
         }
         if has(D_CANCELS) {
             row.cancels = r.u32()?;
+        }
+        if has(D_LAST_AT) {
+            let at = r.pos();
+            let off = r.ivar()?;
+            row.last_at = Some(
+                i64::from(day)
+                    .checked_mul(DAY_MICROS)
+                    .and_then(|start| start.checked_add(off))
+                    .ok_or(WireError::Invalid {
+                        what: "last_at out of range",
+                        at,
+                    })?,
+            );
         }
         Ok(row)
     }
@@ -781,40 +809,50 @@ impl CustomerRollups {
             self.apply_to_carry(ev, day, ts);
             return;
         }
-        self.rows.update(day, |row| match &ev.payload {
-            Payload::Purchase(p) => {
-                row.purchases += 1;
-                row.items = row.items.saturating_add(p.items);
-                row.revenue += p.amount;
-                row.discount += p.discount.unwrap_or(0.0);
-            }
-            Payload::Engagement(e) => {
-                row.engagement[kind_index(e.kind)] += 1;
-                if e.kind == EngagementKind::Session {
-                    row.session_seconds += e.duration_s.unwrap_or(0.0);
-                }
-            }
-            Payload::Feedback(f) => {
-                let s = Stamped {
-                    ts,
-                    value: f.nps_score,
-                };
-                row.nps_first = earlier(row.nps_first, s);
-                row.nps_last = later(row.nps_last, s);
-                row.nps_count += 1;
-            }
-            Payload::Subscription(s) => {
-                row.mrr_last = later(row.mrr_last, Stamped { ts, value: s.mrr });
-                match s.action {
-                    SubscriptionAction::Upgrade => row.upgrades += 1,
-                    SubscriptionAction::Downgrade => row.downgrades += 1,
-                    SubscriptionAction::Cancel => row.cancels += 1,
-                    _ => {}
-                }
-            }
+        self.rows.update(day, |row| {
+            row.last_at = Some(row.last_at.map_or(ts, |t| t.max(ts)));
+            row_apply(row, ev, ts)
         });
     }
+}
 
+/// Fold `ev` (of time `ts`) into its day's row (not `last_at`).
+fn row_apply(row: &mut DayRollup, ev: &Event, ts: Micros) {
+    match &ev.payload {
+        Payload::Purchase(p) => {
+            row.purchases += 1;
+            row.items = row.items.saturating_add(p.items);
+            row.revenue += p.amount;
+            row.discount += p.discount.unwrap_or(0.0);
+        }
+        Payload::Engagement(e) => {
+            row.engagement[kind_index(e.kind)] += 1;
+            if e.kind == EngagementKind::Session {
+                row.session_seconds += e.duration_s.unwrap_or(0.0);
+            }
+        }
+        Payload::Feedback(f) => {
+            let s = Stamped {
+                ts,
+                value: f.nps_score,
+            };
+            row.nps_first = earlier(row.nps_first, s);
+            row.nps_last = later(row.nps_last, s);
+            row.nps_count += 1;
+        }
+        Payload::Subscription(s) => {
+            row.mrr_last = later(row.mrr_last, Stamped { ts, value: s.mrr });
+            match s.action {
+                SubscriptionAction::Upgrade => row.upgrades += 1,
+                SubscriptionAction::Downgrade => row.downgrades += 1,
+                SubscriptionAction::Cancel => row.cancels += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl CustomerRollups {
     fn apply_to_carry(&mut self, ev: &Event, day: i32, ts: Micros) {
         let c = self.carry_mut();
         let max = |a: Option<i32>| Some(a.map_or(day, |d| d.max(day)));
@@ -939,6 +977,7 @@ mod tests {
             upgrades: 1,
             downgrades: 1,
             cancels: 1,
+            last_at: Some(-3 * 86_400_000_000 + 5),
         };
         for row in [quiet, busy, DayRollup::default()] {
             let back: DayRollup =
@@ -981,6 +1020,7 @@ mod tests {
             upgrades: 1,
             downgrades: 1,
             cancels: 1,
+            last_at: Some(-2 * 86_400_000_000 - 1),
         };
         let quiet = DayRollup {
             day: 20_000,
@@ -1214,6 +1254,7 @@ mod tests {
             upgrades: u32::MAX,
             downgrades: u32::MAX,
             cancels: u32::MAX,
+            last_at: Some(i64::MIN),
         };
         let mut out = Vec::new();
         row.encode(i32::MIN, &mut out);

@@ -20,6 +20,11 @@ pub mod names {
     pub const INGEST_DLQ_PUBLISHED: &str = "churn_ingest_dlq_published_total";
     /// Consumer lag from librdkafka statistics, by `topic` and `partition`.
     pub const INGEST_CONSUMER_LAG: &str = "churn_ingest_consumer_lag_messages";
+    /// Statistics samples where the broker's high watermark was below the consumer's position
+    /// (the lag sample is dropped and the gauge removed, not frozen), by `topic`, `partition`.
+    pub const INGEST_WATERMARK_ANOMALIES: &str = "churn_ingest_watermark_anomalies_total";
+    /// Events that arrived for an event-time day their partition had already closed.
+    pub const INGEST_LATE_EVENTS: &str = "churn_ingest_late_events_total";
     /// Source offsets stored after all their outputs were acknowledged.
     pub const INGEST_OFFSETS_STORED: &str = "churn_ingest_offsets_stored_total";
     /// Wall time to process one micro-batch.
@@ -197,6 +202,10 @@ pub struct Metrics {
     pub checkpoint_last_success: Gauge,
     /// `churn_ingest_consumer_lag_messages{topic,partition}`.
     pub consumer_lag: IntGaugeVec,
+    /// `churn_ingest_watermark_anomalies_total{topic,partition}`.
+    pub watermark_anomalies: IntCounterVec,
+    /// `churn_ingest_late_events_total`.
+    pub late_events: IntCounter,
     /// `churn_ingest_offsets_stored_total`.
     pub offsets_stored: IntCounter,
     /// `churn_sink_produce_errors_total`.
@@ -372,6 +381,23 @@ impl Metrics {
                         "Consumer lag in messages, from librdkafka statistics.",
                     ),
                     &["topic", "partition"],
+                ),
+            ),
+            watermark_anomalies: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::INGEST_WATERMARK_ANOMALIES,
+                        "Lag samples dropped because the broker's high watermark was below the consumer position.",
+                    ),
+                    &["topic", "partition"],
+                ),
+            ),
+            late_events: register(
+                r,
+                IntCounter::new(
+                    names::INGEST_LATE_EVENTS,
+                    "Events for an event-time day their partition's clock had already closed.",
                 ),
             ),
             offsets_stored: register(

@@ -18,9 +18,9 @@ pub struct ReplayStats {
 }
 
 /// Feed `events` (in order) in micro-batches of at most `batch` events that never span two
-/// event-time days (a live stream scores many times a day; a replay must score at least daily,
-/// whatever the population size); run the sweep whenever the watermark enters a new day.
-/// Returns every alert in emission order.
+/// event-time days, scoring after each (the engine scores each customer when its day closes,
+/// so the batch size does not change what is alerted); run the sweep (expiry) whenever the
+/// watermark enters a new day. Returns every alert in emission order.
 pub fn replay(
     engine: &mut Engine,
     events: &[Event],

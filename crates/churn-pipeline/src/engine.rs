@@ -140,11 +140,16 @@ pub struct Snapshot {
     pub mem: AlertMemory,
     pub last_scored_day: Option<i32>,
     pub revenue_at_risk: f64,
-    /// The engine's first watermark day (keeps the warm-up from restarting after a restore).
+    /// The warm-up anchor of the customer's partition: the oldest event day its clock has
+    /// seen (keeps the warm-up from restarting after a restore or rebalance).
     pub first_day: Option<i32>,
-    /// Events were applied but not scored yet (the clock was held): the next owner scores them.
+    /// Events were applied but not scored yet: the next owner scores them.
     #[serde(default)]
     pub unscored: bool,
+    /// The last event-time day the partition's clock had closed when this record was written
+    /// (see [`Engine`], "Day close").
+    #[serde(default)]
+    pub closed_day: Option<i32>,
 }
 
 /// First byte of a binary state record (a JSON one starts with `{`).
@@ -160,6 +165,7 @@ const S_BAND: u8 = 1 << 3;
 const S_RISK: u8 = 1 << 4;
 const S_LAST_ALERT_DAY: u8 = 1 << 5;
 const S_LAST_ALERT_BAND: u8 = 1 << 6;
+const S_CLOSED_DAY: u8 = 1 << 7;
 
 impl Snapshot {
     /// The binary encoding (what [`Engine::take_changelog`] writes).
@@ -175,6 +181,7 @@ impl Snapshot {
             revenue_at_risk: self.revenue_at_risk,
             first_day: self.first_day,
             unscored: self.unscored,
+            closed_day: self.closed_day,
         }
         .encode(&mut out);
         out
@@ -209,6 +216,7 @@ impl Snapshot {
         }
         let last_scored_day = r.opt(has(S_LAST_SCORED), Reader::i32)?;
         let first_day = r.opt(has(S_FIRST_DAY), Reader::i32)?;
+        let closed_day = r.opt(has(S_CLOSED_DAY), Reader::i32)?;
         let revenue_at_risk = r.f64()?;
         let mem = AlertMemory {
             band: r.opt(has(S_BAND), band)?,
@@ -228,6 +236,7 @@ impl Snapshot {
             revenue_at_risk,
             first_day,
             unscored: has(S_UNSCORED),
+            closed_day,
         })
     }
 }
@@ -247,6 +256,7 @@ struct SnapshotRef<'a> {
     revenue_at_risk: f64,
     first_day: Option<i32>,
     unscored: bool,
+    closed_day: Option<i32>,
 }
 
 impl SnapshotRef<'_> {
@@ -263,13 +273,17 @@ impl SnapshotRef<'_> {
             (m.risk.is_some(), S_RISK),
             (m.last_alert_day.is_some(), S_LAST_ALERT_DAY),
             (m.last_alert_band.is_some(), S_LAST_ALERT_BAND),
+            (self.closed_day.is_some(), S_CLOSED_DAY),
         ]);
         out.extend_from_slice(&[STATE_MAGIC, self.v, flags]);
         put_ivar(out, i64::from(self.partition));
         for a in self.applied {
             put_ivar(out, a);
         }
-        for d in [self.last_scored_day, self.first_day].into_iter().flatten() {
+        for d in [self.last_scored_day, self.first_day, self.closed_day]
+            .into_iter()
+            .flatten()
+        {
             put_ivar(out, i64::from(d));
         }
         put_f64(out, self.revenue_at_risk);
@@ -365,11 +379,52 @@ impl Dedupe {
     }
 }
 
-/// An announced source with a backlog holds the watermark for at most this many
-/// `idle_source_ms` before it is considered idle (see [`Engine::expect_source`]).
+/// An announced source with a backlog holds its partition's clock for at most this many
+/// `idle_source_ms` without delivering before it is considered idle (see
+/// [`Engine::expect_source`], [`Engine::set_backlog`]).
 pub const HOLD_FACTOR: u32 = 12;
 
+/// A silent customer is re-scored every day from `silent_after_days` of silence on, for this
+/// many days, then once a week (the days are a function of the silence alone, so every run of
+/// the same input re-scores on the same days).
+pub const SILENT_DAILY_DAYS: i32 = 28;
+
+/// One event-time source: an input topic-partition.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    /// The input partition (clock) it belongs to.
+    partition: i32,
+    /// Newest event time it delivered.
+    newest: Option<DateTime<Utc>>,
+    /// When it last delivered (or was announced).
+    seen: Instant,
+    /// Announced at assignment and not delivered yet; `Some(backlog)` while waiting.
+    awaiting: Option<bool>,
+    /// The consumer knows it has unread records (lag > 0): it is behind, not idle.
+    backlog: bool,
+}
+
+/// The event-time clock of one input partition (all topics of a partition are co-partitioned,
+/// so a customer's events all feed the same clock).
+#[derive(Debug, Clone, Copy, Default)]
+struct PartClock {
+    watermark: Option<DateTime<Utc>>,
+    /// The last day closed (scored): every day up to it is final for this partition.
+    closed: Option<i32>,
+    /// Warm-up anchor: the oldest event day this partition's state has seen.
+    anchor: Option<i32>,
+}
+
 /// The streaming core. See module docs.
+///
+/// **Day close.** Customers are scored when their partition's event-time clock *closes* a day:
+/// once the partition's watermark is past day `d`, every event of `d` has arrived (each source
+/// delivers in event-time order), so the customers active on `d` and the silent ones due on `d`
+/// are scored as of the end of `d`, in day order. What is scored, as of which day, and what the
+/// alert policy decides is then a function of each customer's events alone — not of batch
+/// boundaries, fetch order, the number of members or restarts (a restored customer resumes at
+/// its last scored day). The newest day of a partition stays open until an event of a later
+/// day arrives.
 pub struct Engine {
     model: Arc<ModelArtifact>,
     pipeline: PipelineConfig,
@@ -378,22 +433,21 @@ pub struct Engine {
     min_band: Band,
     cols: PolicyColumns,
     customers: Table<Customer>,
-    /// Customers with unscored events, and when the first of those was received.
+    /// Customers with events not scored yet, and when the first of those was received.
     dirty: Vec<(Slot, Option<Instant>)>,
     /// Customers changed since the last changelog records.
     changed: Vec<Slot>,
     /// Forgotten customers (key, partition) whose tombstones are not published yet.
     forgotten: Vec<(String, i32)>,
     dedupe: Dedupe,
-    watermark: Option<DateTime<Utc>>,
-    /// Day of the first watermark: alerts wait until `warmup_days` of history were seen.
-    first_day: Option<i32>,
-    /// Per source: newest event time and when it last delivered.
-    sources: Vec<(Option<DateTime<Utc>>, Instant)>,
-    /// Announced sources that have not delivered yet (see [`Engine::expect_source`]).
-    awaiting: HashMap<usize, bool>,
-    /// Oldest event time ingested before the clock started (see `first_day`).
-    earliest: Option<DateTime<Utc>>,
+    /// Sources by index (chosen by the caller: one per topic-partition).
+    sources: Vec<Option<Source>>,
+    /// Clocks by input partition.
+    parts: std::collections::BTreeMap<i32, PartClock>,
+    /// Events that arrived for a day their partition had already closed.
+    late_events: u64,
+    /// Processing time of the last clock advance (what "idle" is measured against).
+    clock_at: Option<Instant>,
     /// NPS answers per day: (day, promoters, detractors, answers).
     nps_days: VecDeque<(i32, u32, u32, u32)>,
 }
@@ -405,6 +459,110 @@ pub fn decode_limits(pipeline: &PipelineConfig) -> DecodeLimits {
         max_future: Duration::hours(pipeline.max_future_hours),
         ..DecodeLimits::default()
     }
+}
+
+/// Last day ≤ `day` with a day row (or, before the rows, the carry's last activity day).
+fn last_active_on_or_before(r: &CustomerRollups, day: i32) -> Option<i32> {
+    if r.last_day().is_some_and(|d| d <= day) {
+        return r.last_day();
+    }
+    let mut last = r.carry().last_activity_day.filter(|d| *d <= day);
+    for row in r.days() {
+        if row.day > day {
+            break;
+        }
+        last = Some(row.day);
+    }
+    last
+}
+
+/// The newest event time up to the end of `day`: the rollups' newest event, or, when later days
+/// are already folded in, the newest row's `last_at` up to `day` (the start of that day for rows
+/// of earlier versions, and for days folded into the carry).
+fn last_event_as_of(r: &CustomerRollups, day: i32) -> Option<DateTime<Utc>> {
+    if let Some(t) = r.last_event.and_then(DateTime::from_timestamp_micros) {
+        if day_of(t) <= day {
+            return Some(t);
+        }
+    }
+    let row = r.days().take_while(|row| row.day <= day).last();
+    match row {
+        Some(row) => row
+            .last_at
+            .and_then(DateTime::from_timestamp_micros)
+            .or(Some(day_start(row.day))),
+        None => r
+            .carry()
+            .last_activity_day
+            .filter(|d| *d <= day)
+            .map(day_start),
+    }
+}
+
+/// What closing days up to `through` means for one customer.
+enum Due {
+    /// Score as of these days (ascending), each flagged active (true) or silent (false).
+    Days,
+    /// Silent for `forget_after_days` on some day up to `through`: forget it.
+    Forget,
+}
+
+/// The days in `(last scored day, through]` on which `c` must be scored: every day it had
+/// events, and the silent days of its schedule (daily from `silent` days of silence for
+/// [`SILENT_DAILY_DAYS`], then weekly). Pushes them to `out`.
+fn due_days(
+    c: &Customer,
+    through: i32,
+    silent: i32,
+    forget_after: i32,
+    out: &mut Vec<(i32, bool)>,
+) -> Due {
+    let r = &c.rollups;
+    let Some(first) = r.first_day else {
+        return Due::Days;
+    };
+    let from = c.last_scored_day.map_or(first, |l| l + 1).max(first);
+    if from > through {
+        return Due::Days;
+    }
+    // Fast path: no row from `from` on, silence too short to be due by `through`.
+    let newest = r.last_day().or(r.carry().last_activity_day);
+    let rows_ahead = r.last_day().is_some_and(|d| d >= from);
+    if !rows_ahead {
+        let Some(a) = newest else {
+            return Due::Days;
+        };
+        if through - a < silent && (forget_after == 0 || through - a < forget_after) {
+            return Due::Days;
+        }
+    }
+    let mut last = last_active_on_or_before(r, from - 1);
+    let mut active = Vec::new();
+    if rows_ahead {
+        active.extend(
+            r.days()
+                .map(|row| row.day)
+                .filter(|d| *d >= from && *d <= through),
+        );
+    }
+    let mut next_active = active.iter().peekable();
+    for day in from..=through {
+        if next_active.peek().is_some_and(|d| **d == day) {
+            next_active.next();
+            out.push((day, true));
+            last = Some(day);
+            continue;
+        }
+        let Some(a) = last else { continue };
+        let gap = day - a;
+        if forget_after > 0 && gap >= forget_after {
+            return Due::Forget;
+        }
+        if gap >= silent && (gap - silent <= SILENT_DAILY_DAYS || (gap - silent) % 7 == 0) {
+            out.push((day, false));
+        }
+    }
+    Due::Days
 }
 
 impl Engine {
@@ -428,11 +586,10 @@ impl Engine {
             dirty: Vec::new(),
             changed: Vec::new(),
             forgotten: Vec::new(),
-            watermark: None,
-            awaiting: HashMap::new(),
-            earliest: None,
             sources: Vec::new(),
-            first_day: None,
+            parts: Default::default(),
+            late_events: 0,
+            clock_at: None,
             nps_days: VecDeque::new(),
         })
     }
@@ -441,8 +598,29 @@ impl Engine {
         &self.model
     }
 
+    /// The low watermark over every partition: `None` while a partition that has not started
+    /// its clock is still held by an announced source, else the oldest partition watermark.
     pub fn watermark(&self) -> Option<DateTime<Utc>> {
-        self.watermark
+        let mut low: Option<DateTime<Utc>> = None;
+        for (p, c) in &self.parts {
+            match c.watermark {
+                Some(w) => low = Some(low.map_or(w, |l| l.min(w))),
+                None if self.held(*p) => return None,
+                None => {}
+            }
+        }
+        low
+    }
+
+    /// The last day closed by each partition's clock.
+    pub fn closed_days(&self) -> Vec<(i32, Option<i32>)> {
+        self.parts.iter().map(|(p, c)| (*p, c.closed)).collect()
+    }
+
+    /// Events that arrived for a day their partition's clock had already closed (out-of-order
+    /// input): folded into the state, but the closed day is not scored again.
+    pub fn late_events(&self) -> u64 {
+        self.late_events
     }
 
     /// Decode, validate, de-duplicate and fold one message payload from source `source` (a small
@@ -461,7 +639,8 @@ impl Engine {
     }
 
     /// [`Engine::ingest`] for a Kafka message: also records the partition and offset, and skips a
-    /// message whose offset the customer's (restored) state already contains.
+    /// message whose offset the customer's (restored) state already contains (its event time
+    /// still moves the source's clock: it is part of the partition's stream).
     pub fn ingest_from(
         &mut self,
         bytes: &[u8],
@@ -473,10 +652,12 @@ impl Engine {
             Ok(ev) => ev,
             Err(r) => return Ingest::Rejected(r),
         };
+        self.register(origin.source, origin.partition, received);
         let t = origin.topic.min(3);
         let known = self.customers.find(&ev.customer_id);
         if let Some((_, c)) = known.and_then(|s| self.customers.get(s)) {
             if c.applied[t] >= origin.offset {
+                self.note_source(origin.source, ev.occurred_at, received);
                 return Ingest::Duplicate;
             }
         }
@@ -484,7 +665,6 @@ impl Engine {
             return Ingest::Duplicate;
         };
         if let Some(c) = self.customers.get_mut(slot) {
-            c.partition = origin.partition;
             c.applied[t] = c.applied[t].max(origin.offset);
         }
         Ingest::Accepted
@@ -498,32 +678,58 @@ impl Engine {
         }
     }
 
+    /// Make sure `source` exists, on `partition` (a source's partition never changes).
+    fn register(&mut self, source: usize, partition: i32, at: Instant) {
+        if self.sources.len() <= source {
+            self.sources.resize(source + 1, None);
+        }
+        if self.sources[source].is_none() {
+            self.sources[source] = Some(Source {
+                partition,
+                newest: None,
+                seen: at,
+                awaiting: None,
+                backlog: false,
+            });
+        }
+        self.parts.entry(partition).or_default();
+    }
+
+    /// A source delivered an event of time `t`.
+    fn note_source(&mut self, source: usize, t: DateTime<Utc>, received: Instant) {
+        if let Some(Some(s)) = self.sources.get_mut(source) {
+            s.seen = received;
+            s.awaiting = None;
+            if s.newest.is_none_or(|n| t > n) {
+                s.newest = Some(t);
+            }
+        }
+    }
+
     /// [`Engine::ingest_event`]: the customer's slot, or None for a duplicate.
     fn accept(&mut self, ev: &Event, source: usize, received: Instant) -> Option<Slot> {
+        // A source used without announcement belongs to partition 0 (file replays, tests).
+        self.register(source, 0, received);
+        self.note_source(source, ev.occurred_at, received);
         if self.dedupe.check(&ev.event_id) {
             return None;
         }
-        if self.sources.len() <= source {
-            self.sources.resize(source + 1, (None, received));
-        }
-        if !self.awaiting.is_empty() {
-            self.awaiting.remove(&source);
-        }
-        if self.first_day.is_none() && self.earliest.is_none_or(|t| ev.occurred_at < t) {
-            self.earliest = Some(ev.occurred_at);
-        }
-        let src = &mut self.sources[source];
-        src.1 = received;
-        if src.0.is_none_or(|t| ev.occurred_at > t) {
-            src.0 = Some(ev.occurred_at);
+        let partition = self.sources[source].map_or(0, |s| s.partition);
+        let day = day_of(ev.occurred_at);
+        if let Some(clock) = self.parts.get_mut(&partition) {
+            clock.anchor = Some(clock.anchor.map_or(day, |a| a.min(day)));
+            if clock.closed.is_some_and(|c| day <= c) {
+                self.late_events += 1;
+            }
         }
         if let Payload::Feedback(f) = &ev.payload {
-            self.count_nps(day_of(ev.occurred_at), f.nps_score);
+            self.count_nps(day, f.nps_score);
         }
         let slot = self
             .customers
             .find_or_insert_with(&ev.customer_id, Customer::default);
         let c = self.customers.get_mut(slot)?;
+        c.partition = partition;
         c.rollups.apply(ev);
         if !c.changed {
             c.changed = true;
@@ -554,73 +760,108 @@ impl Engine {
         e.3 += 1;
     }
 
-    /// Announce a source (an input partition just assigned) before it delivers anything: until
-    /// it delivers, it holds the event-time watermark back — for `idle_source_ms` if it had
-    /// nothing to read at assignment (it may stay empty), and up to [`HOLD_FACTOR`] ×
-    /// `idle_source_ms` if it had a `backlog` (in case that backlog vanished meanwhile).
-    /// Without this, the partition fetched first (say months of subscription events in one
-    /// fetch) would move the clock to its end at once, and the customers of the co-partitions
-    /// not read yet (their engagement, their purchases) would look silent.
-    pub fn expect_source(&mut self, source: usize, at: Instant, backlog: bool) {
-        if self.sources.len() <= source {
-            self.sources.resize(source + 1, (None, at));
-        }
-        let s = &mut self.sources[source];
-        if s.0.is_none() {
-            s.1 = at;
-            self.awaiting.insert(source, backlog);
+    /// Announce a source (a topic-partition of input `partition`, just assigned) before it
+    /// delivers anything: until it delivers, it holds its partition's clock — for
+    /// `idle_source_ms` if it had nothing to read at assignment (it may stay empty), and up to
+    /// [`HOLD_FACTOR`] × `idle_source_ms` if it had a `backlog` (in case that backlog vanished
+    /// meanwhile). Without this, the topic fetched first (say months of subscription events in
+    /// one fetch) would move the partition's clock to its end at once, and its customers'
+    /// engagement and purchases not read yet would be late.
+    pub fn expect_source(&mut self, source: usize, partition: i32, at: Instant, backlog: bool) {
+        self.register(source, partition, at);
+        if let Some(Some(s)) = self.sources.get_mut(source) {
+            if s.newest.is_none() {
+                s.seen = at;
+                s.awaiting = Some(backlog);
+                s.backlog = backlog;
+            }
         }
     }
 
-    /// Forget a source (its partition was revoked): it no longer holds or sets the watermark.
-    pub fn forget_source(&mut self, source: usize, at: Instant) {
-        self.awaiting.remove(&source);
+    /// The consumer's view of a source: it has unread records (lag > 0). A source with a
+    /// backlog is behind, not idle: it keeps holding its partition's clock (for at most
+    /// [`HOLD_FACTOR`] × `idle_source_ms` without delivering).
+    pub fn set_backlog(&mut self, source: usize, backlog: bool) {
+        if let Some(Some(s)) = self.sources.get_mut(source) {
+            s.backlog = backlog;
+        }
+    }
+
+    /// Forget a source (its partition was revoked): it no longer holds or sets a clock.
+    pub fn forget_source(&mut self, source: usize, _at: Instant) {
         if let Some(s) = self.sources.get_mut(source) {
-            *s = (None, at);
+            *s = None;
         }
     }
 
-    /// Recompute the watermark: the wall clock with `clock = "wall"`, else the minimum newest
-    /// event time over sources active within `idle_source_ms` of `at` (never moves backwards).
+    /// Is partition `p`'s clock held by a source that announced itself and has not delivered?
+    fn held(&self, p: i32) -> bool {
+        let now = self.clock_at.unwrap_or_else(Instant::now);
+        let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
+        self.sources.iter().flatten().any(|s| {
+            s.partition == p
+                && s.newest.is_none()
+                && s.awaiting.is_some_and(|b| {
+                    let hold = if b { idle * HOLD_FACTOR } else { idle };
+                    now.saturating_duration_since(s.seen) <= hold
+                })
+        })
+    }
+
+    /// Recompute every partition's watermark: the wall clock with `clock = "wall"`, else the
+    /// minimum newest event time over the partition's sources that are not idle at `at`
+    /// (delivered within `idle_source_ms`, or behind with a backlog; never moves backwards).
     /// While an announced source has not delivered yet (and is not idle), it does not move.
     pub fn advance_watermark(&mut self, now: DateTime<Utc>, at: Instant) {
-        let candidate = match self.pipeline.clock {
-            Clock::Wall => Some(now),
-            Clock::Event => {
-                let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
-                let waiting = self.awaiting.iter().any(|(&i, &backlog)| {
-                    let hold = if backlog { idle * HOLD_FACTOR } else { idle };
-                    self.sources
-                        .get(i)
-                        .is_some_and(|(_, seen)| at.saturating_duration_since(*seen) <= hold)
-                });
-                if waiting {
-                    return;
+        self.clock_at = Some(self.clock_at.map_or(at, |c| c.max(at)));
+        let idle = std::time::Duration::from_millis(self.pipeline.idle_source_ms);
+        for (p, clock) in self.parts.iter_mut() {
+            let candidate = match self.pipeline.clock {
+                Clock::Wall => Some(now),
+                Clock::Event => {
+                    let mut waiting = false;
+                    let mut active: Option<DateTime<Utc>> = None;
+                    let mut newest: Option<DateTime<Utc>> = None;
+                    for s in self.sources.iter().flatten().filter(|s| s.partition == *p) {
+                        let since = at.saturating_duration_since(s.seen);
+                        let holds = match (s.newest, s.awaiting) {
+                            (None, Some(b)) => since <= if b { idle * HOLD_FACTOR } else { idle },
+                            (None, None) => false,
+                            (Some(_), _) => {
+                                since <= idle || (s.backlog && since <= idle * HOLD_FACTOR)
+                            }
+                        };
+                        match s.newest {
+                            None if holds => waiting = true,
+                            None => {}
+                            Some(t) => {
+                                newest = Some(newest.map_or(t, |n| n.max(t)));
+                                if holds {
+                                    active = Some(active.map_or(t, |a| a.min(t)));
+                                }
+                            }
+                        }
+                    }
+                    if waiting {
+                        continue;
+                    }
+                    // Every source idle: the newest time seen anywhere in the partition.
+                    active.or(newest)
                 }
-                let active = self
-                    .sources
-                    .iter()
-                    .filter(|(t, seen)| t.is_some() && at.saturating_duration_since(*seen) <= idle)
-                    .filter_map(|(t, _)| *t)
-                    .min();
-                // All sources idle: the newest time seen anywhere.
-                active.or_else(|| self.sources.iter().filter_map(|(t, _)| *t).max())
-            }
-        };
-        if let Some(c) = candidate {
-            if self.watermark.is_none_or(|w| c > w) {
-                self.watermark = Some(c);
-            }
-            if self.first_day.is_none() {
-                // History seen so far starts at the oldest event ingested while the clock was
-                // held (all of it is in the state), not at the first watermark.
-                let first = self.earliest.map_or(c, |e| e.min(c));
-                self.first_day = Some(day_of(first));
-                tracing::info!(
-                    first_day = %day_start(day_of(first)).format("%F"),
-                    warmup_days = self.pipeline.warmup_days,
-                    "event-time clock started: alerts begin after the warm-up"
-                );
+            };
+            if let Some(c) = candidate {
+                if clock.watermark.is_none() {
+                    tracing::info!(
+                        partition = *p,
+                        watermark = %c.format("%F"),
+                        warmup_anchor = ?clock.anchor.map(|d| day_start(d).format("%F").to_string()),
+                        warmup_days = self.pipeline.warmup_days,
+                        "event-time clock started"
+                    );
+                }
+                if clock.watermark.is_none_or(|w| c > w) {
+                    clock.watermark = Some(c);
+                }
             }
         }
     }
@@ -630,101 +871,145 @@ impl Engine {
         self.dirty.len()
     }
 
-    /// Score every customer with new events since the last pass (advances the watermark first).
+    /// Advance the clocks and score every day they close (see "Day close" on [`Engine`]).
     pub fn score_dirty(&mut self) -> Result<Scored, Error> {
         self.advance_watermark(Utc::now(), Instant::now());
-        if self.watermark.is_none() {
-            // The clock is held (an assigned partition has not delivered yet): keep the
-            // customers dirty and score them once it starts.
-            return Ok(Scored::default());
-        }
-        let keys = std::mem::take(&mut self.dirty);
-        for (s, _) in &keys {
-            if let Some(c) = self.customers.get_mut(*s) {
-                c.dirty = false;
-            }
-        }
-        self.score(keys, "event")
+        self.close_days()
     }
 
-    /// Re-score customers whose last event is `silent_after_days` or more before the watermark
-    /// (once per watermark day each), expire old rollup days, and return the outputs.
+    /// The timer's pass: close what the clocks allow (silent customers are scored by the day
+    /// close, on the days their silence makes them due, and forgotten after
+    /// `forget_after_days`), expire old rollup days, and forget the least recently active
+    /// customers over `max_customers`.
     pub fn sweep(&mut self) -> Result<Scored, Error> {
         self.advance_watermark(Utc::now(), Instant::now());
-        let Some(w) = self.watermark else {
-            return Ok(Scored::default());
-        };
-        let today = day_of(w);
-        let (forgotten_silent, forgotten_cap) = self.forget(today);
-        let silent_before = today - self.pipeline.silent_after_days;
-        let mut keys = Vec::new();
-        for (s, k, c) in self.customers.iter_mut() {
-            c.rollups.expire(today - RETAIN_DAYS);
-            let last = c
-                .rollups
-                .last_event
-                .map(|t| day_of(DateTime::from_timestamp_micros(t).unwrap_or_default()));
-            let silent = last.is_some_and(|d| d <= silent_before);
-            if silent && !c.dirty && c.last_scored_day.is_none_or(|d| d < today) {
-                keys.push((k, s));
+        let mut out = self.close_days()?;
+        let parts = &self.parts;
+        for (_, _, c) in self.customers.iter_mut() {
+            if let Some(d) = parts.get(&c.partition).and_then(|p| p.closed) {
+                c.rollups.expire(d - RETAIN_DAYS);
             }
         }
-        // In id order: the sweep's outputs do not depend on slot placement.
-        keys.sort_unstable();
-        let keys = keys.into_iter().map(|(_, s)| (s, None)).collect();
-        while self.nps_days.front().is_some_and(|e| e.0 <= today - 90) {
-            self.nps_days.pop_front();
+        if let Some(today) = self.parts.values().filter_map(|p| p.closed).max() {
+            while self.nps_days.front().is_some_and(|e| e.0 <= today - 90) {
+                self.nps_days.pop_front();
+            }
         }
-        let mut out = self.score(keys, "sweep")?;
-        out.forgotten_silent = forgotten_silent;
-        out.forgotten_cap = forgotten_cap;
+        out.forgotten_cap = self.forget_over_cap();
         Ok(out)
     }
 
-    /// Forget customers silent for `forget_after_days` as of `today`, then, above
-    /// `max_customers`, the least recently active ones. Returns (silent, over the cap).
-    fn forget(&mut self, today: i32) -> (usize, usize) {
-        const DAY_MICROS: i64 = 86_400_000_000;
-        let after = self.pipeline.forget_after_days;
-        // last event before the start of day `today - after + 1` ⇔ silent `after` days or more
-        let cutoff = (after > 0).then(|| i64::from(today - after + 1) * DAY_MICROS);
-        let mut gone: Vec<Slot> = match cutoff {
-            Some(cut) => self
-                .customers
-                .iter()
-                .filter(|(_, _, c)| c.rollups.last_event.is_none_or(|t| t < cut))
-                .map(|(s, _, _)| s)
-                .collect(),
-            None => Vec::new(),
-        };
-        let silent = gone.len();
-        let cap = self.pipeline.max_customers;
-        let over = match cap {
-            0 => 0,
-            cap => (self.customers.len() - silent).saturating_sub(cap),
-        };
-        if over > 0 {
-            let mut rest: Vec<(i64, &str, Slot)> = self
-                .customers
-                .iter()
-                .map(|(s, k, c)| (c.rollups.last_event.unwrap_or(i64::MIN), k, s))
-                .filter(|(t, _, _)| cutoff.is_none_or(|cut| *t >= cut))
-                .collect();
-            // Least recently active first (ties by id, for determinism).
-            rest.sort_unstable();
-            gone.extend(rest.into_iter().take(over).map(|(_, _, s)| s));
+    /// Close every day each partition's watermark has passed: score the customers due on each
+    /// day (active that day, or silent on their schedule), in day order; forget customers silent
+    /// for `forget_after_days`.
+    fn close_days(&mut self) -> Result<Scored, Error> {
+        let mut out = Scored::default();
+        let through: HashMap<i32, i32> = self
+            .parts
+            .iter()
+            .filter_map(|(p, c)| {
+                let d = day_of(c.watermark?) - 1;
+                c.closed.is_none_or(|closed| d > closed).then_some((*p, d))
+            })
+            .collect();
+        if through.is_empty() {
+            return Ok(out);
         }
-        let n_cap = gone.len() - silent;
-        if gone.is_empty() {
-            return (0, 0);
+        let silent = self.pipeline.silent_after_days;
+        let forget_after = self.pipeline.forget_after_days;
+        let mut due: std::collections::BTreeMap<i32, Vec<(Slot, bool)>> = Default::default();
+        let mut gone = Vec::new();
+        let mut days = Vec::new();
+        for (s, _, c) in self.customers.iter() {
+            let Some(&d) = through.get(&c.partition) else {
+                continue;
+            };
+            days.clear();
+            match due_days(c, d, silent, forget_after, &mut days) {
+                Due::Forget => gone.push(s),
+                Due::Days => {
+                    for &(day, active) in &days {
+                        due.entry(day).or_default().push((s, active));
+                    }
+                }
+            }
         }
+        out.forgotten_silent = gone.len();
         for s in gone {
             if let Some((k, c)) = self.customers.remove(s) {
                 self.forgotten.push((k.into(), c.partition));
             }
         }
         self.drop_removed_slots();
-        (silent, n_cap)
+        let received: HashMap<Slot, Instant> = self
+            .dirty
+            .iter()
+            .filter_map(|(s, r)| r.map(|r| (*s, r)))
+            .collect();
+        for (day, mut slots) in due {
+            // In id order: the outputs do not depend on slot placement.
+            slots.sort_unstable_by(|a, b| {
+                let key = |s: Slot| self.customers.get(s).map(|(k, _)| k);
+                key(a.0).cmp(&key(b.0))
+            });
+            let keys = slots
+                .into_iter()
+                .map(|(s, active)| {
+                    let r = if active {
+                        received.get(&s).copied()
+                    } else {
+                        None
+                    };
+                    (s, r, if active { "event" } else { "sweep" })
+                })
+                .collect();
+            self.score(keys, day, &mut out)?;
+        }
+        for (p, d) in &through {
+            if let Some(c) = self.parts.get_mut(p) {
+                c.closed = Some(*d);
+            }
+        }
+        // Still dirty: customers with events on days not closed yet.
+        let customers = &mut self.customers;
+        self.dirty.retain(|(s, _)| {
+            let Some(c) = customers.get_mut(*s) else {
+                return false;
+            };
+            let open = through
+                .get(&c.partition)
+                .is_none_or(|d| c.rollups.last_day().is_some_and(|l| l > *d));
+            c.dirty = open;
+            open
+        });
+        Ok(out)
+    }
+
+    /// Above `max_customers`, forget the least recently active customers. Returns how many.
+    fn forget_over_cap(&mut self) -> usize {
+        let cap = self.pipeline.max_customers;
+        let over = match cap {
+            0 => 0,
+            cap => self.customers.len().saturating_sub(cap),
+        };
+        if over == 0 {
+            return 0;
+        }
+        let mut rest: Vec<(i64, &str, Slot)> = self
+            .customers
+            .iter()
+            .map(|(s, k, c)| (c.rollups.last_event.unwrap_or(i64::MIN), k, s))
+            .collect();
+        // Least recently active first (ties by id, for determinism).
+        rest.sort_unstable();
+        let gone: Vec<Slot> = rest.into_iter().take(over).map(|(_, _, s)| s).collect();
+        for s in gone {
+            if let Some((k, c)) = self.customers.remove(s) {
+                self.forgotten.push((k.into(), c.partition));
+            }
+        }
+        self.drop_removed_slots();
+        over
     }
 
     /// After removals: forget removed slots in the dirty and changed lists (before any insert
@@ -735,36 +1020,35 @@ impl Engine {
         self.changed.retain(|s| customers.contains(*s));
     }
 
-    /// Score the customers in `keys` (slot, when its oldest unscored event was received).
+    /// Score the customers in `keys` (slot, when its oldest unscored event was received, and
+    /// the trigger) as of the end of `today`.
     fn score(
         &mut self,
-        keys: Vec<(Slot, Option<Instant>)>,
-        trigger: &str,
-    ) -> Result<Scored, Error> {
-        let mut out = Scored::default();
-        let Some(w) = self.watermark else {
-            return Ok(out);
-        };
+        keys: Vec<(Slot, Option<Instant>, &'static str)>,
+        today: i32,
+        out: &mut Scored,
+    ) -> Result<(), Error> {
         if keys.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
-        let today = day_of(w);
-        let warm = self
-            .first_day
-            .is_some_and(|d| today - d >= self.pipeline.warmup_days);
-        let m = self.feature_rows(keys.iter().map(|(s, _)| *s), today)?;
+        let m = self.feature_rows(keys.iter().map(|(s, _, _)| *s), today)?;
         let mut input = Vec::with_capacity(FEATURES.len());
         let as_of = day_start(today + 1) - Duration::seconds(1);
         let window = day_start(today).format("%Y-%m-%d").to_string();
         let as_of_text = ScoreRecordRef::as_of_text(as_of);
         for i in 0..m.len() {
-            let (slot, received) = keys[m.cids[i] as usize];
+            let (slot, received, trigger) = keys[m.cids[i] as usize];
             let raw = m.row(i);
             registry::model_input(raw, &mut input);
             let p = self.model.predict_proba(&input);
-            let Some((key, _)) = self.customers.get(slot) else {
+            let Some((key, c)) = self.customers.get(slot) else {
                 continue;
             };
+            let warm = self
+                .parts
+                .get(&c.partition)
+                .and_then(|p| p.anchor)
+                .is_some_and(|a| today - a >= self.pipeline.warmup_days);
             let key = key.to_string();
             let Some(c) = self.customers.get_mut(slot) else {
                 continue;
@@ -818,6 +1102,7 @@ impl Engine {
                     binding: c.binding,
                 })
                 .collect();
+            let last_event_at = last_event_as_of(&c.rollups, today);
             let data = AlertData {
                 customer_id: key.clone(),
                 risk: p,
@@ -830,10 +1115,7 @@ impl Engine {
                 revenue_at_risk: c.revenue_at_risk,
                 model_version: self.model.model_version.clone(),
                 as_of,
-                last_event_at: c
-                    .rollups
-                    .last_event
-                    .and_then(DateTime::from_timestamp_micros),
+                last_event_at,
                 trigger: trigger.into(),
             };
             let ev = CloudEvent::alert(&self.alerts.source, &window, data);
@@ -846,23 +1128,7 @@ impl Engine {
                 received,
             });
         }
-        // A customer with no history as of `today` (every event of it is ahead of the
-        // watermark: its partition runs ahead) has no feature row yet: it stays dirty and is
-        // scored once the watermark reaches its first event, not only at its next event.
-        if m.len() < keys.len() {
-            let mut in_matrix = vec![false; keys.len()];
-            m.cids.iter().for_each(|c| in_matrix[*c as usize] = true);
-            for (&(slot, received), _) in keys.iter().zip(in_matrix).filter(|(_, seen)| !seen) {
-                if let Some(c) = self.customers.get_mut(slot) {
-                    if !c.dirty && c.rollups.first_day.is_some_and(|d| d > today) {
-                        c.dirty = true;
-                        // Still pending since `received`: its latency counts from then.
-                        self.dirty.push((slot, received));
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Raw feature rows (registry order) of `keys` as of the end of `day`; `cids[i]` indexes
@@ -907,6 +1173,7 @@ impl Engine {
                 continue;
             };
             c.changed = false;
+            let clock = self.parts.get(&c.partition).copied().unwrap_or_default();
             let snap = SnapshotRef {
                 v: STATE_VERSION,
                 partition: c.partition,
@@ -915,8 +1182,9 @@ impl Engine {
                 mem: &c.mem,
                 last_scored_day: c.last_scored_day,
                 revenue_at_risk: c.revenue_at_risk,
-                first_day: self.first_day,
+                first_day: clock.anchor,
                 unscored: c.dirty,
+                closed_day: clock.closed,
             };
             let mut payload = Vec::with_capacity(64 + c.rollups.encoded_rows_len());
             snap.encode(&mut payload);
@@ -932,7 +1200,9 @@ impl Engine {
     }
 
     /// Restore one customer from a changelog record (later records replace earlier ones; an
-    /// empty payload — a tombstone — forgets the customer).
+    /// empty payload — a tombstone — forgets the customer). The customer's partition clock
+    /// takes the record's warm-up anchor and closed day, and the customer's own first day: a
+    /// restart or rebalance resumes the warm-up and the day close where the state left them.
     pub fn restore(&mut self, key: &str, payload: &[u8]) -> Result<(), Error> {
         if payload.is_empty() {
             if let Some(s) = self.customers.find(key) {
@@ -942,8 +1212,15 @@ impl Engine {
             return Ok(());
         }
         let snap = Snapshot::decode(payload)?;
-        if let Some(d) = snap.first_day {
-            self.first_day = Some(self.first_day.map_or(d, |f| f.min(d)));
+        let clock = self.parts.entry(snap.partition).or_default();
+        for d in [snap.first_day, snap.rollups.first_day]
+            .into_iter()
+            .flatten()
+        {
+            clock.anchor = Some(clock.anchor.map_or(d, |a| a.min(d)));
+        }
+        if let Some(d) = snap.closed_day {
+            clock.closed = Some(clock.closed.map_or(d, |c| c.max(d)));
         }
         let slot = self.customers.find_or_insert_with(key, Customer::default);
         let Some(c) = self.customers.get_mut(slot) else {
@@ -955,7 +1232,11 @@ impl Engine {
         c.applied = snap.applied;
         c.last_scored_day = snap.last_scored_day;
         c.revenue_at_risk = snap.revenue_at_risk;
-        if snap.unscored && !c.dirty {
+        let unscored = c
+            .rollups
+            .last_day()
+            .is_some_and(|d| c.last_scored_day.is_none_or(|l| d > l));
+        if (snap.unscored || unscored) && !c.dirty {
             c.dirty = true;
             self.dirty.push((slot, None));
         }
@@ -980,6 +1261,8 @@ impl Engine {
             self.customers.remove(s);
         }
         self.drop_removed_slots();
+        // Its clock goes with it: the next owner resumes it from the changelog.
+        self.parts.remove(&partition);
         before - self.customers.len()
     }
 
@@ -989,7 +1272,7 @@ impl Engine {
             customers: self.customers.len(),
             ..Kpis::default()
         };
-        let today = self.watermark.map(day_of);
+        let today = self.watermark().map(day_of);
         let mut churned = 0usize;
         k.state_bytes = self.customers.bytes();
         for (_, _, c) in self.customers.iter() {

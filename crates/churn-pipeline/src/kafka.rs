@@ -75,6 +75,11 @@ pub struct ServiceContext {
     changelog: String,
     reader: ClientConfig,
     group_reader: ClientConfig,
+    /// Writes the restore markers (see [`restore_partitions`]).
+    marker: ClientConfig,
+    /// Consumer lag per consumed (topic, partition) from the latest statistics; absent where
+    /// unknown or where the broker's watermark was below the position.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
     pending: Mutex<Vec<StateChange>>,
     has_pending: AtomicBool,
     metrics: Arc<Metrics>,
@@ -92,8 +97,15 @@ impl ServiceContext {
         group_reader
             .set("group.id", cfg.group_id())
             .set("enable.auto.commit", "false");
+        let mut marker = client_config(cfg, &cfg.kafka.producer);
+        marker
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "15000");
         ServiceContext {
             group_reader,
+            marker,
+            lag: Mutex::new(BTreeMap::new()),
             inputs: cfg
                 .consumed_topics()
                 .iter()
@@ -189,13 +201,37 @@ impl ClientContext for ServiceContext {
                 continue;
             }
             for (p, part) in &t.partitions {
-                if *p < 0 || part.consumer_lag < 0 {
+                if *p < 0 {
                     continue;
                 }
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic.as_str(), &p.to_string()])
-                    .set(part.consumer_lag);
+                let labels = [topic.as_str(), &p.to_string()];
+                let position = part.app_offset.max(part.committed_offset);
+                let lag = if part.hi_offset >= 0 && position > part.hi_offset {
+                    // The broker reports a high watermark below what this consumer has already
+                    // read (tansu's memory engine does, for idempotent or compressed batches):
+                    // no lag is known. Count it, and drop the series rather than freeze it.
+                    self.metrics
+                        .watermark_anomalies
+                        .with_label_values(&labels)
+                        .inc();
+                    None
+                } else if part.hi_offset >= 0 && position >= 0 {
+                    Some(part.hi_offset - position)
+                } else {
+                    (part.consumer_lag >= 0).then_some(part.consumer_lag)
+                };
+                match lag {
+                    Some(l) => self.metrics.consumer_lag.with_label_values(&labels).set(l),
+                    None => {
+                        let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+                    }
+                }
+                if let Ok(mut m) = self.lag.lock() {
+                    match lag {
+                        Some(l) => m.insert((topic.clone(), *p), l),
+                        None => m.remove(&(topic.clone(), *p)),
+                    };
+                }
             }
         }
     }
@@ -218,18 +254,31 @@ impl ConsumerContext for ServiceContext {
                 .map(|e| format!("{}[{}]", e.topic(), e.partition()))
                 .collect();
             info!(?assigned, "partitions assigned");
-            for p in self.partitions(tpl) {
-                if !self.restore {
+            let parts = self.partitions(tpl);
+            if !self.restore {
+                for p in parts {
                     self.push(StateChange::Restore {
                         partition: p,
                         records: Vec::new(),
                         seconds: 0.0,
                         backlog: Vec::new(),
                     });
-                    continue;
                 }
-                let t0 = Instant::now();
-                match read_partition(&self.reader, &self.changelog, p) {
+                return;
+            }
+            let t0 = Instant::now();
+            let ends = match write_markers(&self.marker, &self.changelog, &parts) {
+                Ok(ends) => ends,
+                Err(e) => {
+                    self.push(StateChange::Failed(format!(
+                        "restoring state from {}: writing the restore markers: {e}",
+                        self.changelog
+                    )));
+                    return;
+                }
+            };
+            for (p, end) in ends {
+                match read_partition(&self.reader, &self.changelog, p, end) {
                     Ok(records) => self.push(StateChange::Restore {
                         partition: p,
                         records,
@@ -237,7 +286,7 @@ impl ConsumerContext for ServiceContext {
                         backlog: self.clock_backlog(p),
                     }),
                     Err(e) => self.push(StateChange::Failed(format!(
-                        "restoring state from {} partition {p}: {e}",
+                        "restoring state from {} partition {p} (up to its marker at offset {end}): {e}",
                         self.changelog
                     ))),
                 }
@@ -246,18 +295,102 @@ impl ConsumerContext for ServiceContext {
     }
 }
 
-/// Read one partition from the beginning to its current end: (key, value) pairs in offset order,
-/// each offset once (a broker that compacts while we read may serve a range twice — tansu's
-/// sqlite engine does — and a stale record applied after a newer one would roll state back).
+/// Key of the restore markers in the changelog (never a customer id: ids are validated
+/// non-empty text, and this one starts with a NUL byte). Compaction keeps the newest per
+/// partition; restore skips them.
+pub const RESTORE_MARKER_KEY: &[u8] = b"\0churnstream.restore-marker";
+
+/// Records the delivery offset of each restore marker.
+#[derive(Default)]
+struct MarkerContext {
+    offsets: Mutex<BTreeMap<i32, Result<i64, String>>>,
+}
+
+impl ClientContext for MarkerContext {}
+
+impl rdkafka::producer::ProducerContext for MarkerContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let (p, res) = match r {
+            Ok(m) => (m.partition(), Ok(m.offset())),
+            Err((e, m)) => (m.partition(), Err(e.to_string())),
+        };
+        if let Ok(mut o) = self.offsets.lock() {
+            o.insert(p, res);
+        }
+    }
+}
+
+/// Append a restore marker to each changelog partition in `parts` and return the offset the
+/// broker gave it: the exact end of what a restore must read. Everything acknowledged to any
+/// writer before the marker sits below that offset, whatever high watermark the broker reports
+/// (tansu's memory engine under-reports it for idempotent or compressed batches), so a restore
+/// that reads up to its own marker can neither stop early nor wait for an end that is not there.
+pub fn write_markers(
+    cfg: &ClientConfig,
+    topic: &str,
+    parts: &[i32],
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    use rdkafka::producer::{BaseProducer, BaseRecord};
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let producer: BaseProducer<MarkerContext> = cfg.create_with_context(MarkerContext::default())?;
+    let token = format!(
+        "{}:{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    for &p in parts {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "churn.marker",
+            value: Some("restore"),
+        });
+        producer
+            .send(
+                BaseRecord::<[u8], str>::to(topic)
+                    .partition(p)
+                    .key(RESTORE_MARKER_KEY)
+                    .payload(token.as_str())
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(20))?;
+    let offsets = producer
+        .context()
+        .offsets
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    parts
+        .iter()
+        .map(|p| match offsets.get(p) {
+            Some(Ok(o)) if *o >= 0 => Ok((*p, *o)),
+            Some(Err(e)) => Err(KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::Fail,
+            ))
+            .inspect_err(|_| warn!(partition = p, error = %e, "restore marker not delivered")),
+            _ => Err(KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            )),
+        })
+        .collect()
+}
+
+/// Read one partition from the beginning up to offset `end` (a restore marker, see
+/// [`write_markers`]; excluded): (key, value) pairs in offset order, each offset once (a broker
+/// that compacts while we read may serve a range twice — tansu's sqlite engine does — and a stale
+/// record applied after a newer one would roll state back). Restore markers are skipped.
 pub fn read_partition(
     reader: &ClientConfig,
     topic: &str,
     partition: i32,
+    end: i64,
 ) -> Result<Vec<(String, Vec<u8>)>, KafkaError> {
     let c: BaseConsumer = reader.create()?;
-    let (low, high) = c.fetch_watermarks(topic, partition, Duration::from_secs(15))?;
     let mut out = Vec::new();
-    if high <= low {
+    if end <= 0 {
         return Ok(out);
     }
     let mut tpl = TopicPartitionList::new();
@@ -267,12 +400,19 @@ pub fn read_partition(
     loop {
         match c.poll(Duration::from_secs(15)) {
             Some(Ok(m)) => {
+                if m.offset() >= end {
+                    out.extend(by_offset.into_values());
+                    return Ok(out);
+                }
+                if m.key() == Some(RESTORE_MARKER_KEY) {
+                    continue;
+                }
                 let key = m
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
                 by_offset.insert(m.offset(), (key, m.payload().unwrap_or_default().to_vec()));
-                if m.offset() >= high - 1 {
+                if m.offset() >= end - 1 {
                     out.extend(by_offset.into_values());
                     return Ok(out);
                 }
@@ -395,7 +535,7 @@ pub fn consumer(
         .set("fetch.queue.backoff.ms", "10")
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "range")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "1000");
     for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
         c.set(k, v);
     }
@@ -617,6 +757,8 @@ struct Track {
     owned: std::collections::BTreeSet<i32>,
     restored: bool,
     health: Health,
+    /// Late events already counted in the metric.
+    late_events: u64,
 }
 
 /// Input topic-partitions → the engine's source indices (for the event-time watermark).
@@ -634,6 +776,28 @@ impl SourceIds {
     }
 }
 
+/// Tell the engine which sources are behind (consumer lag > 0 in the latest statistics): those
+/// keep holding their partition's clock instead of going idle. Behind the ingest stage every raw
+/// source of a partition shares the events topic's lag. Also exports the late-event count.
+fn update_backlog(ctx: &ServiceContext, engine: &mut Engine, track: &mut Track, metrics: &Metrics) {
+    if let Ok(lag) = ctx.lag.lock() {
+        for ((t, p), id) in &track.sources.ids {
+            let topic = if ctx.inputs.iter().any(|i| i == t) {
+                t.as_str()
+            } else {
+                ctx.inputs.first().map_or(t.as_str(), |s| s.as_str())
+            };
+            let behind = lag.get(&(topic.to_string(), *p)).is_some_and(|l| *l > 0);
+            engine.set_backlog(*id, behind);
+        }
+    }
+    let late = engine.late_events();
+    if late > track.late_events {
+        metrics.late_events.inc_by(late - track.late_events);
+        track.late_events = late;
+    }
+}
+
 fn apply_state_changes(
     ctx: &ServiceContext,
     engine: &mut Engine,
@@ -646,6 +810,7 @@ fn apply_state_changes(
         owned,
         restored,
         health,
+        ..
     } = track;
     let changes = ctx.take();
     let any = !changes.is_empty();
@@ -680,7 +845,7 @@ fn apply_state_changes(
                 let now = Instant::now();
                 for (t, has_backlog) in &backlog {
                     let id = sources.id(t, partition);
-                    engine.expect_source(id, now, *has_backlog);
+                    engine.expect_source(id, partition, now, *has_backlog);
                 }
                 // Oldest first: a later record (or tombstone) replaces an earlier one.
                 if !owned.insert(partition) {
@@ -911,6 +1076,7 @@ pub async fn run(
         owned: Default::default(),
         restored: false,
         health: health.clone(),
+        late_events: 0,
     };
     // (the service loop's three checkpoints: after every batch, on a sweep, at shutdown)
     macro_rules! checkpoint {
@@ -933,10 +1099,9 @@ pub async fn run(
             _ = shutdown.cancelled() => break 'outer,
             _ = sweep.tick() => {
                 apply_state_changes(consumer.context(), &mut engine, &metrics, &mut track)?;
-                // Customers still dirty (their events arrived while the clock was held) are
-                // scored here too: no further message may come to trigger it.
-                let dirty = tokio::task::block_in_place(|| engine.score_dirty())?;
-                publish(&mut sink, &cfg, &metrics, &dirty).await?;
+                update_backlog(consumer.context(), &mut engine, &mut track, &metrics);
+                // Idle sources release their partitions' clocks here: the days they close are
+                // scored (silent customers included) although no message came to trigger it.
                 let scored = tokio::task::block_in_place(|| engine.sweep())?;
                 metrics.sweeps.inc();
                 metrics.sweep_rescored.inc_by(scored.scores.len() as u64);
@@ -1012,6 +1177,7 @@ pub async fn run(
         // apply it now, so nothing of a revoked partition is scored, persisted (a zombie
         // changelog write after its new owner restored) or committed.
         apply_state_changes(consumer.context(), &mut engine, &metrics, &mut track)?;
+        update_backlog(consumer.context(), &mut engine, &mut track, &metrics);
         let t_score = Instant::now();
         let scored = tokio::task::block_in_place(|| engine.score_dirty())?;
         metrics

@@ -168,6 +168,7 @@ fn malformed_state_records_are_errors() {
         revenue_at_risk: 12.5,
         first_day: None,
         unscored: true,
+        closed_day: Some(20_099),
     };
     let bytes = snap.encode();
     assert_eq!(Snapshot::decode(&bytes).expect("decodes"), snap);
