@@ -21,8 +21,8 @@ use tracing::info;
     about = "Event-driven customer churn prediction on Kafka"
 )]
 struct Cli {
-    /// Configuration file (TOML; example: deploy/churnstream.toml). Without it, the built-in defaults.
-    /// Every key can be overridden by CHURN__SECTION__KEY env vars.
+    /// Configuration file (TOML; example: deploy/churnstream.toml). Without it, the built-in
+    /// defaults. Every key can be overridden by CHURN__SECTION__KEY env vars.
     #[arg(long, short, global = true, env = "CHURN_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
