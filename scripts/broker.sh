@@ -8,7 +8,9 @@
 #   scripts/broker.sh topics BROKER    (re)create the churnstream topics on BROKER (host:port)
 #
 # Environment: CHURN_CACHE (default ~/.cache/churnstream) holds the tansu install;
-# TANSU_STORAGE (default memory://tansu/) picks the storage engine, e.g. sqlite://DIR/tansu.db.
+# TANSU_STORAGE picks the storage engine: sqlite (default; DIR/tansu.db, durable, and it reports
+# high watermarks correctly) or memory (memory://tansu/; under-reports the high watermark of
+# idempotent or compressed batches, see README "The local broker"), or any tansu storage URL.
 set -euo pipefail
 
 VERSION=0.6.0
@@ -66,9 +68,14 @@ start() {
   fi
   local port; port=$(free_port)
   local addr="127.0.0.1:$port"
-  local storage="${TANSU_STORAGE:-memory://tansu/}"
-  "$TANSU" broker --listener-url "tcp://$addr" --advertised-listener-url "tcp://$addr" \
-    --storage-engine "$storage" >"$dir/broker.log" 2>&1 &
+  local storage="${TANSU_STORAGE:-sqlite}"
+  case "$storage" in
+    sqlite) storage="sqlite://tansu.db" ;;
+    memory) storage="memory://tansu/" ;;
+  esac
+  # tansu's libsql engine resolves sqlite://NAME relative to its working directory.
+  (cd "$dir" && exec "$TANSU" broker --listener-url "tcp://$addr" --advertised-listener-url "tcp://$addr" \
+    --storage-engine "$storage" >"$dir/broker.log" 2>&1) &
   echo $! >"$dir/broker.pid"
   local i
   for i in $(seq 1 100); do

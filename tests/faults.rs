@@ -37,9 +37,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +44,7 @@ use std::time::{Duration, Instant};
 use churn_metrics::{Health, Metrics};
 
 use churn_pipeline::{kafka, Config};
+use common::{Broker, Storage};
 use tokio_util::sync::CancellationToken;
 
 const PARTS: i32 = 2;
@@ -54,100 +52,6 @@ const PARTS: i32 = 2;
 const PUBLISHER_QUEUE: usize = 2_000;
 /// How long the broker stays down.
 const OUTAGE: Duration = Duration::from_secs(5);
-
-fn tansu_bin() -> PathBuf {
-    std::env::var_os("CHURN_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME or CHURN_TANSU must be set");
-            Path::new(&home).join(".cache/churnstream/tansu-0.6.0/bin/tansu")
-        })
-}
-
-/// A tansu broker on a fixed port with sqlite storage in `dir`; killed on drop.
-struct Broker {
-    dir: PathBuf,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn new(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut b = Broker {
-            dir: dir.to_path_buf(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child: None,
-        };
-        b.start();
-        b
-    }
-
-    fn brokers(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
-    }
-
-    /// Start (or restart) on the same port and the same storage.
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let url = format!("tcp://{}", self.addr);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))
-            .expect("broker log");
-        // tansu's libsql engine resolves `sqlite://NAME` relative to its working directory.
-        let child = Command::new(tansu_bin())
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-            ])
-            .arg(&url)
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn tansu (set CHURN_TANSU)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("tansu exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL the broker and wait until it is gone.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL tansu");
-            c.wait().expect("wait tansu");
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Pipeline configuration on `brokers` (unique topic and group names, topics created here; the
 /// changelog is created by the pipeline itself).
@@ -186,7 +90,7 @@ async fn broker_outage_loses_nothing() {
 async fn scenario() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().expect("tmp");
-    let mut broker = Broker::new(dir.path());
+    let mut broker = Broker::new(dir.path(), Storage::Sqlite);
     let cfg = pipeline_config(&broker.brokers()).await;
 
     let (pop, model, _) = common::population_and_model(200, 100, 11, 28);
@@ -375,9 +279,8 @@ fn read_changelog(cfg: &Config) -> Vec<ChangelogPartition> {
     tokio::task::block_in_place(|| {
         (0..PARTS)
             .map(|p| {
-                let (low, high) = c
-                    .fetch_watermarks(topic, p, Duration::from_secs(15))
-                    .unwrap_or_else(|e| panic!("changelog partition {p} watermarks: {e}"));
+                // The true end, not the reported watermark (README, "The local broker").
+                let (low, high) = (0, common::log_end(&cfg.kafka.brokers, topic, p));
                 let mut part = ChangelogPartition {
                     high,
                     records: BTreeMap::new(),
@@ -395,9 +298,11 @@ fn read_changelog(cfg: &Config) -> Vec<ChangelogPartition> {
                         Some(Err(e)) => panic!("reading changelog partition {p}: {e}"),
                         None => panic!("changelog partition {p}: nothing read up to {high}"),
                     };
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    let payload = m.payload().unwrap_or_default().to_vec();
-                    part.records.insert(m.offset(), (key, payload));
+                    if m.key() != Some(kafka::RESTORE_MARKER_KEY) {
+                        let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+                        let payload = m.payload().unwrap_or_default().to_vec();
+                        part.records.insert(m.offset(), (key.into_owned(), payload));
+                    }
                     if m.offset() >= high - 1 {
                         return part;
                     }
@@ -407,31 +312,9 @@ fn read_changelog(cfg: &Config) -> Vec<ChangelogPartition> {
     })
 }
 
-/// The group's committed input offsets, summed over every input partition (-1 if unknown).
+/// The group's committed input offsets, summed over every input partition.
 fn committed_total(cfg: &Config) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
-        .create()
-        .expect("offset reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in cfg.topics.inputs() {
-        for p in 0..PARTS {
-            tpl.add_partition(t, p);
-        }
-    }
-    tokio::task::block_in_place(|| c.committed_offsets(tpl, Duration::from_secs(5)))
-        .map(|l| {
-            l.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(-1)
+    tokio::task::block_in_place(|| common::committed_sum(cfg, &cfg.kafka.group_id, PARTS))
 }
 
 /// Poll until the group committed every input record (the pipeline task must stay alive).
@@ -469,7 +352,7 @@ async fn checkpoint_write_failure_stops_and_resumes_exactly_once() {
 async fn checkpoint_scenario() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().expect("tmp");
-    let mut broker = Broker::new(dir.path());
+    let mut broker = Broker::new(dir.path(), Storage::Sqlite);
     // Publishers keep librdkafka's default timeout; the pipeline gets the short one.
     let cfg = pipeline_config(&broker.brokers()).await;
     let mut run_cfg = cfg.clone();

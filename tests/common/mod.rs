@@ -2,7 +2,10 @@
 //! small helpers to read topics back.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -295,6 +298,9 @@ pub async fn latest_state(
         .collect();
     let mut latest = std::collections::BTreeMap::new();
     for r in ordered.values() {
+        if r.key.as_deref() == Some(churn_pipeline::kafka::RESTORE_MARKER_KEY) {
+            continue;
+        }
         let key = String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf8 key");
         if r.payload.is_empty() {
             // tombstone: the customer was forgotten
@@ -371,7 +377,37 @@ pub async fn alert_ids_by_decision(
     by_decision
 }
 
-/// True once `group`'s committed offsets reached the end of every partition `cfg` consumes.
+/// The end of a partition's log: one past the last offset a consumer can read. Never the broker's
+/// reported high watermark alone (tansu's memory engine under-reports it for idempotent or
+/// compressed batches): reads on from just below it until nothing comes for a second.
+pub fn log_end(brokers: &str, topic: &str, partition: i32) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("end"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("end reader");
+    let (_, high) = c
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset((high - 1).max(0)))
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut end = high.max(0);
+    while let Some(m) = c.poll(Duration::from_secs(1)) {
+        match m {
+            Ok(m) => end = end.max(m.offset() + 1),
+            Err(e) => panic!("reading the end of {topic}[{partition}]: {e}"),
+        }
+    }
+    end
+}
+
+/// True once `group`'s committed offsets reached the end ([`log_end`]) of every partition `cfg`
+/// consumes.
 pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
@@ -390,12 +426,38 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
         return false;
     };
     committed.elements().iter().all(|e| {
-        let high = c
-            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-            .map(|(_, h)| h)
-            .unwrap_or(i64::MAX);
-        matches!(e.offset(), Offset::Offset(o) if o >= high) || (high == 0)
+        let end = log_end(&cfg.kafka.brokers, e.topic(), e.partition());
+        matches!(e.offset(), Offset::Offset(o) if o >= end) || end == 0
     })
+}
+
+/// Sum of `group`'s committed offsets over the partitions `cfg` consumes (progress through a
+/// backlog).
+pub fn committed_sum(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for t in cfg.consumed_topics() {
+        for p in 0..parts {
+            tpl.add_partition(t, p);
+        }
+    }
+    c.committed_offsets(tpl, Duration::from_secs(5))
+        .map(|l| {
+            l.elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Wait (at most 180 s) until `cfg`'s consumer group ([`churn_pipeline::Config::group_id`]) has
@@ -454,4 +516,116 @@ pub async fn with_own_outputs(
     )
     .await;
     c
+}
+
+pub fn tansu_bin() -> PathBuf {
+    std::env::var_os("CHURN_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME or CHURN_TANSU must be set");
+            Path::new(&home).join(".cache/churnstream/tansu-0.6.0/bin/tansu")
+        })
+}
+
+/// Storage engine of a private tansu broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// `memory://`: gone with the process; under-reports the high watermark of idempotent or
+    /// compressed batches (README, "The local broker").
+    Memory,
+    /// `sqlite://` in the broker's directory: survives a restart.
+    Sqlite,
+}
+
+/// A private tansu broker on a fixed port with its storage in `dir`; killed on drop.
+pub struct Broker {
+    dir: PathBuf,
+    addr: SocketAddr,
+    storage: Storage,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn new(dir: &Path, storage: Storage) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut b = Broker {
+            dir: dir.to_path_buf(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            storage,
+            child: None,
+        };
+        b.start();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
+    /// Start (or restart) on the same port and the same storage.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let url = format!("tcp://{}", self.addr);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log");
+        // tansu's libsql engine resolves `sqlite://NAME` relative to its working directory.
+        let child = Command::new(tansu_bin())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+            ])
+            .arg(&url)
+            .args([
+                "--storage-engine",
+                match self.storage {
+                    Storage::Memory => "memory://tansu/",
+                    Storage::Sqlite => "sqlite://tansu.db",
+                },
+            ])
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn tansu (set CHURN_TANSU)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("tansu exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL the broker and wait until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL tansu");
+            c.wait().expect("wait tansu");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -88,6 +88,8 @@ pub const METRIC_NAMES: &[&str] = &[
     names::INGEST_DUPLICATES_DROPPED,
     names::INGEST_DLQ_PUBLISHED,
     names::INGEST_CONSUMER_LAG,
+    names::INGEST_WATERMARK_ANOMALIES,
+    names::INGEST_LATE_EVENTS,
     names::INGEST_OFFSETS_STORED,
     names::PIPELINE_BATCH_DURATION,
     names::PIPELINE_BATCH_EVENTS,
@@ -633,6 +635,10 @@ mod tests {
         m.checkpoint_age.set(1.5);
         m.checkpoint_last_success.set(1.7e9);
         m.consumer_lag.with_label_values(&["purchases", "0"]).set(7);
+        m.watermark_anomalies
+            .with_label_values(&["purchases", "0"])
+            .inc();
+        m.late_events.inc();
         m.offsets_stored.inc();
         m.produce_errors.inc();
         m.set_model("2024-06-01-abc", 0.81);

@@ -1,0 +1,205 @@
+//! Alerts are a function of the input, not of timing (issue #21). One backlog is published once;
+//! each run consumes it with its own consumer group and its own alerts, scores and changelog
+//! topics, with `churnstream run` (the real binary):
+//!
+//! - two solo runs must publish the same set of alert ids;
+//! - a faulted run — a second member joins at 20 % of the backlog, the first member is killed
+//!   with SIGKILL at 50 % and restarted, the second at 80 % and restarted — must publish exactly
+//!   the fault-free set: no id missing, no id extra.
+//!
+//! Every run ends the same way: caught up with the backlog, then idle long enough for every
+//! source to go idle (each partition's clock then closes every day but its newest), then SIGTERM.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use churn_events::{AlertData, CloudEvent};
+use churn_pipeline::{kafka, Config};
+
+const PARTS: i32 = 4;
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_churnstream"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn churnstream run")
+}
+
+fn terminate(mut c: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let _ = c.wait();
+}
+
+fn kill(mut c: Child) {
+    c.kill().expect("SIGKILL");
+    let _ = c.wait();
+}
+
+struct Backlog {
+    cfg: Config,
+    dir: tempfile::TempDir,
+    total: i64,
+}
+
+async fn backlog() -> Backlog {
+    let mut cfg = common::pipeline_config("determinism", PARTS).await;
+    common::quick_member(&mut cfg);
+    // Small batches and a short idle rule: the backlog takes long enough to fault it at chosen
+    // points, and a run's end (every source idle) comes soon after it caught up.
+    cfg.pipeline.batch_max_events = 150;
+    cfg.pipeline.idle_source_ms = 2_000;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (pop, model, _) = common::population_and_model(400, 150, 5, 28);
+    cfg.model.path = dir.path().join("model.json");
+    model.save(&cfg.model.path).expect("save model");
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    let sent = publisher
+        .send_all(&pop.events, None)
+        .await
+        .expect("publish");
+    assert_eq!(sent, pop.events.len());
+    let total = tokio::task::block_in_place(|| {
+        cfg.topics
+            .inputs()
+            .iter()
+            .flat_map(|t| (0..PARTS).map(move |p| (t.to_string(), p)))
+            .map(|(t, p)| common::log_end(&cfg.kafka.brokers, &t, p))
+            .sum()
+    });
+    assert_eq!(
+        total as usize,
+        pop.events.len(),
+        "every event on the input topics"
+    );
+    Backlog { cfg, dir, total }
+}
+
+/// Progress of `cfg`'s group through the backlog, 0..=1.
+fn progress(cfg: &Config, total: i64) -> f64 {
+    common::committed_sum(cfg, &cfg.kafka.group_id, PARTS) as f64 / total as f64
+}
+
+async fn wait_progress(cfg: &Config, total: i64, at: f64, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while tokio::task::block_in_place(|| progress(cfg, total)) < at {
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {at}; log tail:\n{}",
+            tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// One run over the backlog; returns its alert ids and the log path.
+async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf) {
+    let cfg = common::with_own_outputs(&b.cfg, sfx, PARTS).await;
+    let config = b.dir.path().join(format!("{sfx}.toml"));
+    std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("config");
+    let log = b.dir.path().join(format!("{sfx}.log"));
+    let mut a = spawn(&config, &log);
+    let mut second = None;
+    if faults {
+        wait_progress(&cfg, b.total, 0.2, &log).await;
+        eprintln!(
+            "{sfx}: second member joins at {:.0} %",
+            100.0 * progress(&cfg, b.total)
+        );
+        second = Some(spawn(&config, &log));
+        wait_progress(&cfg, b.total, 0.5, &log).await;
+        eprintln!(
+            "{sfx}: SIGKILL the first at {:.0} %",
+            100.0 * progress(&cfg, b.total)
+        );
+        kill(a);
+        // Restarted at once: tansu keeps the dead member's partitions until its session times
+        // out (6 s), then hands them on.
+        a = spawn(&config, &log);
+        wait_progress(&cfg, b.total, 0.8, &log).await;
+        eprintln!(
+            "{sfx}: SIGKILL the second at {:.0} %",
+            100.0 * progress(&cfg, b.total)
+        );
+        if let Some(s) = second.take() {
+            kill(s);
+        }
+        second = Some(spawn(&config, &log));
+    }
+    wait_progress(&cfg, b.total, 1.0, &log).await;
+    // Every source idle (2 s), a sweep (1 s) closes the days, the checkpoint stores them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    terminate(a);
+    if let Some(s) = second {
+        terminate(s);
+    }
+    let ids = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
+        ev.id
+    })
+    .collect();
+    (ids, log)
+}
+
+fn diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
+    let missing: Vec<&String> = a.difference(b).take(5).collect();
+    let extra: Vec<&String> = b.difference(a).take(5).collect();
+    format!(
+        "{} vs {} ids; missing {} (e.g. {missing:?}), extra {} (e.g. {extra:?})",
+        a.len(),
+        b.len(),
+        a.difference(b).count(),
+        b.difference(a).count()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_backlog_gives_the_same_alerts_with_or_without_faults() {
+    let b = backlog().await;
+    let (solo1, _) = run(&b, "solo1", false).await;
+    let (solo2, _) = run(&b, "solo2", false).await;
+    eprintln!("solo runs: {} and {} alerts", solo1.len(), solo2.len());
+    assert!(
+        solo1.len() >= 20,
+        "the backlog raises alerts ({})",
+        solo1.len()
+    );
+    assert_eq!(solo1, solo2, "two solo runs: {}", diff(&solo1, &solo2));
+    let (faulted, log) = run(&b, "faulted", true).await;
+    eprintln!("faulted run: {} alerts", faulted.len());
+    assert_eq!(
+        solo1,
+        faulted,
+        "join at 20 %, SIGKILL at 50 % and 80 %: {}; log tail:\n{}",
+        diff(&solo1, &faulted),
+        tail(&log)
+    );
+}
