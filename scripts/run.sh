@@ -75,8 +75,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 have_broker || build_broker
-# Fresh broker each run (memory storage): topics and consumer group start empty.
+# Fresh broker each run (sqlite storage, scripts/broker.sh's default: it reports high watermarks
+# correctly and survives a broker restart): topics and consumer group start empty, since the
+# replay below publishes the whole history again.
 scripts/broker.sh stop "$RUN_DIR/broker"
+rm -f "$RUN_DIR"/broker/tansu.db "$RUN_DIR"/broker/tansu.db-*
 BROKERS=$(scripts/broker.sh start "$RUN_DIR/broker")
 export CHURN_BROKERS=$BROKERS
 if [ ! -f "$RUN_DIR/data/events.jsonl" ]; then

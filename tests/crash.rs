@@ -1,7 +1,8 @@
 //! Crash safety on the real broker: `churnstream run` (the real binary) is killed with SIGKILL at
 //! random points while consuming, restarted, and finally stopped with SIGTERM. Afterwards every
 //! input event is reflected exactly once in the per-customer state (changelog), every alert the
-//! state remembers is on the alerts topic, and duplicate alerts only ever share an id.
+//! state remembers is on the alerts topic, duplicate alerts only ever share an id, and the set of
+//! alert ids is exactly that of a fault-free run over the same input (own group and outputs).
 
 mod common;
 
@@ -40,6 +41,8 @@ fn tail(log: &std::path::Path) -> String {
 async fn kill_9_and_restart_loses_nothing() {
     let mut cfg = common::pipeline_config("crash", PARTS).await;
     common::quick_member(&mut cfg);
+    // Sources go idle soon after the input ends: both runs then close the same days.
+    cfg.pipeline.idle_source_ms = 2_000;
     let dir = tempfile::tempdir().expect("tmp");
 
     let (pop, model, _) = common::population_and_model(200, 100, 5, 28);
@@ -88,7 +91,8 @@ async fn kill_9_and_restart_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every source idle (2 s), a sweep closes the days, a checkpoint stores them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let term = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -134,4 +138,48 @@ async fn kill_9_and_restart_loses_nothing() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+
+    // The same input without faults: exactly the same alert ids.
+    let clean = common::with_own_outputs(&cfg, "clean", PARTS).await;
+    let clean_path = dir.path().join("clean.toml");
+    std::fs::write(&clean_path, toml::to_string(&clean).expect("toml")).expect("write config");
+    let clean_log = dir.path().join("clean.log");
+    let child = spawn(bin, &clean_path, &clean_log);
+    common::wait_caught_up(&clean, PARTS).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut child = child;
+    let _ = child.wait();
+    let (faulted, fault_free) = (alert_ids(&cfg).await, alert_ids(&clean).await);
+    eprintln!(
+        "alert ids: {} with 3 SIGKILLs, {} fault-free",
+        faulted.len(),
+        fault_free.len()
+    );
+    assert_eq!(
+        faulted,
+        fault_free,
+        "crashes must not change the alerts: missing {:?}, extra {:?}",
+        fault_free.difference(&faulted).collect::<Vec<_>>(),
+        faulted.difference(&fault_free).collect::<Vec<_>>()
+    );
+}
+
+async fn alert_ids(cfg: &churn_pipeline::Config) -> BTreeSet<String> {
+    common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        serde_json::from_slice::<churn_events::CloudEvent<churn_events::AlertData>>(&r.payload)
+            .expect("alert")
+            .id
+    })
+    .collect()
 }

@@ -381,6 +381,11 @@ pub async fn alert_ids_by_decision(
 /// reported high watermark alone (tansu's memory engine under-reports it for idempotent or
 /// compressed batches): reads on from just below it until nothing comes for a second.
 pub fn log_end(brokers: &str, topic: &str, partition: i32) -> i64 {
+    log_ends(brokers, &[(topic.to_string(), partition)])[0]
+}
+
+/// [`log_end`] of several partitions, with one reader.
+pub fn log_ends(brokers: &str, parts: &[(String, i32)]) -> Vec<i64> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
@@ -389,21 +394,24 @@ pub fn log_end(brokers: &str, topic: &str, partition: i32) -> i64 {
         .set("enable.auto.commit", "false")
         .create()
         .expect("end reader");
-    let (_, high) = c
-        .fetch_watermarks(topic, partition, Duration::from_secs(5))
-        .expect("watermarks");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset((high - 1).max(0)))
-        .expect("tpl");
+    let mut ends = std::collections::BTreeMap::new();
+    for (t, p) in parts {
+        let (_, high) = c
+            .fetch_watermarks(t, *p, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("watermarks of {t}[{p}]: {e}"));
+        ends.insert((t.clone(), *p), high.max(0));
+        tpl.add_partition_offset(t, *p, Offset::Offset((high - 1).max(0)))
+            .expect("tpl");
+    }
     c.assign(&tpl).expect("assign");
-    let mut end = high.max(0);
     while let Some(m) = c.poll(Duration::from_secs(1)) {
-        match m {
-            Ok(m) => end = end.max(m.offset() + 1),
-            Err(e) => panic!("reading the end of {topic}[{partition}]: {e}"),
+        let m = m.unwrap_or_else(|e| panic!("reading to the end of a log: {e}"));
+        if let Some(e) = ends.get_mut(&(m.topic().to_string(), m.partition())) {
+            *e = (*e).max(m.offset() + 1);
         }
     }
-    end
+    parts.iter().map(|k| ends[k]).collect()
 }
 
 /// True once `group`'s committed offsets reached the end ([`log_end`]) of every partition `cfg`
@@ -425,10 +433,17 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
     let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
         return false;
     };
-    committed.elements().iter().all(|e| {
-        let end = log_end(&cfg.kafka.brokers, e.topic(), e.partition());
-        matches!(e.offset(), Offset::Offset(o) if o >= end) || end == 0
-    })
+    let parts: Vec<(String, i32)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let ends = log_ends(&cfg.kafka.brokers, &parts);
+    committed
+        .elements()
+        .iter()
+        .zip(ends)
+        .all(|(e, end)| matches!(e.offset(), Offset::Offset(o) if o >= end) || end == 0)
 }
 
 /// Sum of `group`'s committed offsets over the partitions `cfg` consumes (progress through a

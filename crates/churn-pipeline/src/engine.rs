@@ -150,12 +150,20 @@ pub struct Snapshot {
     /// (see [`Engine`], "Day close").
     #[serde(default)]
     pub closed_day: Option<i32>,
+    /// The partition's event-time watermark (µs) when this record was written: a restore
+    /// resumes the clock there, so the days it had not closed yet close without new events.
+    #[serde(default)]
+    pub watermark: Option<i64>,
+    /// The newest event time (µs) the partition had seen: where its clock goes once every
+    /// source is idle.
+    #[serde(default)]
+    pub newest: Option<i64>,
 }
 
 /// First byte of a binary state record (a JSON one starts with `{`).
 pub const STATE_MAGIC: u8 = 0xC5;
 /// Version of the binary state record (the second byte; JSON records were version 1).
-pub const STATE_VERSION: u8 = 2;
+pub const STATE_VERSION: u8 = 3;
 
 // Presence bits of the binary state record's head.
 const S_LAST_SCORED: u8 = 1;
@@ -182,6 +190,8 @@ impl Snapshot {
             first_day: self.first_day,
             unscored: self.unscored,
             closed_day: self.closed_day,
+            watermark: self.watermark,
+            newest: self.newest,
         }
         .encode(&mut out);
         out
@@ -197,7 +207,7 @@ impl Snapshot {
         let mut r = Reader::new(payload);
         r.u8()?;
         let v = r.u8()?;
-        if v != STATE_VERSION {
+        if v != STATE_VERSION && v != 2 {
             return Err(r.invalid("unknown state record version").into());
         }
         let flags = r.u8()?;
@@ -218,6 +228,15 @@ impl Snapshot {
         let first_day = r.opt(has(S_FIRST_DAY), Reader::i32)?;
         let closed_day = r.opt(has(S_CLOSED_DAY), Reader::i32)?;
         let revenue_at_risk = r.f64()?;
+        // Version 3 adds the partition's watermark and newest event time (0 = none).
+        let (watermark, newest) = if v >= 3 {
+            (
+                Some(r.ivar()?).filter(|w| *w != 0),
+                Some(r.ivar()?).filter(|w| *w != 0),
+            )
+        } else {
+            (None, None)
+        };
         let mem = AlertMemory {
             band: r.opt(has(S_BAND), band)?,
             risk: r.opt(has(S_RISK), Reader::f64)?,
@@ -237,6 +256,8 @@ impl Snapshot {
             first_day,
             unscored: has(S_UNSCORED),
             closed_day,
+            watermark,
+            newest,
         })
     }
 }
@@ -257,6 +278,8 @@ struct SnapshotRef<'a> {
     first_day: Option<i32>,
     unscored: bool,
     closed_day: Option<i32>,
+    watermark: Option<i64>,
+    newest: Option<i64>,
 }
 
 impl SnapshotRef<'_> {
@@ -287,6 +310,10 @@ impl SnapshotRef<'_> {
             put_ivar(out, i64::from(d));
         }
         put_f64(out, self.revenue_at_risk);
+        if self.v >= 3 {
+            put_ivar(out, self.watermark.unwrap_or(0));
+            put_ivar(out, self.newest.unwrap_or(0));
+        }
         if let Some(b) = m.band {
             out.push(band_index(b));
         }
@@ -413,6 +440,9 @@ struct PartClock {
     closed: Option<i32>,
     /// Warm-up anchor: the oldest event day this partition's state has seen.
     anchor: Option<i32>,
+    /// Newest event time the partition has seen (restored with its state): the clock moves
+    /// there once every source is idle.
+    newest: Option<DateTime<Utc>>,
 }
 
 /// The streaming core. See module docs.
@@ -703,6 +733,9 @@ impl Engine {
             if s.newest.is_none_or(|n| t > n) {
                 s.newest = Some(t);
             }
+            if let Some(c) = self.parts.get_mut(&s.partition) {
+                c.newest = Some(c.newest.map_or(t, |n| n.max(t)));
+            }
         }
     }
 
@@ -773,14 +806,15 @@ impl Engine {
             if s.newest.is_none() {
                 s.seen = at;
                 s.awaiting = Some(backlog);
-                s.backlog = backlog;
             }
         }
     }
 
-    /// The consumer's view of a source: it has unread records (lag > 0). A source with a
-    /// backlog is behind, not idle: it keeps holding its partition's clock (for at most
-    /// [`HOLD_FACTOR`] × `idle_source_ms` without delivering).
+    /// The consumer's view of a source: it has unread records (lag > 0, from the consumer's
+    /// statistics). A source with a backlog is behind, not idle: it holds its partition's clock
+    /// for as long as that lasts, so no partition's clock passes records still waiting to be
+    /// fetched. Without lag information (a broker whose watermarks are wrong) sources fall back
+    /// to the idle rule.
     pub fn set_backlog(&mut self, source: usize, backlog: bool) {
         if let Some(Some(s)) = self.sources.get_mut(source) {
             s.backlog = backlog;
@@ -803,7 +837,7 @@ impl Engine {
                 && s.newest.is_none()
                 && s.awaiting.is_some_and(|b| {
                     let hold = if b { idle * HOLD_FACTOR } else { idle };
-                    now.saturating_duration_since(s.seen) <= hold
+                    s.backlog || now.saturating_duration_since(s.seen) <= hold
                 })
         })
     }
@@ -821,21 +855,21 @@ impl Engine {
                 Clock::Event => {
                     let mut waiting = false;
                     let mut active: Option<DateTime<Utc>> = None;
-                    let mut newest: Option<DateTime<Utc>> = None;
+                    let newest = clock.newest;
                     for s in self.sources.iter().flatten().filter(|s| s.partition == *p) {
                         let since = at.saturating_duration_since(s.seen);
+                        // Behind (lag > 0): unread records are waiting, whatever the time.
                         let holds = match (s.newest, s.awaiting) {
-                            (None, Some(b)) => since <= if b { idle * HOLD_FACTOR } else { idle },
-                            (None, None) => false,
-                            (Some(_), _) => {
-                                since <= idle || (s.backlog && since <= idle * HOLD_FACTOR)
+                            (None, Some(b)) => {
+                                s.backlog || since <= if b { idle * HOLD_FACTOR } else { idle }
                             }
+                            (None, None) => false,
+                            (Some(_), _) => since <= idle || s.backlog,
                         };
                         match s.newest {
                             None if holds => waiting = true,
                             None => {}
                             Some(t) => {
-                                newest = Some(newest.map_or(t, |n| n.max(t)));
                                 if holds {
                                     active = Some(active.map_or(t, |a| a.min(t)));
                                 }
@@ -1185,6 +1219,8 @@ impl Engine {
                 first_day: clock.anchor,
                 unscored: c.dirty,
                 closed_day: clock.closed,
+                watermark: clock.watermark.map(|w| w.timestamp_micros()),
+                newest: clock.newest.map(|w| w.timestamp_micros()),
             };
             let mut payload = Vec::with_capacity(64 + c.rollups.encoded_rows_len());
             snap.encode(&mut payload);
@@ -1221,6 +1257,16 @@ impl Engine {
         }
         if let Some(d) = snap.closed_day {
             clock.closed = Some(clock.closed.map_or(d, |c| c.max(d)));
+        }
+        // Every event before the record's watermark had arrived when it was written (sources
+        // deliver in event-time order), and what is re-delivered after the restore is newer.
+        if let Some(w) = snap.watermark.and_then(DateTime::from_timestamp_micros) {
+            if clock.watermark.is_none_or(|c| w > c) {
+                clock.watermark = Some(w);
+            }
+        }
+        if let Some(t) = snap.newest.and_then(DateTime::from_timestamp_micros) {
+            clock.newest = Some(clock.newest.map_or(t, |n| n.max(t)));
         }
         let slot = self.customers.find_or_insert_with(key, Customer::default);
         let Some(c) = self.customers.get_mut(slot) else {

@@ -19,9 +19,7 @@ use std::sync::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -238,58 +236,140 @@ impl ClientContext for ServiceContext {
 }
 
 impl ConsumerContext for ServiceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = r {
-            for p in self.partitions(tpl) {
-                self.push(StateChange::Revoke(p));
+    /// The rebalance: on assignment the changelog partitions of the new input partitions are
+    /// restored *before* the assignment takes effect, and each input partition starts at the
+    /// lower of its committed offset and the position the restored state itself reached (one
+    /// past the newest offset any of its customers applied). A committed offset beyond the
+    /// restored state — a previous owner still running after the partition was handed on, as
+    /// tansu's coordinator allows, commits progress whose state was written after this restore's
+    /// marker — would otherwise skip events the state never saw.
+    fn rebalance(
+        &self,
+        c: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr;
+        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(c, tpl);
+                let r = if cooperative {
+                    c.incremental_assign(tpl)
+                } else {
+                    c.assign(tpl)
+                };
+                if let Err(e) = r {
+                    self.push(StateChange::Failed(format!("assigning partitions: {e}")));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                for p in self.partitions(tpl) {
+                    self.push(StateChange::Revoke(p));
+                }
+                let r = if cooperative {
+                    c.incremental_unassign(tpl)
+                } else {
+                    c.unassign()
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "unassigning partitions");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance error: partitions released");
+                for p in self.partitions(tpl) {
+                    self.push(StateChange::Revoke(p));
+                }
+                let _ = c.unassign();
             }
         }
     }
+}
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = r {
-            let assigned: Vec<String> = tpl
-                .elements()
-                .iter()
-                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-                .collect();
-            info!(?assigned, "partitions assigned");
-            let parts = self.partitions(tpl);
-            if !self.restore {
-                for p in parts {
-                    self.push(StateChange::Restore {
-                        partition: p,
-                        records: Vec::new(),
-                        seconds: 0.0,
-                        backlog: Vec::new(),
-                    });
-                }
+impl ServiceContext {
+    /// Restore the state of the assigned partitions (queued for the service loop) and set
+    /// each input partition's start offset in `tpl` (see [`ServiceContext::rebalance`]).
+    fn on_assign(&self, c: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let assigned: Vec<String> = tpl
+            .elements()
+            .iter()
+            .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+            .collect();
+        info!(?assigned, "partitions assigned");
+        let parts = self.partitions(tpl);
+        if !self.restore {
+            for p in parts {
+                self.push(StateChange::Restore {
+                    partition: p,
+                    records: Vec::new(),
+                    seconds: 0.0,
+                    backlog: Vec::new(),
+                });
+            }
+            return;
+        }
+        let t0 = Instant::now();
+        let ends = match write_markers(&self.marker, &self.changelog, &parts) {
+            Ok(ends) => ends,
+            Err(e) => {
+                self.push(StateChange::Failed(format!(
+                    "restoring state from {}: writing the restore markers: {e}",
+                    self.changelog
+                )));
                 return;
             }
-            let t0 = Instant::now();
-            let ends = match write_markers(&self.marker, &self.changelog, &parts) {
-                Ok(ends) => ends,
-                Err(e) => {
-                    self.push(StateChange::Failed(format!(
-                        "restoring state from {}: writing the restore markers: {e}",
-                        self.changelog
-                    )));
-                    return;
-                }
-            };
-            for (p, end) in ends {
-                match read_partition(&self.reader, &self.changelog, p, end) {
-                    Ok(records) => self.push(StateChange::Restore {
+        };
+        let committed = c
+            .committed_offsets(tpl.clone(), Duration::from_secs(15))
+            .ok();
+        for (p, end) in ends {
+            match read_partition(&self.reader, &self.changelog, p, end) {
+                Ok(records) => {
+                    // One past the newest offset the restored state applied, per input topic.
+                    let mut reached = [-1i64; 4];
+                    for (_, v) in &records {
+                        if let Ok(snap) = crate::engine::Snapshot::decode(v) {
+                            for (r, a) in reached.iter_mut().zip(snap.applied) {
+                                *r = (*r).max(a);
+                            }
+                        }
+                    }
+                    for (i, topic) in self.inputs.iter().enumerate().take(4) {
+                        if reached[i] < 0 {
+                            continue;
+                        }
+                        let from = reached[i] + 1;
+                        let stored = committed
+                            .as_ref()
+                            .and_then(|l| l.find_partition(topic, p))
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            });
+                        if stored.is_some_and(|o| o > from) {
+                            warn!(
+                                topic = %topic,
+                                partition = p,
+                                committed = stored,
+                                from,
+                                "committed offset is beyond the restored state: starting where the state ends"
+                            );
+                            let _ = tpl.set_partition_offset(topic, p, Offset::Offset(from));
+                        }
+                    }
+                    self.push(StateChange::Restore {
                         partition: p,
                         records,
                         seconds: t0.elapsed().as_secs_f64(),
                         backlog: self.clock_backlog(p),
-                    }),
-                    Err(e) => self.push(StateChange::Failed(format!(
-                        "restoring state from {} partition {p} (up to its marker at offset {end}): {e}",
-                        self.changelog
-                    ))),
+                    })
                 }
+                Err(e) => self.push(StateChange::Failed(format!(
+                    "restoring state from {} partition {p} (up to its marker at offset {end}): {e}",
+                    self.changelog
+                ))),
             }
         }
     }

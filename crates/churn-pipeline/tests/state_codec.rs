@@ -148,7 +148,7 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
 #[test]
 fn malformed_state_records_are_errors() {
     let snap = Snapshot {
-        v: 2,
+        v: 3,
         partition: 3,
         applied: [5, -1, 0, i64::MAX],
         rollups: churn_features::rollups_from_events(
@@ -169,6 +169,8 @@ fn malformed_state_records_are_errors() {
         first_day: None,
         unscored: true,
         closed_day: Some(20_099),
+        watermark: Some(1_736_500_000_000_000),
+        newest: Some(1_736_600_000_000_000),
     };
     let bytes = snap.encode();
     assert_eq!(Snapshot::decode(&bytes).expect("decodes"), snap);

@@ -230,3 +230,47 @@ fn scores_and_alerts_do_not_depend_on_batching_or_fetch_order() {
     );
     assert_eq!(a1, a2, "the same alert ids");
 }
+
+/// A restored partition resumes its clock where the checkpoint left it: the days its previous
+/// owner had not closed yet close on the new owner exactly as they would have on the old one,
+/// even when no event of the partition is left to read.
+#[test]
+fn a_restored_partition_resumes_its_clock_without_new_events() {
+    let scored = |out: churn_pipeline::Scored| -> std::collections::BTreeSet<(String, String)> {
+        out.scores
+            .into_iter()
+            .map(|s| {
+                let v: serde_json::Value = serde_json::from_slice(&s.payload).expect("score");
+                let risk = (v["risk"].as_f64().unwrap_or(-1.0) * 1e6).round() as i64;
+                (s.key, format!("{} {risk}", v["as_of"]))
+            })
+            .collect()
+    };
+    let (mut old, events) = engine();
+    let t0 = Instant::now();
+    old.expect_source(0, 0, t0, true);
+    old.expect_source(1, 0, t0, true);
+    // One topic delivered everything, the other only the start: the clock is at the start.
+    for ev in &events {
+        old.ingest_event(ev, 0, t0);
+    }
+    for ev in &events[..300] {
+        old.ingest_event(ev, 1, t0);
+    }
+    old.score_dirty().expect("score");
+    let records = old.take_changelog().expect("changelog");
+    let mut new = engine().0;
+    for r in &records {
+        new.restore(&r.key, &r.payload).expect("restore");
+    }
+    assert_eq!(new.watermark(), old.watermark(), "the clock is restored");
+    assert_eq!(new.closed_days(), old.closed_days(), "and the closed days");
+    // Both topics go idle: the old owner's clock moves to the newest event and closes the rest.
+    let later = t0 + Duration::from_secs(3600);
+    old.advance_watermark(Utc::now(), later);
+    let on_old = scored(old.score_dirty().expect("score"));
+    new.advance_watermark(Utc::now(), later);
+    let on_new = scored(new.score_dirty().expect("score"));
+    assert!(on_old.len() > 100, "days left to close ({})", on_old.len());
+    assert_eq!(on_new, on_old, "the new owner closes them the same way");
+}
