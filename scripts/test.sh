@@ -11,6 +11,10 @@
 # true end of a log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x "$(scripts/broker.sh path)" ]; then
+  echo "[test] first run: building the local Kafka-protocol broker (tansu 0.6.0 from crates.io, ~16 min"
+  echo "[test] on 2 cores, once; cached in ${CHURN_CACHE:-$HOME/.cache/churnstream}); cargo's output follows"
+fi
 dir=$(mktemp -d /tmp/churn-test-broker.XXXXXX)
 trap 'scripts/broker.sh stop "$dir"; rm -rf "$dir"' EXIT
 addr=$(TANSU_STORAGE=memory scripts/broker.sh start "$dir")

@@ -71,9 +71,15 @@ async fn backlog() -> Backlog {
     common::quick_member(&mut cfg);
     // Small batches and a short idle rule: the backlog takes long enough to fault it at chosen
     // points, and a run's end (every source idle) comes soon after it caught up.
-    cfg.pipeline.batch_max_events = 150;
+    cfg.pipeline.batch_max_events = env_or("CHURN_DET_BATCH", 150);
     cfg.pipeline.idle_source_ms = 2_000;
-    let (pop, model, _) = common::population_and_model(400, 150, 5, 28);
+    // Larger populations for a manual reproduction: CHURN_DET_CUSTOMERS, _DAYS, _SEED, _BATCH.
+    let (pop, model, _) = common::population_and_model(
+        env_or("CHURN_DET_CUSTOMERS", 400),
+        env_or("CHURN_DET_DAYS", 150),
+        env_or("CHURN_DET_SEED", 5),
+        28,
+    );
     cfg.model.path = dir.path().join("model.json");
     model.save(&cfg.model.path).expect("save model");
     let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
@@ -101,6 +107,13 @@ async fn backlog() -> Backlog {
         total,
         _broker: broker,
     }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Progress of `cfg`'s group through the backlog, 0..=1.

@@ -868,12 +868,8 @@ impl Engine {
                         };
                         match s.newest {
                             None if holds => waiting = true,
-                            None => {}
-                            Some(t) => {
-                                if holds {
-                                    active = Some(active.map_or(t, |a| a.min(t)));
-                                }
-                            }
+                            Some(t) if holds => active = Some(active.map_or(t, |a| a.min(t))),
+                            _ => {}
                         }
                     }
                     if waiting {
