@@ -427,8 +427,11 @@ struct Source {
     seen: Instant,
     /// Announced at assignment and not delivered yet; `Some(backlog)` while waiting.
     awaiting: Option<bool>,
-    /// The consumer knows it has unread records (lag > 0): it is behind, not idle.
-    backlog: bool,
+    /// It had unread records at assignment (until the consumer's statistics know better).
+    assigned_backlog: bool,
+    /// The consumer's statistics: behind (lag > 0) or caught up; `None` while unknown (no
+    /// statistics yet, or a broker whose high watermark is below the position).
+    behind: Option<bool>,
 }
 
 /// The event-time clock of one input partition (all topics of a partition are co-partitioned,
@@ -719,7 +722,8 @@ impl Engine {
                 newest: None,
                 seen: at,
                 awaiting: None,
-                backlog: false,
+                assigned_backlog: false,
+                behind: None,
             });
         }
         self.parts.entry(partition).or_default();
@@ -806,6 +810,7 @@ impl Engine {
             if s.newest.is_none() {
                 s.seen = at;
                 s.awaiting = Some(backlog);
+                s.assigned_backlog = backlog;
             }
         }
     }
@@ -815,9 +820,9 @@ impl Engine {
     /// for as long as that lasts, so no partition's clock passes records still waiting to be
     /// fetched. Without lag information (a broker whose watermarks are wrong) sources fall back
     /// to the idle rule.
-    pub fn set_backlog(&mut self, source: usize, backlog: bool) {
+    pub fn set_backlog(&mut self, source: usize, behind: Option<bool>) {
         if let Some(Some(s)) = self.sources.get_mut(source) {
-            s.backlog = backlog;
+            s.behind = behind;
         }
     }
 
@@ -837,7 +842,7 @@ impl Engine {
                 && s.newest.is_none()
                 && s.awaiting.is_some_and(|b| {
                     let hold = if b { idle * HOLD_FACTOR } else { idle };
-                    s.backlog || now.saturating_duration_since(s.seen) <= hold
+                    s.behind == Some(true) || now.saturating_duration_since(s.seen) <= hold
                 })
         })
     }
@@ -858,13 +863,18 @@ impl Engine {
                     let newest = clock.newest;
                     for s in self.sources.iter().flatten().filter(|s| s.partition == *p) {
                         let since = at.saturating_duration_since(s.seen);
-                        // Behind (lag > 0): unread records are waiting, whatever the time.
+                        // Behind (lag > 0): unread records are waiting, whatever the time. While
+                        // the lag is unknown, a backlog at assignment holds for at most
+                        // HOLD_FACTOR × idle.
+                        let assigned =
+                            s.behind.is_none() && s.assigned_backlog && since <= idle * HOLD_FACTOR;
                         let holds = match (s.newest, s.awaiting) {
                             (None, Some(b)) => {
-                                s.backlog || since <= if b { idle * HOLD_FACTOR } else { idle }
+                                s.behind == Some(true)
+                                    || since <= if b { idle * HOLD_FACTOR } else { idle }
                             }
                             (None, None) => false,
-                            (Some(_), _) => since <= idle || s.backlog,
+                            (Some(_), _) => since <= idle || s.behind == Some(true) || assigned,
                         };
                         match s.newest {
                             None if holds => waiting = true,

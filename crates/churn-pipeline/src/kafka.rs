@@ -254,6 +254,7 @@ impl ConsumerContext for ServiceContext {
         let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.forget_lag(tpl);
                 self.on_assign(c, tpl);
                 let r = if cooperative {
                     c.incremental_assign(tpl)
@@ -265,6 +266,7 @@ impl ConsumerContext for ServiceContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.forget_lag(tpl);
                 for p in self.partitions(tpl) {
                     self.push(StateChange::Revoke(p));
                 }
@@ -289,6 +291,16 @@ impl ConsumerContext for ServiceContext {
 }
 
 impl ServiceContext {
+    /// Drop the lag known for the partitions of `tpl` (assigned or revoked: an old sample must
+    /// not say "caught up" for a new assignment).
+    fn forget_lag(&self, tpl: &TopicPartitionList) {
+        if let Ok(mut m) = self.lag.lock() {
+            for e in tpl.elements() {
+                m.remove(&(e.topic().to_string(), e.partition()));
+            }
+        }
+    }
+
     /// Restore the state of the assigned partitions (queued for the service loop) and set
     /// each input partition's start offset in `tpl` (see [`ServiceContext::rebalance`]).
     fn on_assign(&self, c: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -867,7 +879,7 @@ fn update_backlog(ctx: &ServiceContext, engine: &mut Engine, track: &mut Track, 
             } else {
                 ctx.inputs.first().map_or(t.as_str(), |s| s.as_str())
             };
-            let behind = lag.get(&(topic.to_string(), *p)).is_some_and(|l| *l > 0);
+            let behind = lag.get(&(topic.to_string(), *p)).map(|l| *l > 0);
             engine.set_backlog(*id, behind);
         }
     }
