@@ -102,6 +102,9 @@ async fn kill_9_and_restart_loses_nothing() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 
+    if let Some(keep) = std::env::var_os("CHURN_KEEP_LOGS") {
+        let _ = std::fs::copy(&log, std::path::Path::new(&keep).join("crash.log"));
+    }
     // State: the newest changelog record per customer equals the batch fold of all events.
     let latest = common::latest_state(&cfg).await;
     common::assert_exactly_once(&latest, &pop.events);

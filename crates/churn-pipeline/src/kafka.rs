@@ -203,7 +203,10 @@ impl ClientContext for ServiceContext {
                     continue;
                 }
                 let labels = [topic.as_str(), &p.to_string()];
-                let position = part.app_offset.max(part.committed_offset);
+                // The application's own position (what it was delivered), not the committed
+                // offset: after a takeover the committed offset may be ahead of where this
+                // member resumed (see `on_assign`).
+                let position = part.app_offset;
                 let lag = if part.hi_offset >= 0 && position > part.hi_offset {
                     // The broker reports a high watermark below what this consumer has already
                     // read (tansu's memory engine does, for idempotent or compressed batches):
@@ -216,7 +219,8 @@ impl ClientContext for ServiceContext {
                 } else if part.hi_offset >= 0 && position >= 0 {
                     Some(part.hi_offset - position)
                 } else {
-                    (part.consumer_lag >= 0).then_some(part.consumer_lag)
+                    // Nothing delivered yet: unknown (the assignment's backlog decides).
+                    None
                 };
                 match lag {
                     Some(l) => self.metrics.consumer_lag.with_label_values(&labels).set(l),
