@@ -223,10 +223,11 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 }
 
 /// Not in `make test` (run it with `cargo nextest run -p churnstream --test determinism
-/// --run-ignored all`): on tansu it does not pass every time. Its coordinator hands a partition
-/// to a joining member before the previous owner has revoked it, and the old owner's state
-/// records written during that overlap can end up as a customer's newest record (ARCHITECTURE.md,
-/// "Rebalances on tansu"); see the closing note of issue #21 for its pass rate.
+/// --run-ignored all`): on tansu it does not pass every time. The suspect (not proven): its
+/// coordinator hands a partition to a joining member before the previous owner has revoked it,
+/// and the old owner's state records written during that overlap can end up as a customer's
+/// newest record (ARCHITECTURE.md, "Rebalances on tansu"). The closing note of issue #21 gives
+/// its pass rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "flaky on tansu's coordinator; see the doc comment"]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
