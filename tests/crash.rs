@@ -171,13 +171,9 @@ async fn kill_9_and_restart_loses_nothing() {
 }
 
 async fn alert_ids(cfg: &churn_pipeline::Config) -> BTreeSet<String> {
-    common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .await
+    tokio::task::block_in_place(|| {
+        common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
+    })
     .iter()
     .map(|r| {
         serde_json::from_slice::<churn_events::CloudEvent<churn_events::AlertData>>(&r.payload)

@@ -180,13 +180,9 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
     if let Some(s) = second {
         terminate(s);
     }
-    let ids = common::read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.alerts,
-        usize::MAX,
-        Duration::from_secs(5),
-    )
-    .await
+    let ids = tokio::task::block_in_place(|| {
+        common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
+    })
     .iter()
     .map(|r| {
         let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");

@@ -283,13 +283,9 @@ impl Served {
 pub async fn latest_state(
     cfg: &churn_pipeline::Config,
 ) -> std::collections::BTreeMap<String, churn_pipeline::engine::Snapshot> {
-    let records = read_topic(
-        &cfg.kafka.brokers,
-        &cfg.topics.changelog,
-        usize::MAX,
-        Duration::from_secs(8),
-    )
-    .await;
+    let records = tokio::task::block_in_place(|| {
+        read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.changelog)
+    });
     // In (partition, offset) order, each record once: a reader may see a range twice (tansu's
     // sqlite engine compacts the changelog, and a fetch below the new start is reset to it).
     let ordered: std::collections::BTreeMap<(i32, i64), &Record> = records
@@ -412,6 +408,78 @@ pub fn log_ends(brokers: &str, parts: &[(String, i32)]) -> Vec<i64> {
         }
     }
     parts.iter().map(|k| ends[k]).collect()
+}
+
+/// Every record of `topic`, each partition read from its beginning to its true end
+/// ([`log_ends`]) — not until a quiet spell, which a loaded broker can fake.
+pub fn read_topic_to_end(brokers: &str, topic: &str) -> Vec<Record> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("to-end"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let parts: Vec<(String, i32)> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id())))
+        .collect();
+    let ends = log_ends(brokers, &parts);
+    let mut left: std::collections::BTreeMap<i32, i64> = parts
+        .iter()
+        .zip(&ends)
+        .filter(|(_, e)| **e > 0)
+        .map(|((_, p), e)| (*p, *e))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in left.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: not read to its end: {left:?}"
+        );
+        let Some(m) = c.poll(Duration::from_secs(1)) else {
+            continue;
+        };
+        let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+        if left
+            .get(&m.partition())
+            .is_some_and(|e| m.offset() + 1 >= *e)
+        {
+            left.remove(&m.partition());
+        }
+        out.push(Record {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        });
+    }
+    out
 }
 
 /// True once `group`'s committed offsets reached the end ([`log_end`]) of every partition `cfg`
