@@ -7,35 +7,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use churn_pipeline::kafka;
 use rand::Rng;
 
 const PARTS: i32 = 2;
-
-fn spawn(bin: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(bin)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn churnstream run")
-}
-
-fn tail(log: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_loses_nothing() {
@@ -56,18 +33,12 @@ async fn kill_9_and_restart_loses_nothing() {
     let config_path = dir.path().join("churnstream.toml");
     std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
 
-    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
-    let sent = publisher
-        .send_all(&pop.events, None)
-        .await
-        .expect("publish");
-    assert_eq!(sent, pop.events.len());
+    common::publish(&cfg, &pop.events).await;
 
-    let bin = env!("CARGO_BIN_EXE_churnstream");
     let log = dir.path().join("pipeline.log");
     let mut rng = rand::thread_rng();
     for round in 0..3 {
-        let mut child = spawn(bin, &config_path, &log);
+        let mut child = common::spawn_run(&config_path, &log);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(2500..6000))).await;
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
@@ -80,13 +51,13 @@ async fn kill_9_and_restart_loses_nothing() {
         // Kafka evicts it after session.timeout.ms and rebalances on its own).
         tokio::time::sleep(Duration::from_secs(8)).await;
     }
-    let mut child = spawn(bin, &config_path, &log);
+    let mut child = common::spawn_run(&config_path, &log);
     let deadline = Instant::now() + Duration::from_secs(240);
     while !common::caught_up(&cfg, &cfg.kafka.group_id, PARTS) {
         assert!(
             Instant::now() < deadline,
             "pipeline did not catch up; log tail:\n{}",
-            tail(&log)
+            common::log_tail(&log)
         );
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
@@ -152,7 +123,7 @@ async fn kill_9_and_restart_loses_nothing() {
     let clean_path = dir.path().join("clean.toml");
     std::fs::write(&clean_path, toml::to_string(&clean).expect("toml")).expect("write config");
     let clean_log = dir.path().join("clean.log");
-    let child = spawn(bin, &clean_path, &clean_log);
+    let child = common::spawn_run(&clean_path, &clean_log);
     common::wait_caught_up(&clean, PARTS).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = Command::new("kill")

@@ -20,30 +20,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use churn_events::{AlertData, CloudEvent};
-use churn_pipeline::{kafka, Config};
+use churn_pipeline::Config;
 use common::{Broker, Storage};
 
 const PARTS: i32 = 4;
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_churnstream"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn churnstream run")
-}
 
 fn terminate(mut c: Child) {
     let _ = Command::new("kill")
@@ -82,12 +66,7 @@ async fn backlog() -> Backlog {
     );
     cfg.model.path = dir.path().join("model.json");
     model.save(&cfg.model.path).expect("save model");
-    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
-    let sent = publisher
-        .send_all(&pop.events, None)
-        .await
-        .expect("publish");
-    assert_eq!(sent, pop.events.len());
+    common::publish(&cfg, &pop.events).await;
     let parts: Vec<(String, i32)> = cfg
         .topics
         .inputs()
@@ -127,16 +106,10 @@ async fn wait_progress(cfg: &Config, total: i64, at: f64, log: &Path) {
         assert!(
             Instant::now() < deadline,
             "no progress to {at}; log tail:\n{}",
-            tail(log)
+            common::log_tail(log)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// One run over the backlog; returns its alert ids and the log path.
@@ -145,7 +118,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
     let config = b.dir.path().join(format!("{sfx}.toml"));
     std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("config");
     let log = b.dir.path().join(format!("{sfx}.log"));
-    let mut a = spawn(&config, &log);
+    let mut a = common::spawn_run(&config, &log);
     let mut second = None;
     if faults {
         wait_progress(&cfg, b.total, 0.2, &log).await;
@@ -153,7 +126,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
             "{sfx}: second member joins at {:.0} %",
             100.0 * progress(&cfg, b.total)
         );
-        second = Some(spawn(&config, &log));
+        second = Some(common::spawn_run(&config, &log));
         wait_progress(&cfg, b.total, 0.5, &log).await;
         eprintln!(
             "{sfx}: SIGKILL the first at {:.0} %",
@@ -162,7 +135,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         kill(a);
         // Restarted at once: tansu keeps the dead member's partitions until its session times
         // out (6 s), then hands them on.
-        a = spawn(&config, &log);
+        a = common::spawn_run(&config, &log);
         wait_progress(&cfg, b.total, 0.8, &log).await;
         eprintln!(
             "{sfx}: SIGKILL the second at {:.0} %",
@@ -171,7 +144,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         if let Some(s) = second.take() {
             kill(s);
         }
-        second = Some(spawn(&config, &log));
+        second = Some(common::spawn_run(&config, &log));
     }
     wait_progress(&cfg, b.total, 1.0, &log).await;
     // Every source idle (2 s), a sweep (1 s) closes the days, the checkpoint stores them.
@@ -243,6 +216,6 @@ async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
         faulted,
         "join at 20 %, SIGKILL at 50 % and 80 %: {}; log tail:\n{}",
         diff(&solo, &faulted),
-        tail(&log)
+        common::log_tail(&log)
     );
 }

@@ -14,28 +14,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use churn_pipeline::engine::Snapshot;
 use churn_pipeline::{kafka, Config, Engine};
 use common::{Broker, Storage};
-
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_churnstream"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn churnstream run")
-}
 
 /// `records=N` of every "state restored from changelog" line of `log`, in order.
 fn restored_counts(log: &std::path::Path) -> Vec<usize> {
@@ -102,14 +86,10 @@ async fn scenario(storage: Storage) {
     model.save(&cfg.model.path).expect("save model");
     let config_path = dir.path().join("churnstream.toml");
     std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("config");
-    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
-    publisher
-        .send_all(&pop.events, None)
-        .await
-        .expect("publish");
+    common::publish(&cfg, &pop.events).await;
 
     let log = dir.path().join("pipeline.log");
-    let mut first = spawn(&config_path, &log);
+    let mut first = common::spawn_run(&config_path, &log);
     let customers: std::collections::BTreeSet<&str> =
         pop.events.iter().map(|e| e.customer_id.as_str()).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -153,7 +133,7 @@ async fn scenario(storage: Storage) {
 
     // Restart: the new member restores the partition up to its marker.
     tokio::time::sleep(Duration::from_secs(7)).await; // the dead member's session expires
-    let mut second = spawn(&config_path, &log);
+    let mut second = common::spawn_run(&config_path, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts = loop {
         let c = restored_counts(&log);

@@ -77,12 +77,7 @@ async fn two_instances_split_the_partitions_and_alert_like_one() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
-    let sent = publisher
-        .send_all(&pop.events, None)
-        .await
-        .expect("publish");
-    assert_eq!(sent, pop.events.len());
+    common::publish(&cfg, &pop.events).await;
     wait_caught_up(&cfg).await;
     assert!(
         a.health.is_ready() && b.health.is_ready(),

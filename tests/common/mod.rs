@@ -63,6 +63,29 @@ pub struct Record {
 }
 
 impl Record {
+    /// Copy of a consumed message.
+    pub fn of<M: Message>(m: &M) -> Record {
+        Record {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
+
     pub fn header(&self, k: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -84,26 +107,7 @@ pub async fn read_topic(brokers: &str, topic: &str, want: usize, idle: Duration)
     let mut out = Vec::new();
     while out.len() < want {
         match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(Record {
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                partition: m.partition(),
-                offset: m.offset(),
-            }),
+            Ok(Ok(m)) => out.push(Record::of(&m)),
             Ok(Err(e)) => panic!("consuming {topic}: {e}"),
             Err(_) => break,
         }
@@ -459,25 +463,7 @@ pub fn read_topic_to_end(brokers: &str, topic: &str) -> Vec<Record> {
         {
             left.remove(&m.partition());
         }
-        out.push(Record {
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string(),
-                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            partition: m.partition(),
-            offset: m.offset(),
-        });
+        out.push(Record::of(&m));
     }
     out
 }
@@ -485,20 +471,8 @@ pub fn read_topic_to_end(brokers: &str, topic: &str) -> Vec<Record> {
 /// True once `group`'s committed offsets reached the end ([`log_end`]) of every partition `cfg`
 /// consumes.
 pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool {
-    use rdkafka::consumer::BaseConsumer;
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for t in cfg.consumed_topics() {
-        for p in 0..parts {
-            tpl.add_partition(t, p);
-        }
-    }
-    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+    use rdkafka::Offset;
+    let Some(committed) = committed(cfg, group, parts) else {
         return false;
     };
     let parts: Vec<(String, i32)> = committed
@@ -517,30 +491,70 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
 /// Sum of `group`'s committed offsets over the partitions `cfg` consumes (progress through a
 /// backlog).
 pub fn committed_sum(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> i64 {
-    use rdkafka::consumer::BaseConsumer;
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for t in cfg.consumed_topics() {
-        for p in 0..parts {
-            tpl.add_partition(t, p);
-        }
-    }
-    c.committed_offsets(tpl, Duration::from_secs(5))
+    committed(cfg, group, parts)
         .map(|l| {
             l.elements()
                 .iter()
                 .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
+                    rdkafka::Offset::Offset(o) => o,
                     _ => 0,
                 })
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// `group`'s committed offsets of partitions `0..parts` of every topic `cfg` consumes (None if
+/// the coordinator did not answer).
+fn committed(
+    cfg: &churn_pipeline::Config,
+    group: &str,
+    parts: i32,
+) -> Option<rdkafka::TopicPartitionList> {
+    use rdkafka::consumer::BaseConsumer;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in cfg.consumed_topics() {
+        for p in 0..parts {
+            tpl.add_partition(t, p);
+        }
+    }
+    c.committed_offsets(tpl, Duration::from_secs(5)).ok()
+}
+
+/// Publish `events` to `cfg`'s input topics (every one acknowledged).
+pub async fn publish(cfg: &churn_pipeline::Config, events: &[churn_events::Event]) {
+    let mut publisher = churn_pipeline::kafka::Publisher::new(cfg).expect("publisher");
+    let sent = publisher.send_all(events, None).await.expect("publish");
+    assert_eq!(sent, events.len(), "every event published");
+}
+
+/// Start `churnstream run --config <config>` (the real binary), its log appended to `log`.
+pub fn spawn_run(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_churnstream"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn churnstream run")
+}
+
+/// The last 40 lines of a log file.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Wait (at most 180 s) until `cfg`'s consumer group ([`churn_pipeline::Config::group_id`]) has

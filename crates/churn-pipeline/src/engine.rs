@@ -434,6 +434,20 @@ struct Source {
     behind: Option<bool>,
 }
 
+impl Source {
+    /// An announced source that has not delivered yet holds its partition's clock while it is
+    /// known to be behind, or for `idle` (up to [`HOLD_FACTOR`] × `idle` if it had a backlog at
+    /// assignment) since it was announced.
+    fn awaiting_holds(&self, since: std::time::Duration, idle: std::time::Duration) -> bool {
+        let hold = match self.awaiting {
+            Some(true) => idle * HOLD_FACTOR,
+            Some(false) => idle,
+            None => return false,
+        };
+        self.behind == Some(true) || since <= hold
+    }
+}
+
 /// The event-time clock of one input partition (all topics of a partition are co-partitioned,
 /// so a customer's events all feed the same clock).
 #[derive(Debug, Clone, Copy, Default)]
@@ -840,10 +854,7 @@ impl Engine {
         self.sources.iter().flatten().any(|s| {
             s.partition == p
                 && s.newest.is_none()
-                && s.awaiting.is_some_and(|b| {
-                    let hold = if b { idle * HOLD_FACTOR } else { idle };
-                    s.behind == Some(true) || now.saturating_duration_since(s.seen) <= hold
-                })
+                && s.awaiting_holds(now.saturating_duration_since(s.seen), idle)
         })
     }
 
@@ -869,10 +880,7 @@ impl Engine {
                         let assigned =
                             s.behind.is_none() && s.assigned_backlog && since <= idle * HOLD_FACTOR;
                         let holds = match (s.newest, s.awaiting) {
-                            (None, Some(b)) => {
-                                s.behind == Some(true)
-                                    || since <= if b { idle * HOLD_FACTOR } else { idle }
-                            }
+                            (None, Some(_)) => s.awaiting_holds(since, idle),
                             (None, None) => false,
                             (Some(_), _) => since <= idle || s.behind == Some(true) || assigned,
                         };
