@@ -3,7 +3,8 @@
 #
 #   scripts/broker.sh install          build tansu into the cache prefix if it is missing (~12-20 min once)
 #   scripts/broker.sh start DIR        start on 127.0.0.1:<free port>, wait for metadata, create topics;
-#                                      writes DIR/broker.env (CHURN_BROKERS=127.0.0.1:PORT) and DIR/broker.pid
+#                                      writes DIR/broker.env (CHURN_BROKERS=127.0.0.1:PORT) and DIR/broker.pid;
+#                                      the broker runs in its own session (no terminal Ctrl-C): stop it
 #   scripts/broker.sh stop DIR         stop the broker started in DIR
 #   scripts/broker.sh topics BROKER    (re)create the churnstream topics on BROKER (host:port)
 #
@@ -74,8 +75,16 @@ start() {
     memory) storage="memory://tansu/" ;;
   esac
   # tansu's libsql engine resolves sqlite://NAME relative to its working directory.
-  (cd "$dir" && exec "$TANSU" broker --listener-url "tcp://$addr" --advertised-listener-url "tcp://$addr" \
-    --storage-engine "$storage" >"$dir/broker.log" 2>&1) &
+  # In a session of its own (setsid): a terminal's Ctrl-C (SIGINT to the foreground process
+  # group) must not reach the broker, which has to outlive its clients until whoever started it
+  # calls `stop` (scripts/run.sh stops the pipeline first, then the broker; test.sh and the
+  # e2e bench stop it on exit). The background subshell is not a process group leader, so
+  # setsid execs in place and $! is tansu's pid.
+  local detach=()
+  if command -v setsid >/dev/null; then detach=(setsid); fi
+  (cd "$dir" && exec "${detach[@]}" "$TANSU" broker --listener-url "tcp://$addr" \
+    --advertised-listener-url "tcp://$addr" --storage-engine "$storage" \
+    </dev/null >"$dir/broker.log" 2>&1) &
   echo $! >"$dir/broker.pid"
   local i
   for i in $(seq 1 100); do
@@ -108,5 +117,5 @@ case "${1:-}" in
   stop) stop "${2:?usage: broker.sh stop DIR}" ;;
   topics) install_tansu; create_topics "${2:?usage: broker.sh topics HOST:PORT}" ;;
   path) echo "$TANSU" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

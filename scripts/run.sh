@@ -63,17 +63,33 @@ build_broker() {
 }
 
 pids=()
+# Stop order: the pipeline, replay and tail first, the broker last. The broker runs in a session
+# of its own (scripts/broker.sh), so the terminal's Ctrl-C reaches only this script and its
+# clients; were it stopped first, the pipeline would retry a dead broker (AllBrokersDown) until
+# its delivery timeout instead of finishing its batch.
 cleanup() {
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short and orphan the broker
   if [ -n "$ticker" ]; then kill "$ticker" 2>/dev/null || true; fi
   echo; echo "[run] stopping"
   # SIGTERM, not SIGINT: background jobs of a non-interactive shell ignore SIGINT. churnstream
   # finishes its batch, flushes, stores offsets and exits 0 on SIGTERM.
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local t0=$SECONDS
+  for p in "${pids[@]}"; do
+    while kill -0 "$p" 2>/dev/null && [ $((SECONDS - t0)) -lt 30 ]; do sleep 0.1; done
+    if kill -0 "$p" 2>/dev/null; then
+      echo "[run] pid $p still running after 30 s: SIGKILL"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  done
+  [ ${#pids[@]} -eq 0 ] || echo "[run] pipeline stopped in $((SECONDS - t0)) s; stopping the broker"
   scripts/broker.sh stop "$RUN_DIR/broker"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 have_broker || build_broker
 # Fresh broker each run (sqlite storage, scripts/broker.sh's default: it reports high watermarks
 # correctly and survives a broker restart): topics and consumer group start empty, since the
