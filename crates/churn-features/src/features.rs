@@ -178,6 +178,160 @@ impl DayCols {
     }
 }
 
+/// Lifetime totals of one customer as of a day: the carry's (expired days) plus the day rows up
+/// to that day, and the activity of the latest 7 and 28 days.
+#[derive(Default)]
+struct Lifetime {
+    orders: f64,
+    revenue: f64,
+    purchase_days: u32,
+    active_days: u32,
+    first_purchase: Option<i32>,
+    last_purchase: Option<i32>,
+    last_active: Option<i32>,
+    /// Σ gap² between consecutive purchase days.
+    gap_sq: f64,
+    active_days_7d: u32,
+    active_days_28d: u32,
+    purchases_90d: f64,
+}
+
+/// Caps of the ratio features (a customer 40× overdue is as gone as one 50× overdue).
+const OVERDUE_CAP: f64 = 50.0;
+const RATE_RATIO_CAP: f64 = 10.0;
+const CV_CAP: f64 = 5.0;
+
+impl Lifetime {
+    fn start(c: &crate::rollup::Carry) -> Self {
+        Lifetime {
+            orders: f64::from(c.orders),
+            revenue: c.revenue,
+            purchase_days: c.purchase_days,
+            active_days: c.active_days,
+            first_purchase: c.first_purchase_day,
+            last_purchase: c.last_purchase_day,
+            last_active: c.last_activity_day,
+            gap_sq: c.purchase_gap_sq as f64,
+            ..Lifetime::default()
+        }
+    }
+
+    /// Add a day row (in increasing day order, after the carry's days, `<= as_of`).
+    fn add(&mut self, r: &DayRollup, as_of: i32) {
+        if self.last_active.is_none_or(|l| r.day > l) {
+            self.active_days += 1;
+        }
+        self.last_active = self.last_active.max(Some(r.day));
+        if as_of - r.day < 7 {
+            self.active_days_7d += 1;
+        }
+        if as_of - r.day < 28 {
+            self.active_days_28d += 1;
+        }
+        if r.purchases > 0 {
+            self.orders += f64::from(r.purchases);
+            self.revenue += r.revenue;
+            if as_of - r.day < 90 {
+                self.purchases_90d += f64::from(r.purchases);
+            }
+            match self.last_purchase {
+                Some(l) if r.day > l => {
+                    let g = f64::from(r.day - l);
+                    self.gap_sq += g * g;
+                    self.purchase_days += 1;
+                }
+                Some(_) => {}
+                None => self.purchase_days += 1,
+            }
+            self.first_purchase = Some(self.first_purchase.map_or(r.day, |f| f.min(r.day)));
+            self.last_purchase = self.last_purchase.max(Some(r.day));
+        }
+    }
+
+    /// The lifetime features, in [`LIFETIME_FEATURES`] order, of a customer whose first event
+    /// is on `first_day`, as of the end of day `as_of`.
+    fn features(&self, first_day: i32, as_of: i32) -> [f64; LIFETIME_FEATURES.len()] {
+        let tenure = f64::from((as_of - first_day + 1).max(1));
+        let pd = f64::from(self.purchase_days);
+        let ad = f64::from(self.active_days);
+        let rec_p = self.last_purchase.map(|l| f64::from(as_of - l));
+        let rec_a = self.last_active.map(|l| f64::from(as_of - l));
+        let span = match (self.first_purchase, self.last_purchase) {
+            (Some(f), Some(l)) => f64::from(l - f),
+            _ => 0.0,
+        };
+        let gap_mean = if pd >= 2.0 { span / (pd - 1.0) } else { 0.0 };
+        let gap_cv = if pd >= 3.0 && gap_mean > 0.0 {
+            let var = (self.gap_sq / (pd - 1.0) - gap_mean * gap_mean).max(0.0);
+            (var.sqrt() / gap_mean).min(CV_CAP)
+        } else {
+            0.0
+        };
+        let overdue = match rec_p {
+            Some(r) if gap_mean > 0.0 => (r / gap_mean).min(OVERDUE_CAP),
+            _ => 0.0,
+        };
+        let visit_gap = match self.last_active {
+            Some(l) if ad >= 2.0 && l > first_day => f64::from(l - first_day) / (ad - 1.0),
+            _ => 0.0,
+        };
+        let visit_overdue = match rec_a {
+            Some(r) if visit_gap > 0.0 => (r / visit_gap).min(OVERDUE_CAP),
+            _ => 0.0,
+        };
+        // Recent rate over a window (shorter for new customers) against the lifetime rate,
+        // both smoothed by half an event: 1 = as usual, < 1 = slowing down.
+        let vs_normal = |recent: f64, window: f64, total: f64| {
+            let w = window.min(tenure);
+            (((recent + 0.5) / w) / ((total + 0.5) / tenure)).min(RATE_RATIO_CAP)
+        };
+        [
+            self.orders,
+            pd,
+            self.revenue,
+            if self.orders > 0.0 {
+                self.revenue / self.orders
+            } else {
+                0.0
+            },
+            ad,
+            ad / tenure,
+            if self.purchase_days == 1 { 1.0 } else { 0.0 },
+            self.first_purchase
+                .map_or(0.0, |f| f64::from(as_of - f + 1)),
+            span,
+            gap_mean,
+            gap_cv,
+            overdue,
+            visit_overdue,
+            vs_normal(self.purchases_90d, 90.0, self.orders),
+            vs_normal(f64::from(self.active_days_28d), 28.0, ad),
+            vs_normal(f64::from(self.active_days_7d), 7.0, ad),
+        ]
+    }
+}
+
+/// Names of the features [`Lifetime::features`] computes (columns of the `customers` frame,
+/// selected as they are by [`feature_frame`]).
+pub(crate) const LIFETIME_FEATURES: [&str; 16] = [
+    "orders_lifetime",
+    "purchase_days_lifetime",
+    "revenue_lifetime",
+    "avg_order_value_lifetime",
+    "active_days_lifetime",
+    "active_day_share",
+    "one_time_buyer",
+    "purchase_age_days",
+    "purchase_span_days",
+    "purchase_gap_mean_days",
+    "purchase_gap_cv",
+    "purchase_overdue",
+    "visit_overdue",
+    "purchase_rate_vs_normal_90d",
+    "activity_rate_vs_normal_28d",
+    "activity_rate_vs_normal_7d",
+];
+
 impl RollupFrames {
     /// Lay out the given customers' rollups as of the end of day `as_of` (cid = index in
     /// `customers`). Day rows after `as_of` are left out, so no later event can leak in.
@@ -195,6 +349,8 @@ impl RollupFrames {
         let mut c_ll = Vec::with_capacity(n);
         let mut c_nps = Vec::with_capacity(n);
         let mut c_mrr = Vec::with_capacity(n);
+        let mut life: [Vec<f64>; LIFETIME_FEATURES.len()] =
+            std::array::from_fn(|_| Vec::with_capacity(n));
 
         for (i, c) in customers.into_iter().enumerate() {
             let i = i as u32;
@@ -206,7 +362,9 @@ impl RollupFrames {
             c_nps.push(c.carry().nps_last.map(|s| f64::from(s.value)));
             c_mrr.push(c.carry().mrr_last.map(|s| s.value));
             let mut current: Option<(u8, Bucket)> = None;
+            let mut lt = Lifetime::start(c.carry());
             for r in c.days().take_while(|r| r.day <= as_of) {
+                lt.add(&r, as_of);
                 let b = bucket(as_of, r.day);
                 match &mut current {
                     Some((cb, acc)) if *cb == b => acc.add(&r),
@@ -223,9 +381,13 @@ impl RollupFrames {
             if let Some((_, done)) = current {
                 days.push(i, done);
             }
+            let f = lt.features(c.first_day.unwrap_or(as_of), as_of);
+            for (col, v) in life.iter_mut().zip(f) {
+                col.push(v);
+            }
         }
         let days = days.into_frame()?;
-        let customers = DataFrame::new_infer_height(vec![
+        let mut cols = vec![
             Column::new("cid".into(), c_cid),
             Column::new("first_day".into(), c_first),
             Column::new("carry_last_purchase_day".into(), c_lp),
@@ -233,7 +395,14 @@ impl RollupFrames {
             Column::new("carry_last_login_day".into(), c_ll),
             Column::new("carry_nps".into(), c_nps),
             Column::new("carry_mrr".into(), c_mrr),
-        ])?;
+        ];
+        cols.extend(
+            LIFETIME_FEATURES
+                .iter()
+                .zip(life)
+                .map(|(name, v)| Column::new((*name).into(), v)),
+        );
+        let customers = DataFrame::new_infer_height(cols)?;
         Ok(RollupFrames {
             as_of,
             days,
@@ -424,7 +593,10 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
             (col("nps_last_90") - col("nps_first_90"))
                 .fill_null(lit(0.0))
                 .alias("nps_trend_90d"),
-        ])
+        ]
+        .into_iter()
+        .chain(LIFETIME_FEATURES.iter().map(|n| col(*n)))
+        .collect::<Vec<_>>())
         .sort(["cid"], SortMultipleOptions::default())
         .collect()?;
     Ok(out)

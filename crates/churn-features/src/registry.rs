@@ -107,6 +107,23 @@ pub const FEATURES: &[FeatureDef] = &[
     f("nps_detractor", E, Id, "1 if the latest NPS answer is 0-6"),
     f("nps_promoter", E, Id, "1 if the latest NPS answer is 9-10"),
     f("nps_trend_90d", E, Id, "Latest minus earliest NPS answer within 90 days (0 with fewer than two)"),
+    // Lifetime history (survives expiry: the carry keeps the totals of expired days).
+    f("orders_lifetime", R, Log, "Orders since the first event"),
+    f("purchase_days_lifetime", R, Log, "Distinct days with a purchase since the first event (BG/NBD frequency + 1)"),
+    f("revenue_lifetime", R, Log, "Order value since the first event"),
+    f("avg_order_value_lifetime", R, Log, "Lifetime order value per order (0 without orders)"),
+    f("active_days_lifetime", E, Log, "Distinct days with any event since the first event"),
+    f("active_day_share", E, Id, "Share of the customer's days (tenure) with any event"),
+    f("one_time_buyer", R, Id, "1 if the customer bought on exactly one day"),
+    f("purchase_age_days", R, Log, "Days since the first purchase, inclusive (BG/NBD T; 0 without purchases)"),
+    f("purchase_span_days", R, Log, "Days from the first to the last purchase (BG/NBD recency t_x)"),
+    f("purchase_gap_mean_days", R, Log, "Mean days between consecutive purchase days (0 with fewer than two)"),
+    f("purchase_gap_cv", R, Id, "Coefficient of variation of the days between purchase days (0 with fewer than three; capped at 5)"),
+    f("purchase_overdue", R, Log, "Days since the last purchase / the customer's mean gap between purchase days (0 with fewer than two; capped at 50)"),
+    f("visit_overdue", E, Log, "Days since the last event / the customer's mean gap between active days (0 with fewer than two; capped at 50)"),
+    f("purchase_rate_vs_normal_90d", R, Id, "Orders per day over the last 90 d (or the tenure, if shorter) / lifetime orders per day, both +0.5 smoothed; < 1 = buying less than usual (capped at 10)"),
+    f("activity_rate_vs_normal_28d", E, Id, "Active days per day over the last 28 d (or the tenure) / lifetime active days per day, +0.5 smoothed; < 1 = less active than usual (capped at 10)"),
+    f("activity_rate_vs_normal_7d", E, Id, "As activity_rate_vs_normal_28d over the last 7 days"),
 ];
 
 /// Feature names in model-input order.

@@ -109,7 +109,13 @@ fn all_zero(v: &[u32; 8]) -> bool {
     v.iter().all(|x| *x == 0)
 }
 
-/// Values folded out of expired days.
+/// Values folded out of expired days: the latest values (recency, NPS, MRR) and the lifetime
+/// totals of those days, so lifetime frequency and monetary value survive expiry.
+///
+/// The totals are exact for days folded by [`CustomerRollups::expire`]. An event that arrives
+/// for a day already folded (more than [`RETAIN_DAYS`] late) adds to `orders` and `revenue`
+/// exactly; it counts as a new purchase or active day only if its day is after the carry's
+/// last one (an earlier day may already be counted), and adds no gap.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Carry {
     pub last_purchase_day: Option<i32>,
@@ -117,6 +123,25 @@ pub struct Carry {
     pub last_login_day: Option<i32>,
     pub nps_last: Option<Stamped<u8>>,
     pub mrr_last: Option<Stamped<f64>>,
+    /// First day with a purchase among the folded days.
+    #[serde(default)]
+    pub first_purchase_day: Option<i32>,
+    /// Orders on the folded days.
+    #[serde(default)]
+    pub orders: u32,
+    /// Distinct days with a purchase among the folded days.
+    #[serde(default)]
+    pub purchase_days: u32,
+    /// Distinct days with any event among the folded days.
+    #[serde(default)]
+    pub active_days: u32,
+    /// Order value of the folded days.
+    #[serde(default)]
+    pub revenue: f64,
+    /// Σ (days between consecutive purchase days)² over the folded days (the spread of the
+    /// inter-purchase time; the sum of the gaps is `last_purchase_day - first_purchase_day`).
+    #[serde(default)]
+    pub purchase_gap_sq: u64,
 }
 
 static NO_CARRY: Carry = Carry {
@@ -125,7 +150,58 @@ static NO_CARRY: Carry = Carry {
     last_login_day: None,
     nps_last: None,
     mrr_last: None,
+    first_purchase_day: None,
+    orders: 0,
+    purchase_days: 0,
+    active_days: 0,
+    revenue: 0.0,
+    purchase_gap_sq: 0,
 };
+
+impl Carry {
+    /// Fold one expired day row in (rows come in increasing day order).
+    fn fold(&mut self, row: &DayRollup) {
+        let d = Some(row.day);
+        if self.last_activity_day.is_none_or(|l| row.day > l) {
+            self.active_days += 1;
+        }
+        self.last_activity_day = self.last_activity_day.max(d);
+        if row.purchases > 0 {
+            match self.last_purchase_day {
+                Some(l) if row.day > l => {
+                    let gap = u64::from((row.day - l).unsigned_abs());
+                    self.purchase_gap_sq = self.purchase_gap_sq.saturating_add(gap * gap);
+                    self.purchase_days += 1;
+                }
+                Some(_) => {}
+                None => self.purchase_days += 1,
+            }
+            self.first_purchase_day = Some(self.first_purchase_day.map_or(row.day, |f| f.min(row.day)));
+            self.last_purchase_day = self.last_purchase_day.max(d);
+            self.orders = self.orders.saturating_add(row.purchases);
+            self.revenue += row.revenue;
+        }
+        if row.engagement[LOGIN_INDEX] > 0 {
+            self.last_login_day = self.last_login_day.max(d);
+        }
+        if let Some(n) = row.nps_last {
+            self.nps_last = later(self.nps_last, n);
+        }
+        if let Some(m) = row.mrr_last {
+            self.mrr_last = later(self.mrr_last, m);
+        }
+    }
+
+    /// Whether any lifetime total is set (the optional tail of the binary encoding).
+    fn has_totals(&self) -> bool {
+        self.first_purchase_day.is_some()
+            || self.orders != 0
+            || self.purchase_days != 0
+            || self.active_days != 0
+            || self.revenue.to_bits() != 0
+            || self.purchase_gap_sq != 0
+    }
+}
 
 /// All state kept for one customer.
 ///
@@ -651,6 +727,17 @@ const C_LAST_LOGIN: u8 = 1 << 5;
 const C_NPS_LAST: u8 = 1 << 6;
 const C_MRR_LAST: u8 = 1 << 7;
 
+/// First byte of the optional tail of [`CustomerRollups::encode`] holding the carry's lifetime
+/// totals, then a presence byte of the `L_*` bits.
+const LIFETIME_TAG: u8 = 0x4C;
+const L_FIRST_PURCHASE: u8 = 1;
+const L_ORDERS: u8 = 1 << 1;
+const L_PURCHASE_DAYS: u8 = 1 << 2;
+const L_ACTIVE_DAYS: u8 = 1 << 3;
+const L_REVENUE: u8 = 1 << 4;
+const L_GAP_SQ: u8 = 1 << 5;
+const L_ALL: u8 = (1 << 6) - 1;
+
 impl CustomerRollups {
     /// Append the binary encoding (read back by [`CustomerRollups::decode`]): a presence byte,
     /// the present values, the number of day rows, then each row with its day relative to the
@@ -692,6 +779,38 @@ impl CustomerRollups {
         }
         put_uvar(out, u64::from(self.rows.len));
         out.extend_from_slice(&self.rows.bytes);
+        // Optional tail (absent in records of earlier versions, and while nothing expired): the
+        // carry's lifetime totals.
+        if c.has_totals() {
+            out.push(LIFETIME_TAG);
+            let mask = presence(&[
+                (c.first_purchase_day.is_some(), L_FIRST_PURCHASE),
+                (c.orders != 0, L_ORDERS),
+                (c.purchase_days != 0, L_PURCHASE_DAYS),
+                (c.active_days != 0, L_ACTIVE_DAYS),
+                (c.revenue.to_bits() != 0, L_REVENUE),
+                (c.purchase_gap_sq != 0, L_GAP_SQ),
+            ]);
+            out.push(mask);
+            if let Some(d) = c.first_purchase_day {
+                put_ivar(out, i64::from(d));
+            }
+            for (b, v) in [
+                (L_ORDERS, c.orders),
+                (L_PURCHASE_DAYS, c.purchase_days),
+                (L_ACTIVE_DAYS, c.active_days),
+            ] {
+                if mask & b != 0 {
+                    put_uvar(out, u64::from(v));
+                }
+            }
+            if mask & L_REVENUE != 0 {
+                put_f64(out, c.revenue);
+            }
+            if mask & L_GAP_SQ != 0 {
+                put_uvar(out, c.purchase_gap_sq);
+            }
+        }
     }
 
     /// Read rollups written by [`CustomerRollups::encode`]. Every day row is checked, and they
@@ -703,12 +822,13 @@ impl CustomerRollups {
         let first_day = r.opt(has(C_FIRST_DAY), Reader::i32)?;
         let last_event = r.opt(has(C_LAST_EVENT), Reader::ivar)?;
         let expired_before = r.opt(has(C_EXPIRED_BEFORE), Reader::i32)?;
-        let carry = Carry {
+        let mut carry = Carry {
             last_purchase_day: r.opt(has(C_LAST_PURCHASE), Reader::i32)?,
             last_activity_day: r.opt(has(C_LAST_ACTIVITY), Reader::i32)?,
             last_login_day: r.opt(has(C_LAST_LOGIN), Reader::i32)?,
             nps_last: r.opt(has(C_NPS_LAST), stamped_u8)?,
             mrr_last: r.opt(has(C_MRR_LAST), stamped_f64)?,
+            ..Carry::default()
         };
         let n = r.uvar()?;
         // Every row takes at least two bytes: no more rows than the input could hold.
@@ -733,6 +853,22 @@ impl CustomerRollups {
         rows.bytes = r.since(start).to_vec();
         rows.len = n as u32;
         rows.last_day = prev;
+        if r.remaining() > 0 {
+            if r.u8()? != LIFETIME_TAG {
+                return Err(r.invalid("unknown rollups tail"));
+            }
+            let mask = r.u8()?;
+            if mask & !L_ALL != 0 || mask == 0 {
+                return Err(r.invalid("bad lifetime totals mask"));
+            }
+            let has = |b: u8| mask & b != 0;
+            carry.first_purchase_day = r.opt(has(L_FIRST_PURCHASE), Reader::i32)?;
+            carry.orders = r.opt(has(L_ORDERS), Reader::u32)?.unwrap_or(0);
+            carry.purchase_days = r.opt(has(L_PURCHASE_DAYS), Reader::u32)?.unwrap_or(0);
+            carry.active_days = r.opt(has(L_ACTIVE_DAYS), Reader::u32)?.unwrap_or(0);
+            carry.revenue = r.opt(has(L_REVENUE), Reader::f64)?.unwrap_or(0.0);
+            carry.purchase_gap_sq = r.opt(has(L_GAP_SQ), Reader::uvar)?.unwrap_or(0);
+        }
         Ok(CustomerRollups {
             first_day,
             last_event,
@@ -856,9 +992,20 @@ impl CustomerRollups {
     fn apply_to_carry(&mut self, ev: &Event, day: i32, ts: Micros) {
         let c = self.carry_mut();
         let max = |a: Option<i32>| Some(a.map_or(day, |d| d.max(day)));
+        if c.last_activity_day.is_none_or(|l| day > l) {
+            c.active_days += 1;
+        }
         c.last_activity_day = max(c.last_activity_day);
         match &ev.payload {
-            Payload::Purchase(_) => c.last_purchase_day = max(c.last_purchase_day),
+            Payload::Purchase(p) => {
+                if c.last_purchase_day.is_none_or(|l| day > l) {
+                    c.purchase_days += 1;
+                }
+                c.first_purchase_day = Some(c.first_purchase_day.map_or(day, |f| f.min(day)));
+                c.orders = c.orders.saturating_add(1);
+                c.revenue += p.amount;
+                c.last_purchase_day = max(c.last_purchase_day)
+            }
             Payload::Engagement(e) if e.kind == EngagementKind::Login => {
                 c.last_login_day = max(c.last_login_day)
             }
@@ -887,21 +1034,7 @@ impl CustomerRollups {
         // The carry is allocated only if a row is folded into it.
         let carry = &mut self.carry;
         self.rows.expire(before, |row| {
-            let c = carry.get_or_insert_with(Box::default);
-            let d = Some(row.day);
-            c.last_activity_day = c.last_activity_day.max(d);
-            if row.purchases > 0 {
-                c.last_purchase_day = c.last_purchase_day.max(d);
-            }
-            if row.engagement[LOGIN_INDEX] > 0 {
-                c.last_login_day = c.last_login_day.max(d);
-            }
-            if let Some(n) = row.nps_last {
-                c.nps_last = later(c.nps_last, n);
-            }
-            if let Some(m) = row.mrr_last {
-                c.mrr_last = later(c.mrr_last, m);
-            }
+            carry.get_or_insert_with(Box::default).fold(row);
         });
     }
 
@@ -1047,6 +1180,12 @@ mod tests {
                     ts: 6,
                     value: f64::MAX,
                 }),
+                first_purchase_day: Some(i32::MIN),
+                orders: u32::MAX,
+                purchase_days: 0,
+                active_days: 7,
+                revenue: -0.0,
+                purchase_gap_sq: u64::MAX,
             },
             expired_before: Some(i32::MAX),
         }
@@ -1091,14 +1230,41 @@ mod tests {
     #[test]
     fn malformed_binary_is_an_error_never_a_panic() {
         let bytes = encoded(&edgy());
-        // Every truncation fails cleanly.
+        // Every truncation fails cleanly, except the one that cuts off exactly the optional
+        // lifetime tail (a record of an earlier version).
+        let mut no_tail = edgy();
+        *no_tail.carry_mut() = Carry {
+            first_purchase_day: None,
+            orders: 0,
+            purchase_days: 0,
+            active_days: 0,
+            revenue: 0.0,
+            purchase_gap_sq: 0,
+            ..no_tail.carry().clone()
+        };
+        let boundary = encoded(&no_tail).len();
         for n in 0..bytes.len() {
+            if n == boundary {
+                assert_eq!(decoded(&bytes[..n]).as_ref(), Ok(&no_tail));
+                continue;
+            }
             assert!(decoded(&bytes[..n]).is_err(), "truncated to {n} bytes");
         }
         // Trailing garbage is refused.
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(decoded(&long), Err(WireError::Trailing(1)));
+        assert!(decoded(&long).is_err());
+        // A record without the lifetime tail (earlier versions) still reads, with zero totals.
+        let mut old = edgy();
+        old.carry_mut().orders = 0;
+        let mut plain = old.carry().clone();
+        (plain.first_purchase_day, plain.active_days) = (None, 0);
+        (plain.revenue, plain.purchase_gap_sq) = (0.0, 0);
+        *old.carry_mut() = plain;
+        let short = encoded(&old);
+        assert!(short.len() < bytes.len());
+        assert_eq!(decoded(&short).as_ref(), Ok(&old));
+        assert!(!old.carry().has_totals());
         // Flipped bytes: an error or some value, never a panic or a huge allocation.
         for i in 0..bytes.len() {
             for x in [0x01, 0x80, 0xff] {

@@ -85,6 +85,9 @@ pub struct TrainingSet {
     /// Row-major raw features, `len × FEATURES.len()`.
     pub values: Vec<f64>,
     pub labels: Vec<bool>,
+    /// Days the labels look ahead (the churn definition's horizon): the purge gap of
+    /// [`split_boundaries`](Self::split_boundaries).
+    pub horizon_days: i32,
 }
 
 impl TrainingSet {
@@ -103,7 +106,10 @@ impl TrainingSet {
 
     /// Rows whose observation date is in `[from, to)`.
     pub fn between(&self, from: i32, to: i32) -> TrainingSet {
-        let mut out = TrainingSet::default();
+        let mut out = TrainingSet {
+            horizon_days: self.horizon_days,
+            ..TrainingSet::default()
+        };
         for i in 0..self.len() {
             if self.as_of[i] >= from && self.as_of[i] < to {
                 out.customer_ids.push(self.customer_ids[i].clone());
@@ -115,41 +121,109 @@ impl TrainingSet {
         out
     }
 
-    /// First observation day of the validation and of the test part of
-    /// [`time_split`](Self::time_split)`(train, valid)`.
-    pub fn split_boundaries(&self, train: f64, valid: f64) -> (i32, i32) {
+    /// The purged time split of this set's observation dates: the latest `1 - train - valid`
+    /// share of the dates is the test part; of the dates at least [`horizon_days`]
+    /// (`TrainingSet::horizon_days`) before the first test date, the earliest `train / (train +
+    /// valid)` share trains and the rest validates, again with a gap of at least the horizon
+    /// between the last training date and the first validation date when that leaves at least
+    /// [`MIN_TRAIN_DATES`] training dates (otherwise no inner gap: the summary says so). Dates in
+    /// a gap are purged: their labels look into the next part's period.
+    ///
+    /// [`horizon_days`]: TrainingSet::horizon_days
+    pub fn split_boundaries(&self, train: f64, valid: f64) -> SplitPlan {
         let mut dates: Vec<i32> = self.as_of.clone();
         dates.sort_unstable();
         dates.dedup();
-        let n = dates.len();
-        let cut = |f: f64| ((n as f64 * f).round() as usize).clamp(1, n.saturating_sub(1).max(1));
-        let b1 = dates.get(cut(train)).copied().unwrap_or(i32::MAX);
-        let b2 = dates
-            .get(
-                cut(train + valid)
-                    .max(cut(train) + 1)
-                    .min(n.saturating_sub(1)),
-            )
-            .copied()
-            .unwrap_or(i32::MAX);
-        (b1, b2)
+        SplitPlan::new(&dates, train, valid, self.horizon_days)
     }
 
-    /// Split by observation date: the earliest `train` fraction of dates, then `valid`, the rest
-    /// test. Returns the three sets and the two boundary days.
+    /// Split by observation date ([`split_boundaries`](Self::split_boundaries)): the train,
+    /// validation and test sets and the plan.
     pub fn time_split(
         &self,
         train: f64,
         valid: f64,
-    ) -> (TrainingSet, TrainingSet, TrainingSet, i32, i32) {
-        let (b1, b2) = self.split_boundaries(train, valid);
-        (
-            self.between(i32::MIN, b1),
-            self.between(b1, b2),
-            self.between(b2, i32::MAX),
-            b1,
-            b2,
-        )
+    ) -> (TrainingSet, TrainingSet, TrainingSet, SplitPlan) {
+        let plan = self.split_boundaries(train, valid);
+        let part = |want: Split| {
+            let mut out = TrainingSet {
+                horizon_days: self.horizon_days,
+                ..TrainingSet::default()
+            };
+            for i in 0..self.len() {
+                if Split::of(self.as_of[i], &plan) == want {
+                    out.customer_ids.push(self.customer_ids[i].clone());
+                    out.as_of.push(self.as_of[i]);
+                    out.values.extend_from_slice(self.row(i));
+                    out.labels.push(self.labels[i]);
+                }
+            }
+            out
+        };
+        (part(Split::Train), part(Split::Valid), part(Split::Test), plan)
+    }
+}
+
+/// Fewest training dates the inner (train → validation) purge gap may leave.
+pub const MIN_TRAIN_DATES: usize = 3;
+
+/// Where the parts of a purged time split start and end (observation days; see
+/// [`TrainingSet::split_boundaries`]). Train: `as_of < train_to`; validation: `valid_from <=
+/// as_of < valid_to`; test: `as_of >= test_from`; anything else is purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitPlan {
+    pub train_to: i32,
+    pub valid_from: i32,
+    pub valid_to: i32,
+    pub test_from: i32,
+    /// The gap between the last training and the first validation date: at least the horizon
+    /// when `true`; `false` when the history was too short for it.
+    pub inner_gap: bool,
+}
+
+impl SplitPlan {
+    /// The plan for sorted, distinct observation `dates` (see [`TrainingSet::split_boundaries`]).
+    pub fn new(dates: &[i32], train: f64, valid: f64, horizon: i32) -> SplitPlan {
+        let n = dates.len();
+        let at = |i: usize| dates.get(i).copied().unwrap_or(i32::MAX);
+        // Test: the latest dates (at least one, leaving at least two).
+        let k_test = ((n as f64 * (1.0 - train - valid)).round() as usize)
+            .clamp(1, n.saturating_sub(2).max(1));
+        let test_from = at(n.saturating_sub(k_test));
+        // Dates far enough before the test part.
+        let before: Vec<i32> = dates
+            .iter()
+            .copied()
+            .filter(|d| i64::from(*d) + i64::from(horizon) <= i64::from(test_from))
+            .collect();
+        let m = before.len();
+        let share = if train + valid > 0.0 {
+            valid / (train + valid)
+        } else {
+            0.5
+        };
+        let k_valid = ((m as f64 * share).round() as usize).clamp(1, m.saturating_sub(1).max(1));
+        let valid_from = before
+            .get(m.saturating_sub(k_valid))
+            .copied()
+            .unwrap_or(test_from);
+        let valid_to = before.last().map_or(valid_from, |d| d + 1);
+        let gapped = before
+            .iter()
+            .filter(|d| i64::from(**d) + i64::from(horizon) <= i64::from(valid_from))
+            .count();
+        let (train_to, inner_gap) = if gapped >= MIN_TRAIN_DATES {
+            (before[gapped - 1] + 1, true)
+        } else {
+            (valid_from, horizon <= 0)
+        };
+        SplitPlan {
+            train_to,
+            valid_from,
+            valid_to,
+            test_from,
+            inner_gap,
+        }
     }
 }
 
@@ -160,27 +234,31 @@ pub enum Split {
     Train,
     Valid,
     Test,
+    /// In a purge gap: its label window overlaps the next part's period, so it is used by none.
+    Purged,
 }
 
 impl Split {
-    /// Split of an observation at `as_of`, given the boundaries from
-    /// [`TrainingSet::split_boundaries`].
-    pub fn of(as_of: i32, (valid_from, test_from): (i32, i32)) -> Split {
-        if as_of >= test_from {
+    /// Split of an observation at `as_of` under `plan` ([`TrainingSet::split_boundaries`]).
+    pub fn of(as_of: i32, plan: &SplitPlan) -> Split {
+        if as_of >= plan.test_from {
             Split::Test
-        } else if as_of >= valid_from {
+        } else if as_of >= plan.valid_from && as_of < plan.valid_to {
             Split::Valid
-        } else {
+        } else if as_of < plan.train_to {
             Split::Train
+        } else {
+            Split::Purged
         }
     }
 
-    /// `"train"`, `"valid"` or `"test"`.
+    /// `"train"`, `"valid"`, `"test"` or `"purged"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Valid => "valid",
             Split::Test => "test",
+            Split::Purged => "purged",
         }
     }
 }
@@ -215,9 +293,9 @@ impl TrainingSet {
     /// (`YYYY-MM-DD`; features use events up to the end of that UTC day, the label looks at
     /// the days after it), the raw features (before the registry's transforms and the model's
     /// scaling; shortest round-trip decimal form, so values are exact), `label` (1 = churned
-    /// within the horizon) and `split` (`train`, `valid`, `test` per `boundaries`, see
+    /// within the horizon) and `split` (`train`, `valid`, `test` or `purged` per `plan`, see
     /// [`split_boundaries`](Self::split_boundaries)).
-    pub fn write_csv(&self, mut w: impl Write, boundaries: (i32, i32)) -> std::io::Result<()> {
+    pub fn write_csv(&self, mut w: impl Write, plan: &SplitPlan) -> std::io::Result<()> {
         writeln!(w, "{}", csv_header().join(","))?;
         let mut line = String::new();
         for i in 0..self.len() {
@@ -230,7 +308,7 @@ impl TrainingSet {
                 line.push_str(&v.to_string());
             }
             line.push_str(if self.labels[i] { ",1," } else { ",0," });
-            line.push_str(Split::of(self.as_of[i], boundaries).as_str());
+            line.push_str(Split::of(self.as_of[i], plan).as_str());
             line.push('\n');
             w.write_all(line.as_bytes())?;
         }
@@ -275,7 +353,10 @@ pub fn build_training_set(
         .iter()
         .position(|d| d.name == "recency_activity_days")
         .unwrap_or(1);
-    let mut set = TrainingSet::default();
+    let mut set = TrainingSet {
+        horizon_days: plan.definition.horizon(),
+        ..TrainingSet::default()
+    };
     for &as_of in &dates {
         let frames = RollupFrames::build(customers.iter().map(|(_, c)| c), as_of)?;
         let m = FeatureMatrix::from_frame(&feature_frame(&frames)?)?;
@@ -320,31 +401,72 @@ mod tests {
             ("b", 38, true),
         ]);
         let b = s.split_boundaries(0.6, 0.2);
-        assert_eq!(b, (31, 38));
-        let (tr, va, te, b1, b2) = s.time_split(0.6, 0.2);
-        assert_eq!((b1, b2), b);
+        assert_eq!(b.test_from, 38);
+        assert_eq!((b.valid_from, b.valid_to), (31, 32));
+        let (tr, va, te, b2) = s.time_split(0.6, 0.2);
+        assert_eq!(b2, b);
         for (part, want) in [(tr, Split::Train), (va, Split::Valid), (te, Split::Test)] {
             assert!(!part.is_empty());
             assert!(
-                part.as_of.iter().all(|&d| Split::of(d, b) == want),
+                part.as_of.iter().all(|&d| Split::of(d, &b) == want),
                 "{want:?}"
             );
         }
+    }
+
+    /// Weekly dates over a year with a 30-day horizon: every training date is at least 30
+    /// days before the first validation date and every validation date at least 30 days before
+    /// the first test date; the dates in between are purged, and no part is empty.
+    #[test]
+    fn purge_gaps_are_at_least_the_horizon() {
+        let rows: Vec<(&str, i32, bool)> = (0..52).map(|k| ("a", 100 + 7 * k, k % 3 == 0)).collect();
+        for horizon in [0, 7, 30, 90] {
+            let mut s = set(&rows);
+            s.horizon_days = horizon;
+            let (tr, va, te, plan) = s.time_split(0.6, 0.2);
+            assert!(!tr.is_empty() && !va.is_empty() && !te.is_empty(), "h {horizon}");
+            let max = |p: &TrainingSet| p.as_of.iter().copied().max().expect("rows");
+            let min = |p: &TrainingSet| p.as_of.iter().copied().min().expect("rows");
+            assert!(min(&te) - max(&va) >= horizon, "valid → test, h {horizon}");
+            assert!(min(&te) - max(&tr) >= horizon, "train → test, h {horizon}");
+            assert!(plan.inner_gap, "a year leaves room for the inner gap, h {horizon}");
+            assert!(min(&va) - max(&tr) >= horizon, "train → valid, h {horizon}");
+            let purged = s.len() - tr.len() - va.len() - te.len();
+            let want = if horizon == 0 { 0 } else { 1 };
+            assert!(purged >= want, "h {horizon}: {purged} purged");
+            // Test is the latest ~20 % of the dates whatever the horizon.
+            assert_eq!(te.len(), 10, "h {horizon}");
+        }
+        // Too short for the inner gap: train and validation touch, the test gap stays.
+        let short: Vec<(&str, i32, bool)> = (0..14).map(|k| ("a", 7 * k, false)).collect();
+        let mut s = set(&short);
+        s.horizon_days = 30;
+        let (tr, va, te, plan) = s.time_split(0.6, 0.2);
+        assert!(!plan.inner_gap);
+        assert!(!tr.is_empty() && !va.is_empty() && !te.is_empty());
+        let min_te = te.as_of.iter().min().expect("rows");
+        assert!(va.as_of.iter().chain(&tr.as_of).all(|d| min_te - d >= 30));
     }
 
     #[test]
     fn csv_has_header_quoting_labels_split_and_exact_values() {
         let s = set(&[("cust-1", 20_000, false), ("a,\"b\"", 20_007, true)]);
         let mut out = Vec::new();
-        s.write_csv(&mut out, (20_007, 20_014))
-            .expect("write to memory");
+        let plan = SplitPlan {
+            train_to: 20_001,
+            valid_from: 20_007,
+            valid_to: 20_008,
+            test_from: 20_014,
+            inner_gap: true,
+        };
+        s.write_csv(&mut out, &plan).expect("write to memory");
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], csv_header().join(","));
         assert_eq!(csv_header().len(), FEATURES.len() + 4);
         assert!(lines[0].starts_with("customer_id,as_of,recency_purchase_days,"));
-        assert!(lines[0].ends_with(",nps_trend_90d,label,split"));
+        assert!(lines[0].ends_with(",activity_rate_vs_normal_7d,label,split"));
         assert!(lines[1].starts_with("cust-1,2024-10-04,"), "{}", lines[1]);
         assert!(lines[1].ends_with(",0,train"));
         assert!(

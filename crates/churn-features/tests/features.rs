@@ -128,6 +128,69 @@ fn hand_computed_values() {
     // (4-1)/(1+1) = 1.5
     assert_eq!(get(&m, 0, "activity_28d"), 4.0);
     assert_eq!(get(&m, 0, "activity_change_28d"), 1.5);
+    // Lifetime: purchases on days 0 and 40; active on days 0, 10, 40, 45, 50, 60, 61, 62.
+    let close = |name: &str, want: f64| {
+        let v = get(&m, 0, name);
+        assert!((v - want).abs() < 1e-12, "{name}: {v} vs {want}");
+    };
+    close("orders_lifetime", 2.0);
+    close("purchase_days_lifetime", 2.0);
+    close("revenue_lifetime", 150.0);
+    close("avg_order_value_lifetime", 75.0);
+    close("active_days_lifetime", 8.0);
+    close("active_day_share", 8.0 / 71.0);
+    close("one_time_buyer", 0.0);
+    close("purchase_age_days", 71.0);
+    close("purchase_span_days", 40.0);
+    close("purchase_gap_mean_days", 40.0);
+    close("purchase_gap_cv", 0.0);
+    close("purchase_overdue", 30.0 / 40.0);
+    close("visit_overdue", 8.0 / (62.0 / 7.0));
+    close("purchase_rate_vs_normal_90d", 1.0);
+    close("activity_rate_vs_normal_28d", (5.5 / 28.0) / (8.5 / 71.0));
+    close("activity_rate_vs_normal_7d", (0.5 / 7.0) / (8.5 / 71.0));
+}
+
+/// Lifetime totals and the inter-purchase spread survive expiry exactly, also when the cut
+/// falls between two purchases and a late event lands in the carry.
+#[test]
+fn lifetime_features_survive_expiry() {
+    let mut evs = Vec::new();
+    for (n, day) in [0i64, 3, 10, 30, 31, 200, 260, 300].into_iter().enumerate() {
+        evs.push(ev(n, "a", day, purchase(10.0 + day as f64)));
+        evs.push(ev(100 + n, "a", day + 1, eng(EngagementKind::Login)));
+    }
+    let full = rollups_from_events(&evs);
+    let c = &full[0].1;
+    let as_of = day_of(t0()) + 305;
+    let a = features_of(&[c], as_of);
+    // Gaps 3, 7, 20, 1, 169, 60, 40: mean 300/7, Σg² = 9+49+400+1+28561+3600+1600.
+    let mean = 300.0 / 7.0;
+    let var: f64 = 34_220.0 / 7.0 - mean * mean;
+    assert!((get(&a, 0, "purchase_gap_cv") - var.sqrt() / mean).abs() < 1e-12);
+    assert_eq!(get(&a, 0, "orders_lifetime"), 8.0);
+    // Purchase days and the logins a day later; day 31 has both.
+    assert_eq!(get(&a, 0, "active_days_lifetime"), 15.0);
+    // Cuts at most as_of - 90 (the engine keeps RETAIN_DAYS > 90 of rows).
+    for cut in [5, 31, 32, 150, 201, 215] {
+        let mut e = c.clone();
+        e.expire(day_of(t0()) + cut);
+        assert_eq!(features_of(&[&e], as_of), a, "cut at day {cut}");
+        // Through the changelog encoding, too.
+        let mut bytes = Vec::new();
+        e.encode(&mut bytes);
+        let mut r = churn_features::wire::Reader::new(&bytes);
+        let back = CustomerRollups::decode(&mut r).expect("decode");
+        assert_eq!(features_of(&[&back], as_of), a, "cut at day {cut}, decoded");
+    }
+    // A late purchase on an expired day (after the carry's last purchase day) counts.
+    let mut e = c.clone();
+    e.expire(day_of(t0()) + 150);
+    e.apply(&ev(999, "a", 100, purchase(5.0)));
+    let m = features_of(&[&e], as_of);
+    assert_eq!(get(&m, 0, "orders_lifetime"), 9.0);
+    assert_eq!(get(&m, 0, "purchase_days_lifetime"), 9.0);
+    assert_eq!(get(&m, 0, "revenue_lifetime"), get(&a, 0, "revenue_lifetime") + 5.0);
 }
 
 /// Events on both sides of every window edge (28, 56, 90 days back): each lands in exactly the

@@ -12,7 +12,7 @@ use std::path::Path;
 use churn_events::Event;
 use churn_features::registry::{self, FEATURES};
 use churn_features::training::{
-    build_training_set, date_string, push_csv_field, ObservationPlan, TrainingSet,
+    build_training_set, date_string, push_csv_field, ObservationPlan, SplitPlan, TrainingSet,
 };
 use churn_features::{day_start, rollups_from_events};
 use churn_model::{metrics as m, Bands, Dataset, ModelArtifact, TrainParams, TrainReport};
@@ -123,7 +123,7 @@ fn create_csv(path: &Path) -> Result<BufWriter<File>, Error> {
 /// [`TrainingSet::write_csv`]. Split boundaries are those of [`train_on_set`].
 pub fn export_training_set(set: &TrainingSet, path: &Path) -> Result<(), Error> {
     let w = create_csv(path)?;
-    set.write_csv(w, set.split_boundaries(SPLIT_TRAIN, SPLIT_VALID))?;
+    set.write_csv(w, &set.split_boundaries(SPLIT_TRAIN, SPLIT_VALID))?;
     Ok(())
 }
 
@@ -173,11 +173,43 @@ pub struct TrainSummary {
     pub rows_train: usize,
     pub rows_valid: usize,
     pub rows_test: usize,
+    /// Rows in the purge gaps (used by no part).
+    pub rows_purged: usize,
+    /// The purged time split, as dates.
+    pub split: SplitSummary,
     pub chosen_alpha: f64,
     pub converged: bool,
     pub iterations: u64,
     pub gradient_norm: f64,
     pub test: Evaluation,
+}
+
+/// A [`SplitPlan`] as dates (`YYYY-MM-DD`, observation days) for summaries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SplitSummary {
+    /// Training observations are before this date.
+    pub train_before: String,
+    pub valid_from: String,
+    pub valid_to: String,
+    pub test_from: String,
+    /// Days of the purge gap (the churn definition's horizon).
+    pub purge_days: i32,
+    /// Whether training also ends at least `purge_days` before validation starts (false when
+    /// the history is too short for both gaps; the gap before the test part is always there).
+    pub inner_gap: bool,
+}
+
+impl SplitSummary {
+    pub fn of(plan: &SplitPlan, purge_days: i32) -> Self {
+        SplitSummary {
+            train_before: date_string(plan.train_to),
+            valid_from: date_string(plan.valid_from),
+            valid_to: date_string(plan.valid_to - 1),
+            test_from: date_string(plan.test_from),
+            purge_days,
+            inner_gap: plan.inner_gap,
+        }
+    }
 }
 
 /// Default risk bands on the calibrated churn probability (horizon = the churn definition's).
@@ -233,7 +265,7 @@ pub fn train_on_set(
     bands: Bands,
 ) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
     bands.validate()?;
-    let (tr, va, te, _, _) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
+    let (tr, va, te, split) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
     let names: Vec<String> = FEATURES.iter().map(|d| d.name.to_string()).collect();
     let bindings: Vec<String> = FEATURES
         .iter()
@@ -276,6 +308,8 @@ pub fn train_on_set(
         rows_train: tr.len(),
         rows_valid: va.len(),
         rows_test: te.len(),
+        rows_purged: set.len() - tr.len() - va.len() - te.len(),
+        split: SplitSummary::of(&split, set.horizon_days),
         chosen_alpha: report.chosen_alpha,
         converged: report.converged,
         iterations: report.iterations,

@@ -43,7 +43,7 @@ fn shipped_sample_matches_the_code() {
     let mut csv = Vec::new();
     set.write_csv(
         &mut csv,
-        set.split_boundaries(train::SPLIT_TRAIN, train::SPLIT_VALID),
+        &set.split_boundaries(train::SPLIT_TRAIN, train::SPLIT_VALID),
     )
     .expect("memory");
     same("training_set.csv", csv);
@@ -52,7 +52,7 @@ fn shipped_sample_matches_the_code() {
     model
         .check_features(&churn_features::registry::names())
         .expect("model.json has the registry's features");
-    let (_, _, test, _, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
+    let (_, _, test, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
     let mut scores = Vec::new();
     train::write_scores_csv(&model, &test, &mut scores).expect("memory");
     same("scores.csv", scores);
