@@ -400,7 +400,7 @@ fn main() -> Result<()> {
             let spin = churn_pipeline::report::spinner("building features");
             let set = train::training_set_from_events(&events, &plan)?;
             spin.finish_and_clear();
-            let (_, _, test, _, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
+            let (_, _, test, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
             let ev = train::evaluate(&model, &test);
             println!("{}", serde_json::to_string_pretty(&ev)?);
             if let Some(path) = &scores_out {
