@@ -1032,6 +1032,275 @@ pub fn render_report(
     Ok(h)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per band on observation rows (`evaluate`) and the backtest's lead-time report.
+
+/// One risk band of the model on labelled observation rows (`evaluate`'s `per_band`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BandRow {
+    /// `low`, `medium`, `high` or `critical` (the model's cut-offs).
+    pub band: String,
+    /// Observations scored into this band, and those labelled churn.
+    pub rows: usize,
+    pub positives: usize,
+    /// positives / rows; `None` for an empty band.
+    pub precision: Option<f64>,
+    /// positives / all positives: the share of churn observations this band catches.
+    pub share_of_positives: Option<f64>,
+    /// Whether the band alerts (at or above the model's alert threshold).
+    pub alerts: bool,
+}
+
+/// Precision and share of the positives caught per risk band of `model` on `set` (every band,
+/// lowest first). Observation rows carry a label, not a churn date, so this is what `evaluate`
+/// can say about lead time: how much of the churn each alerting band catches ahead of the
+/// horizon.
+pub fn band_table(model: &ModelArtifact, set: &TrainingSet) -> Vec<BandRow> {
+    let s = score_set(model, set);
+    let all_pos = s.y.iter().filter(|&&v| v).count();
+    churn_model::Band::ALL
+        .iter()
+        .map(|&b| {
+            let (mut rows, mut pos) = (0, 0);
+            for (&p, &y) in s.p.iter().zip(&s.y) {
+                if model.thresholds.band(p) == b {
+                    rows += 1;
+                    pos += usize::from(y);
+                }
+            }
+            let share = |a: usize, n: usize| (n > 0).then(|| a as f64 / n as f64);
+            let lower = match b {
+                churn_model::Band::Low => f64::NEG_INFINITY,
+                churn_model::Band::Medium => model.thresholds.medium,
+                churn_model::Band::High => model.thresholds.high,
+                churn_model::Band::Critical => model.thresholds.critical,
+            };
+            BandRow {
+                band: b.as_str().to_string(),
+                rows,
+                positives: pos,
+                precision: share(pos, rows),
+                share_of_positives: share(pos, all_pos),
+                alerts: lower >= model.alert_threshold,
+            }
+        })
+        .collect()
+}
+
+/// Width of a lead-time histogram bin, days.
+const LEAD_BIN_DAYS: i64 = 7;
+
+/// Histogram of days from the first alert to churn of the evaluable churners who were alerted,
+/// in bins of [`LEAD_BIN_DAYS`] aligned at 0: right of 0 warned (lead > 0), left of 0 late
+/// (lead ≤ 0: the first alert on the churn day or after it).
+fn lead_histogram_svg(days: &[f64], not_alerted: usize) -> Result<String, Error> {
+    let e = |err| plot_err("lead-time histogram", err);
+    let mut bins: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for &d in days.iter().filter(|d| d.is_finite()) {
+        let k = (d / LEAD_BIN_DAYS as f64).floor() as i64;
+        *bins.entry(if d > 0.0 { k } else { k.min(-1) }).or_default() += 1;
+    }
+    let lo = bins.keys().next().copied().unwrap_or(-1).min(-1);
+    let hi = bins.keys().next_back().copied().unwrap_or(0).max(0);
+    let (x0, x1) = (
+        (lo * LEAD_BIN_DAYS) as f64,
+        ((hi + 1) * LEAD_BIN_DAYS) as f64,
+    );
+    let ymax = (bins.values().copied().max().unwrap_or(0).max(1) as f64 * 1.15).ceil();
+    let late = days.iter().filter(|&&d| d <= 0.0).count();
+    let warned = days.iter().filter(|&&d| d > 0.0).count();
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (CHART_W * 2, CHART_H)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Lead time of evaluable churners: first alert → churn",
+                (FONT, 22),
+            )
+            .margin(18)
+            .x_label_area_size(52)
+            .y_label_area_size(62)
+            .build_cartesian_2d(x0..x1, 0f64..ymax)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("Days from the first alert to the churn (negative = alerted after the churn)")
+            .y_desc("Churners")
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .bold_line_style(RGBColor(222, 222, 222))
+            .light_line_style(RGBColor(243, 243, 243))
+            .max_light_lines(4)
+            .disable_x_mesh()
+            .draw()
+            .map_err(e)?;
+        let w = LEAD_BIN_DAYS as f64;
+        let bar = |k: i64, n: usize, c: RGBColor| {
+            let x = k as f64 * w;
+            Rectangle::new(
+                [(x + 0.08 * w, 0.0), (x + 0.92 * w, n as f64)],
+                c.mix(0.85).filled(),
+            )
+        };
+        chart
+            .draw_series(
+                bins.iter()
+                    .filter(|(k, _)| **k >= 0)
+                    .map(|(&k, &n)| bar(k, n, STAYER_C)),
+            )
+            .map_err(e)?
+            .label(format!("warned before the churn (n = {warned})"))
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], STAYER_C.filled()));
+        chart
+            .draw_series(
+                bins.iter()
+                    .filter(|(k, _)| **k < 0)
+                    .map(|(&k, &n)| bar(k, n, CHURNER_C)),
+            )
+            .map_err(e)?
+            .label(format!("first alert after the churn (n = {late})"))
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], CHURNER_C.filled()));
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(e)?
+            .label(format!("never alerted: {not_alerted} (not plotted)"))
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], GREY.filled()));
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, 0.0), (0.0, ymax)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(e)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .margin(12)
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.9))
+            .border_style(GREY)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(buf)
+}
+
+fn opt_num(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".to_string(), |v| num(v, digits))
+}
+
+fn lead_rows(h: &mut String, groups: &[(String, &crate::backtest::LeadStats)]) {
+    h.push_str(
+        "<table>\n<tr><th></th><th>first alerted</th><th>warned before churn</th>\
+         <th>share of evaluable churners</th><th>lead p10</th><th>p25</th><th>p50</th>\
+         <th>p75</th><th>p90 (days)</th><th>first alerts</th><th>followed by churn</th>\
+         <th>first-alert precision</th><th>window still open</th><th>first alerted after churn \
+         (evaluable)</th><th>alerts after churn</th></tr>\n",
+    );
+    for (name, s) in groups {
+        let q = &s.lead_days;
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td>\
+             <td>{}</td></tr>",
+            esc(name),
+            s.customers_alerted,
+            s.warned,
+            s.warned_share.map_or("–".to_string(), pct),
+            opt_num(q.p10, 1),
+            opt_num(q.p25, 1),
+            opt_num(q.p50, 1),
+            opt_num(q.p75, 1),
+            opt_num(q.p90, 1),
+            s.first_alerts,
+            s.first_alerts_followed_by_churn,
+            opt_num(s.first_alert_precision, 3),
+            s.first_alerts_window_open,
+            s.late_customers,
+            s.late_evaluable,
+            s.alerts_after_churn,
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// The `backtest --report` page: the lead-time histogram and the lead-time tables (overall, per
+/// band, per action of the first alert) of a [`crate::backtest::Judgement`].
+pub fn render_lead_time_report(
+    j: &crate::backtest::Judgement,
+    model_version: &str,
+) -> Result<String, Error> {
+    let lt = &j.lead_time;
+    let hist = lead_histogram_svg(&lt.evaluable_lead_days, lt.evaluable_not_alerted)?;
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("–".to_string(), |t| t.format("%Y-%m-%d").to_string())
+    };
+    let mut h = String::with_capacity(hist.len() + 8192);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>churnstream backtest — {ver}</title>\n<style>{CSS}</style>\n</head>\n<body>\n\
+         <h1>churnstream backtest: lead time</h1>\n\
+         <div class=\"meta\">model <b>{ver}</b> · {alerts} at-risk alerts to {customers} customers · \
+         alerting from {from} · evaluable churners: churned on or after {efrom} ({after} days \
+         later): <b>{cohort}</b>, of them warned before the churn <b>{warned}</b>{share}, never \
+         alerted {never}</div>\n",
+        ver = esc(model_version),
+        alerts = j.alerts,
+        customers = j.customers_alerted,
+        from = when(lt.alerting_from),
+        efrom = when(lt.evaluable_from),
+        after = lt.evaluable_after_days,
+        cohort = lt.evaluable_churners,
+        warned = lt.overall.warned,
+        share = lt.overall.warned_share.map_or(String::new(), |v| format!(" ({})", pct(v))),
+        never = lt.evaluable_not_alerted,
+    );
+    let _ = writeln!(h, "<div class=\"card\" id=\"lead-time\">{hist}</div>");
+    h.push_str(
+        "<p class=\"note\">Each evaluable churner who was alerted is counted once, at the day \
+         of the first at-risk alert (its <code>as_of</code>, the end of the day it was scored \
+         for). Right of 0: warned before the churn; left of 0: the first alert came on or after \
+         the churn day (a post-mortem). README \"How to read lead time\".</p>\n",
+    );
+    let overall = [("all".to_string(), &lt.overall)];
+    let bands: Vec<_> = lt.per_band.iter().map(|(k, v)| (k.clone(), v)).collect();
+    let actions: Vec<_> = lt.per_action.iter().map(|(k, v)| (k.clone(), v)).collect();
+    for (title, rows) in [
+        ("Overall", &overall[..]),
+        ("Per band of the first alert", &bands[..]),
+        ("Per recommended action of the first alert", &actions[..]),
+    ] {
+        let _ = writeln!(h, "<h2>{title}</h2>");
+        lead_rows(&mut h, rows);
+    }
+    let _ = write!(
+        h,
+        "<p class=\"note\">first-alert precision: share of the customers first alerted at or \
+         after alerting began who churned within {w} days after that alert; \"window still \
+         open\": of those not (yet) followed by churn, the ones whose {w} days reach past the \
+         end of the history. Alerts of other CloudEvents types (not predictions, not judged): \
+         {other}.</p>\n<p class=\"note\">Generated by <code>churnstream backtest --labels … \
+         --report</code>. Self-contained: no scripts, no external resources.</p>\n\
+         </body>\n</html>\n",
+        w = lt.precision_window_days,
+        other = if j.other_alerts.is_empty() {
+            "none".to_string()
+        } else {
+            j.other_alerts
+                .iter()
+                .map(|(k, v)| format!("{} {v}", esc(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1082,6 +1351,106 @@ mod tests {
             (p - 1.0).abs() < 1e-12 && (r - 1.0).abs() < 1e-12,
             "{p} {r}"
         );
+    }
+
+    #[test]
+    fn lead_time_report_has_the_histogram_and_the_tables() {
+        use crate::backtest::{Judgement, LeadQuantiles, LeadStats, LeadTime};
+        let stats = LeadStats {
+            customers_alerted: 5,
+            warned: 3,
+            warned_share: Some(0.5),
+            lead_days: LeadQuantiles::of(&[3.0, 10.0, 40.0]),
+            first_alerts: 5,
+            first_alerts_followed_by_churn: 3,
+            first_alert_precision: Some(0.6),
+            late_customers: 1,
+            late_evaluable: 1,
+            alerts_after_churn: 2,
+            ..LeadStats::default()
+        };
+        let j = Judgement {
+            alerts: 7,
+            customers_alerted: 5,
+            churners: 6,
+            true_positives: 3,
+            late: 1,
+            false_positives: 1,
+            precision: 0.75,
+            recall: 0.5,
+            median_lead_days: Some(10.0),
+            other_alerts: [("com.churnstream.customer.lapsed".to_string(), 2)].into(),
+            lead_time: LeadTime {
+                evaluable_churners: 6,
+                evaluable_not_alerted: 2,
+                overall: stats.clone(),
+                per_band: [("high".to_string(), stats.clone())].into(),
+                per_action: [("feedback_call".to_string(), stats)].into(),
+                evaluable_lead_days: vec![-0.5, -20.0, 3.0, 10.0, 40.0],
+                ..LeadTime::default()
+            },
+        };
+        let html = render_lead_time_report(&j, "churn-lr-test").expect("renders");
+        let svg = svgs(&html);
+        assert_eq!(svg.len(), 1, "one histogram");
+        // Bins of a week: [-21,-14) [-7,0) | [0,7) [7,14) [35,42): five bars, plus the frame.
+        assert!(drawing_elements(svg[0]) >= 5, "bars drawn");
+        for needle in [
+            "warned before the churn (n = 3)",
+            "first alert after the churn (n = 2)",
+            "never alerted: 2",
+            "Per band of the first alert",
+            "<td>high</td><td>5</td><td>3</td><td>50.0 %</td><td>4.4</td>",
+            "Per recommended action of the first alert",
+            "<td>feedback_call</td>",
+            "com.churnstream.customer.lapsed 2",
+        ] {
+            assert!(html.contains(needle), "report lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn band_table_agrees_with_the_alert_threshold_metrics() {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 200,
+            days: 150,
+            seed: 5,
+            ..Default::default()
+        });
+        let params = TrainParams {
+            alphas: vec![1.0],
+            ..TrainParams::default()
+        };
+        let (model, summary, test) = crate::train::train_from_events(
+            &pop.events,
+            &ObservationPlan::default(),
+            &params,
+            crate::train::DEFAULT_BANDS,
+        )
+        .expect("training on generated data");
+        let rows = band_table(&model, &test);
+        let names: Vec<&str> = rows.iter().map(|r| r.band.as_str()).collect();
+        assert_eq!(names, ["low", "medium", "high", "critical"]);
+        assert_eq!(rows.iter().map(|r| r.rows).sum::<usize>(), test.len());
+        let pos = test.labels.iter().filter(|&&v| v).count();
+        assert!(pos > 0);
+        assert_eq!(rows.iter().map(|r| r.positives).sum::<usize>(), pos);
+        let alerting: Vec<&BandRow> = rows.iter().filter(|r| r.alerts).collect();
+        assert_eq!(
+            alerting.len(),
+            2,
+            "high and critical alert at the default threshold"
+        );
+        let (n, p) = alerting
+            .iter()
+            .fold((0, 0), |(n, p), r| (n + r.rows, p + r.positives));
+        assert!(n > 0);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(p as f64 / n as f64, summary.test.precision_at_alert));
+        assert!(close(p as f64 / pos as f64, summary.test.recall_at_alert));
+        for r in &rows {
+            assert_eq!(r.share_of_positives, Some(r.positives as f64 / pos as f64));
+        }
     }
 
     #[test]

@@ -101,7 +101,8 @@ enum Cmd {
         export_training_set: Option<PathBuf>,
     },
     /// Evaluate a model on the test split of an event history; prints JSON metrics (AUC, log loss,
-    /// Brier, top-decile lift, precision/recall at the alert threshold, recency baseline).
+    /// Brier, top-decile lift, precision/recall at the alert threshold, recency baseline, and
+    /// per risk band the precision and share of the churn observations caught).
     Evaluate {
         /// Event history, one JSON event per line (gzip-compressed files are read too).
         #[arg(long)]
@@ -202,9 +203,23 @@ enum Cmd {
         /// Output file for alerts (JSONL).
         #[arg(long, default_value = "backtest-alerts.jsonl")]
         out: PathBuf,
-        /// Ground-truth labels (CSV from `generate`) to evaluate the alerts against.
+        /// Ground-truth labels (CSV from `generate`: customer_id, churned, churn_at) to judge
+        /// the alerts against; prints a JSON judgement with a `lead_time` section (README "How
+        /// to read lead time") and a summary on stderr.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// With --labels: churners count as evaluable (the lead-time cohort) when they churned at
+        /// least this many days after alerting began (first event + pipeline.warmup_days).
+        #[arg(long, default_value_t = backtest::EVALUABLE_AFTER_DAYS, requires = "labels")]
+        evaluable_after_days: i64,
+        /// With --labels: a first alert is precise when its customer churns within this many
+        /// days after it.
+        #[arg(long, default_value_t = backtest::PRECISION_WINDOW_DAYS, requires = "labels")]
+        precision_window_days: i64,
+        /// With --labels: also write an HTML report (lead-time histogram, first alert → churn in
+        /// days, negative = after the churn; the tables overall, per band and per action).
+        #[arg(long, value_name = "FILE.html", requires = "labels")]
+        report: Option<PathBuf>,
     },
     /// Check an event file line by line with the ingest's validator (the DLQ reasons of
     /// `churnstream run`, limits from the config); prints a JSON summary and exits 1 if any line
@@ -354,7 +369,7 @@ fn main() -> Result<()> {
             let plan = observation_plan(&churn, churn_days, every_days);
             let params = TrainParams {
                 seed,
-                alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                alphas: train::DEFAULT_ALPHAS.to_vec(),
                 ..TrainParams::default()
             };
             let t0 = std::time::Instant::now();
@@ -402,7 +417,18 @@ fn main() -> Result<()> {
             spin.finish_and_clear();
             let (_, _, test, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
             let ev = train::evaluate(&model, &test);
-            println!("{}", serde_json::to_string_pretty(&ev)?);
+            /// The evaluation plus, per risk band, precision and the share of churn caught.
+            #[derive(serde::Serialize)]
+            struct Printed<'a> {
+                #[serde(flatten)]
+                ev: &'a train::Evaluation,
+                per_band: Vec<churn_pipeline::report::BandRow>,
+            }
+            let per_band = churn_pipeline::report::band_table(&model, &test);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Printed { ev: &ev, per_band })?
+            );
             if let Some(path) = &scores_out {
                 train::export_scores(&model, &test, path)?;
                 info!(path = %path.display(), rows = test.len(), "test scores written");
@@ -413,7 +439,7 @@ fn main() -> Result<()> {
             }
             if let Some(path) = report {
                 let params = TrainParams {
-                    alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                    alphas: train::DEFAULT_ALPHAS.to_vec(),
                     ..TrainParams::default()
                 };
                 let back = if cutoffs == 0 {
@@ -513,11 +539,14 @@ fn main() -> Result<()> {
             model,
             out,
             labels,
+            evaluable_after_days,
+            precision_window_days,
+            report,
         } => {
             let cfg = load_config(cli.config.as_deref(), None)?;
             let model = Arc::new(ModelArtifact::load(&model)?);
             let events = read_events(&events)?;
-            let mut engine = Engine::new(model, cfg.pipeline.clone(), cfg.alerts.clone())?;
+            let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
             let (alerts, stats) =
                 backtest::replay(&mut engine, &events, cfg.pipeline.batch_max_events)?;
             let mut w = BufWriter::new(File::create(&out)?);
@@ -534,9 +563,31 @@ fn main() -> Result<()> {
                     .map(|e| e.occurred_at)
                     .min()
                     .unwrap_or_default();
-                let from = start + chrono::Duration::days(i64::from(cfg.pipeline.warmup_days));
-                let report = backtest::judge(&alerts, &labels, from);
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                // The engine's warm-up counts days from the oldest event's day.
+                let from = churn_features::day_start(
+                    churn_features::day_of(start) + cfg.pipeline.warmup_days,
+                );
+                let opts = backtest::JudgeOptions {
+                    evaluable_after_days,
+                    precision_window_days,
+                    history_end: events.iter().map(|e| e.occurred_at).max(),
+                    ..backtest::JudgeOptions::new(from)
+                };
+                let judgement = backtest::judge(&alerts, &labels, &opts);
+                println!("{}", serde_json::to_string_pretty(&judgement)?);
+                eprint!("{}", judgement.summary());
+                if let Some(path) = report {
+                    let html = churn_pipeline::report::render_lead_time_report(
+                        &judgement,
+                        &model.model_version,
+                    )?;
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&path, html)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    info!(path = %path.display(), "lead-time report written");
+                }
             }
             Ok(())
         }
