@@ -6,6 +6,11 @@
 //! from the simulation itself, never from the events, so a model trained on the events can be
 //! scored against the truth.
 //!
+//! Two hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
+//! "Hidden churn process": subscriptions, engagement, NPS, churn after a visible disengagement
+//! phase) and [`Profile::Retail`] ("Hidden retail process": a non-contractual shop where customers
+//! drop out unobserved, the textbook BG/NBD setting).
+//!
 //! The output is deterministic: the same [`GenConfig`] gives byte-identical events and labels.
 //! Every customer draws from its own `StdRng` seeded from `(seed, customer index)`, so adding
 //! customers does not change the existing ones.
@@ -89,6 +94,56 @@
 //! With the default config (2000 customers, 180 days, seed 42) 25.8 % of the customers churn
 //! (≈ 350 000 events); with 20 000 customers 26.7 % (≈ 3.5 M events), about 3.5 % of the churners
 //! at random.
+//!
+//! # Hidden retail process
+//!
+//! [`Profile::Retail`] is the BG/NBD model (Fader, Hardie & Lee 2005, "Counting your customers the
+//! easy way") with Gamma-Gamma spend, simulated per day. The constants are those of
+//! `crates/churn-gen/src/retail.rs`. `churn_inactivity_days` plays no part; use a long period
+//! (`churnstream generate --profile retail` defaults to 730 days instead of 180).
+//!
+//! 1. **Population, cohorts.** Every customer is acquired inside the period, by a first purchase
+//!    on a uniformly random day (so cohorts of every age; customers acquired late have little
+//!    history), at a diurnal time of day (the default profile's `HOUR_WEIGHTS`). Nobody has a
+//!    subscription; there is no NPS, no e-mail, no support traffic.
+//! 2. **Latent traits** (never emitted): purchase rate λ ~ Gamma(shape `BG_R` = 0.35, rate
+//!    `BG_ALPHA` = 30 days) per day, capped at `LAMBDA_MAX` = 2 (mean 0.0117 per day ≈ 4.3 per
+//!    year, median ≈ 1.3 per year: many customers never come back); dropout probability p ~
+//!    Beta(`BG_A` = 0.8, `BG_B` = 2.6) (mean 0.24); spend ν ~ Gamma(shape `GG_Q` = 3.5, rate
+//!    `GG_GAMMA` = 15).
+//! 3. **Purchases.** From the day after acquisition, while alive, Poisson(λ) purchases a day at
+//!    diurnal times. After each *repeat* purchase (not after the first one, as in BG/NBD) the
+//!    customer drops out for good with probability p. Each order's gross value is Gamma(shape
+//!    `GG_P` = 6, rate ν) EUR clamped to [1, 5000] (`ORDER_MIN_EUR`, `ORDER_MAX_EUR`; a
+//!    customer's mean order value is 6/ν, median over orders ≈ 26 EUR, 99th percentile ≈ 170 EUR);
+//!    `P_DISCOUNT` = 12 % of orders get a discount of U(5, 30) % (`amount` is what was paid);
+//!    `items` = 1 + Poisson(gross / 40 EUR). Order ids as in the default profile.
+//! 4. **Browsing.** Every purchase ends a visit: a `session` (log-normal duration, median
+//!    `RETAIL_SESSION_MEDIAN_S` = 300 s, σ = 0.7, 20 s – 2 h) that starts that long before the
+//!    purchase, Poisson(`PAGE_VIEWS_BUY` = 3) `page_view`s inside it and, with probability
+//!    `P_LOGIN_AT_CHECKOUT` = 0.6, a `login` at its start. While alive, a customer also makes
+//!    Poisson(`BROWSE_PER_PURCHASE` · λ = 0.5 λ) browse-only visits a day (1 +
+//!    Poisson(`PAGE_VIEWS_BROWSE` = 1.5) page views, login with probability 0.3). Browsing is
+//!    proportional to the purchase rate and stops at dropout: it tells nothing the purchases do
+//!    not, except by adding activity.
+//! 5. **Dropout.** The dropout moment is the instant of the purchase after which the coin fell:
+//!    nothing at all is emitted after it. Nobody emits anything that reveals it (no cancel, no
+//!    warning phase): it can only be inferred from the silence.
+//! 6. **Labels.** `churned` is true and `churn_at` = the dropout instant iff the customer dropped
+//!    out inside the period; `cause` is `dropout` (else `none`); `segment_hint` is
+//!    `retail-light|regular|heavy` (λ below 2, below 8, at least 8 purchases a year).
+//!    `p_alive_end` is the true probability of being alive at the end of the period given the
+//!    customer's hidden λ and p and its purchases — what an oracle that knows the parameters but
+//!    not the coins would say: 1 with no repeat purchase, else 1 / (1 + p/(1 − p) · e^{λ·E}) with
+//!    E the exposure (in days, the last day weighted by its remaining diurnal share) from the last
+//!    purchase to the end. Its mean matches the share of customers alive (a test checks it).
+//!    Note that an "inactivity" churn label (no event for N days) also counts the customers who
+//!    are alive but buy rarely, which no model can tell apart from the dead.
+//!
+//! With 5000 customers over 730 days (seeds 1 and 2) 28 % of the customers drop out inside the
+//! period and 44–46 % never buy a second time: ≈ 14 900 purchases and ≈ 102 000 events in all
+//! (sessions, page views, logins, purchases). A BG/NBD fit (`lifetimes`) on these purchases
+//! recovers r ≈ 0.37, α ≈ 33, a ≈ 0.73, b ≈ 2.3.
 
 use std::io::{BufRead, Write};
 
@@ -115,8 +170,49 @@ pub struct GenConfig {
     /// First instant of the period; every event lies in `[start, start + days)`.
     pub start: DateTime<Utc>,
     /// N of the non-contractual churn definition ("no activity for N days"). Scales the
-    /// disengagement phase (7/15·N to 7/5·N days) and the floor of the visit rate.
+    /// disengagement phase (7/15·N to 7/5·N days) and the floor of the visit rate (default
+    /// profile only).
     pub churn_inactivity_days: u32,
+    /// The hidden process: [`Profile::Default`] (absent in older configs) or
+    /// [`Profile::Retail`].
+    pub profile: Profile,
+}
+
+/// Which hidden process [`generate`] simulates (crate docs: "Hidden churn process" and "Hidden
+/// retail process").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Subscriptions and pay-as-you-go, engagement, NPS; churn through a disengagement phase.
+    #[default]
+    Default,
+    /// Non-contractual shop (BG/NBD purchasing, Gamma-Gamma spend, browsing sessions): customers
+    /// drop out unobserved right after a purchase.
+    Retail,
+}
+
+impl Profile {
+    /// Every profile, in CLI order.
+    pub const ALL: [Profile; 2] = [Profile::Default, Profile::Retail];
+
+    /// The CLI / config name: `default` or `retail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Default => "default",
+            Profile::Retail => "retail",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown profile `{s}` (expected default or retail)"))
+    }
 }
 
 impl Default for GenConfig {
@@ -130,6 +226,7 @@ impl Default for GenConfig {
                 .single()
                 .unwrap_or_default(),
             churn_inactivity_days: 30,
+            profile: Profile::Default,
         }
     }
 }
@@ -149,10 +246,16 @@ pub struct Label {
     pub churned: bool,
     /// When (the `cancel` instant for subscribers; the customer is silent afterwards).
     pub churn_at: Option<DateTime<Utc>>,
-    /// `none`, `disengaged`, `detractor`, `downgrade`, `complaints`, `price` or `random`.
+    /// `none`, `disengaged`, `detractor`, `downgrade`, `complaints`, `price` or `random`
+    /// (retail profile: `none` or `dropout`).
     pub cause: String,
-    /// Latent persona, e.g. `pro-regular` or `payg-light`.
+    /// Latent persona, e.g. `pro-regular` or `payg-light` (retail: `retail-light|regular|heavy`).
     pub segment_hint: String,
+    /// Retail profile: the true probability that the customer is alive at the end of the period,
+    /// given its hidden λ and p and its purchases (crate docs, retail step 6). `None` for the
+    /// default profile; the labels CSV has the column only when some label has a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_alive_end: Option<f64>,
 }
 
 /// Events of the whole population (sorted by `occurred_at`, ties by `event_id`) and one label
@@ -374,6 +477,22 @@ fn poisson(rng: &mut StdRng, lambda: f64) -> u32 {
     k
 }
 
+/// A random second of a day (0..86 400), following the diurnal profile `HOUR_WEIGHTS` (the hour
+/// by weight, then a uniform second in it).
+fn diurnal_second(rng: &mut StdRng) -> u32 {
+    let total: u32 = HOUR_WEIGHTS.iter().sum();
+    let mut x = rng.gen_range(0..total);
+    let mut hour = 0u32;
+    for (h, w) in HOUR_WEIGHTS.iter().enumerate() {
+        if x < *w {
+            hour = h as u32;
+            break;
+        }
+        x -= w;
+    }
+    hour * 3600 + rng.gen_range(0..3600)
+}
+
 fn cents(x: f64) -> u32 {
     (x * 100.0).round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
@@ -455,17 +574,7 @@ impl Sim<'_> {
 
     /// A random second of day `day_start`, following the diurnal profile.
     fn time_of_day(&mut self, day_start: u32) -> u32 {
-        let total: u32 = HOUR_WEIGHTS.iter().sum();
-        let mut x = self.rng.gen_range(0..total);
-        let mut hour = 0u32;
-        for (h, w) in HOUR_WEIGHTS.iter().enumerate() {
-            if x < *w {
-                hour = h as u32;
-                break;
-            }
-            x -= w;
-        }
-        day_start + hour * 3600 + self.rng.gen_range(0..3600)
+        day_start + diurnal_second(&mut self.rng)
     }
 
     fn activity(&self, day: u32) -> f64 {
@@ -942,6 +1051,7 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
         churn_at: churn.map(|(tc, _)| cfg.start + Duration::seconds(i64::from(tc))),
         cause: churn.map_or("none", |(_, c)| c.as_str()).to_owned(),
         segment_hint,
+        p_alive_end: None,
     }
 }
 
@@ -1028,7 +1138,10 @@ fn simulate_range(cfg: &GenConfig, range: std::ops::Range<usize>, cw: usize) -> 
     for idx in range {
         let id = customer_id(idx, cw);
         part.ids.push(id.clone());
-        part.labels.push(simulate_customer(cfg, idx, id, &mut buf));
+        part.labels.push(match cfg.profile {
+            Profile::Default => simulate_customer(cfg, idx, id, &mut buf),
+            Profile::Retail => retail::simulate_customer(cfg, idx, id, &mut buf),
+        });
         // Stable: same-second events keep their generation order (start before its visit,
         // cancel last).
         buf.sort_by_key(|r| r.0);
@@ -1162,6 +1275,9 @@ const LABEL_COLUMNS: [&str; 5] = [
     "segment_hint",
 ];
 
+/// Optional last column of the labels CSV (retail profile).
+const P_ALIVE_COLUMN: &str = "p_alive_end";
+
 fn csv_field(out: &mut String, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
         out.push('"');
@@ -1173,9 +1289,16 @@ fn csv_field(out: &mut String, s: &str) {
 }
 
 /// Writes the labels as CSV with the header `customer_id,churned,churn_at,cause,segment_hint`
-/// (`churn_at` RFC 3339 UTC, empty when not churned).
+/// (`churn_at` RFC 3339 UTC, empty when not churned), followed by a `p_alive_end` column only if
+/// some label has one (the retail profile; empty where a label has none). Default-profile files
+/// are therefore exactly what they were before the column existed.
 pub fn write_labels_csv(labels: &[Label], mut w: impl Write) -> std::io::Result<()> {
-    writeln!(w, "{}", LABEL_COLUMNS.join(","))?;
+    let with_p_alive = labels.iter().any(|l| l.p_alive_end.is_some());
+    write!(w, "{}", LABEL_COLUMNS.join(","))?;
+    if with_p_alive {
+        write!(w, ",{P_ALIVE_COLUMN}")?;
+    }
+    writeln!(w)?;
     let mut row = String::new();
     for l in labels {
         row.clear();
@@ -1190,6 +1313,13 @@ pub fn write_labels_csv(labels: &[Label], mut w: impl Write) -> std::io::Result<
         csv_field(&mut row, &l.cause);
         row.push(',');
         csv_field(&mut row, &l.segment_hint);
+        if with_p_alive {
+            row.push(',');
+            if let Some(p) = l.p_alive_end {
+                // Shortest representation that reads back to the same f64.
+                row.push_str(&p.to_string());
+            }
+        }
         row.push('\n');
         w.write_all(row.as_bytes())?;
     }
@@ -1234,7 +1364,8 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Reads labels CSV. Columns are found by header name; `customer_id`, `churned`, `churn_at` and
-/// `cause` are required, `segment_hint` is optional (empty when absent).
+/// `cause` are required, `segment_hint` is optional (empty when absent), `p_alive_end` is
+/// optional (a probability in [0, 1]; `None` when the column is absent or the field empty).
 pub fn read_labels_csv(mut r: impl BufRead) -> Result<Vec<Label>, GenError> {
     let mut line = String::new();
     let mut n = 0usize;
@@ -1262,6 +1393,7 @@ pub fn read_labels_csv(mut r: impl BufRead) -> Result<Vec<Label>, GenError> {
         required("cause")?,
     );
     let c_seg = col("segment_hint");
+    let c_alive = col(P_ALIVE_COLUMN);
     let mut labels = Vec::new();
     while next(&mut line, &mut n)? {
         let text = line.trim_end_matches(['\r', '\n']);
@@ -1296,16 +1428,26 @@ pub fn read_labels_csv(mut r: impl BufRead) -> Result<Vec<Label>, GenError> {
                 "churn_at must be set exactly when churned is true".into(),
             ));
         }
+        let p_alive_end = match c_alive.map(|c| f[c].trim()) {
+            None | Some("") => None,
+            Some(v) => match v.parse::<f64>() {
+                Ok(p) if (0.0..=1.0).contains(&p) => Some(p),
+                _ => return Err(csv_err(n, format!("p_alive_end `{v}` is not in [0, 1]"))),
+            },
+        };
         labels.push(Label {
             customer_id: f[c_id].clone(),
             churned,
             churn_at,
             cause: f[c_cause].clone(),
             segment_hint: c_seg.map(|c| f[c].clone()).unwrap_or_default(),
+            p_alive_end,
         });
     }
     Ok(labels)
 }
+
+mod retail;
 
 #[cfg(test)]
 mod tests;

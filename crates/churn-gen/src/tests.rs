@@ -395,6 +395,7 @@ fn labels_csv_quotes_and_reports_errors() {
         churn_at: None,
         cause: "none".into(),
         segment_hint: String::new(),
+        p_alive_end: None,
     }];
     let mut out = Vec::new();
     write_labels_csv(&labels, &mut out).expect("writing to a Vec cannot fail");
@@ -480,4 +481,234 @@ fn output_does_not_depend_on_thread_count() {
     let one = generate_with_threads(&cfg, 1);
     assert_eq!(one, generate_with_threads(&cfg, 3));
     assert_eq!(one, generate(&cfg));
+}
+
+/// FNV-1a 64 of a byte stream (no hashing crate needed for a fingerprint).
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Fingerprint of a population as `generate` writes it: events.jsonl bytes, then labels.csv.
+fn fingerprint(pop: &Population) -> u64 {
+    let mut labels = Vec::new();
+    write_labels_csv(&pop.labels, &mut labels).expect("writing to a Vec cannot fail");
+    fnv1a(&labels, fnv1a(&jsonl(&pop.events), 0xcbf2_9ce4_8422_2325))
+}
+
+/// The default profile is exactly what it was before profiles existed: the fingerprints were
+/// computed on the code of commit a8ee41f (before `Profile`), for this small config and for the
+/// default config.
+#[test]
+fn default_profile_is_byte_identical_to_before_profiles() {
+    let small = generate(&GenConfig {
+        customers: 400,
+        days: 120,
+        seed: 9,
+        ..GenConfig::default()
+    });
+    assert_eq!(fingerprint(&small), 0x3a79_f2c0_9565_8586);
+    assert_eq!(fingerprint(default_pop()), 0xa671_4043_c01b_4238);
+    // The labels CSV has no p_alive_end column for the default profile.
+    let mut out = Vec::new();
+    write_labels_csv(&small.labels, &mut out).expect("writing to a Vec cannot fail");
+    assert!(out.starts_with(b"customer_id,churned,churn_at,cause,segment_hint\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retail profile.
+
+fn retail_cfg(customers: usize, days: u32, seed: u64) -> GenConfig {
+    GenConfig {
+        customers,
+        days,
+        seed,
+        profile: Profile::Retail,
+        ..GenConfig::default()
+    }
+}
+
+/// A two-year retail population, generated once for the retail tests.
+fn retail_pop() -> &'static Population {
+    static POP: OnceLock<Population> = OnceLock::new();
+    POP.get_or_init(|| generate(&retail_cfg(3000, 730, 42)))
+}
+
+#[test]
+fn profile_names_parse_and_old_configs_mean_default() {
+    for p in Profile::ALL {
+        assert_eq!(p.as_str().parse::<Profile>(), Ok(p));
+    }
+    assert!("shop".parse::<Profile>().is_err());
+    let old: GenConfig =
+        serde_json::from_str(r#"{"customers": 10, "days": 30}"#).expect("old config parses");
+    assert_eq!(old.profile, Profile::Default);
+    let retail: GenConfig = serde_json::from_str(r#"{"profile": "retail"}"#).expect("parses");
+    assert_eq!(retail.profile, Profile::Retail);
+}
+
+#[test]
+fn retail_events_decode_and_are_purchases_and_browsing_only() {
+    let cfg = retail_cfg(3000, 730, 42);
+    let pop = retail_pop();
+    let limits = DecodeLimits::default();
+    let mut orders: HashSet<&str> = HashSet::new();
+    let (mut purchases, mut sessions, mut views) = (0usize, 0usize, 0usize);
+    for w in pop.events.windows(2) {
+        assert!((w[0].occurred_at, &w[0].event_id) < (w[1].occurred_at, &w[1].event_id));
+    }
+    for ev in &pop.events {
+        assert!(ev.occurred_at >= cfg.start && ev.occurred_at < cfg.end());
+        let bytes = ev.to_json();
+        let back = decode(&bytes, cfg.end(), &limits)
+            .unwrap_or_else(|r| panic!("{r}: {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(&back, ev);
+        match &ev.payload {
+            Payload::Purchase(p) => {
+                purchases += 1;
+                assert!(p.amount > 0.0 && p.items >= 1 && p.currency == "EUR");
+                assert!(orders.insert(p.order_id.as_str()), "duplicate order id");
+            }
+            Payload::Engagement(e) => match e.kind {
+                EngagementKind::Session => sessions += 1,
+                EngagementKind::PageView => views += 1,
+                EngagementKind::Login => {}
+                other => panic!("retail emits no {other:?}"),
+            },
+            other => panic!("retail emits no {}", other.type_name()),
+        }
+    }
+    // Every purchase comes with a session; browse-only sessions are fewer than purchases.
+    assert!(
+        sessions > purchases && sessions < 2 * purchases,
+        "{sessions} / {purchases}"
+    );
+    assert!(views > sessions, "{views} page views, {sessions} sessions");
+}
+
+#[test]
+fn retail_population_is_buy_till_you_die() {
+    let cfg = retail_cfg(3000, 730, 42);
+    let pop = retail_pop();
+    let mut orders: HashMap<&str, Vec<(DateTime<Utc>, f64)>> = HashMap::new();
+    let mut last: HashMap<&str, &Event> = HashMap::new();
+    for ev in &pop.events {
+        last.insert(ev.customer_id.as_str(), ev);
+        if let Payload::Purchase(p) = &ev.payload {
+            orders
+                .entry(ev.customer_id.as_str())
+                .or_default()
+                .push((ev.occurred_at, p.amount));
+        }
+    }
+    // Everybody is acquired inside the period with a first purchase, over the whole period.
+    assert_eq!(orders.len(), cfg.customers);
+    let mut firsts: Vec<i64> = orders
+        .values()
+        .map(|o| (o[0].0 - cfg.start).num_days())
+        .collect();
+    firsts.sort_unstable();
+    let q = |f: f64| firsts[(f * firsts.len() as f64) as usize];
+    assert!((120..=240).contains(&q(0.25)) && (490..=610).contains(&q(0.75)));
+    // Many one-time buyers, a heavy tail of frequent ones.
+    let one_time = orders.values().filter(|o| o.len() == 1).count() as f64 / 3000.0;
+    assert!(
+        (0.35..0.75).contains(&one_time),
+        "one-time buyers {one_time}"
+    );
+    assert!(orders.values().any(|o| o.len() >= 30));
+    // Heavy-tailed order values.
+    let mut amounts: Vec<f64> = orders.values().flatten().map(|o| o.1).collect();
+    amounts.sort_by(f64::total_cmp);
+    let at = |f: f64| amounts[(f * amounts.len() as f64) as usize];
+    assert!((20.0..50.0).contains(&at(0.5)), "median order {}", at(0.5));
+    assert!(
+        at(0.99) > 4.0 * at(0.5),
+        "p99 {} vs median {}",
+        at(0.99),
+        at(0.5)
+    );
+
+    let mut churned = 0usize;
+    let (mut p_sum, mut alive) = (0.0, 0usize);
+    for l in &pop.labels {
+        assert_eq!(l.churned, l.churn_at.is_some());
+        assert_eq!(l.cause, if l.churned { "dropout" } else { "none" });
+        assert!(l.segment_hint.starts_with("retail-"));
+        let p = l.p_alive_end.expect("retail labels carry p_alive_end");
+        assert!((0.0..=1.0).contains(&p));
+        let o = &orders[l.customer_id.as_str()];
+        if o.len() == 1 {
+            // Nobody drops out before a repeat purchase (BG/NBD).
+            assert!(!l.churned && p == 1.0, "{l:?}");
+        }
+        if let Some(t) = l.churn_at {
+            churned += 1;
+            // The dropout moment is the last purchase, and nothing follows it.
+            assert_eq!(o.last().map(|x| x.0), Some(t));
+            let ev = last[l.customer_id.as_str()];
+            assert_eq!(ev.occurred_at, t);
+            assert!(matches!(ev.payload, Payload::Purchase(_)));
+        } else {
+            alive += 1;
+        }
+        p_sum += p;
+    }
+    let rate = churned as f64 / 3000.0;
+    assert!((0.2..0.6).contains(&rate), "dropout rate {rate}");
+    // p_alive_end is the posterior of being alive: on average it matches the alive share.
+    let mean = p_sum / 3000.0;
+    let share = alive as f64 / 3000.0;
+    assert!(
+        (mean - share).abs() < 0.03,
+        "mean P(alive) {mean} vs alive {share}"
+    );
+}
+
+#[test]
+fn retail_is_deterministic_and_thread_independent() {
+    let cfg = retail_cfg(600, 200, 5);
+    let one = generate_with_threads(&cfg, 1);
+    assert_eq!(one, generate_with_threads(&cfg, 3));
+    assert_eq!(one, generate(&cfg));
+    assert_ne!(one, generate(&retail_cfg(600, 200, 6)));
+    let zero = generate(&retail_cfg(5, 0, 5));
+    assert!(zero.events.is_empty() && zero.labels.iter().all(|l| !l.churned));
+}
+
+#[test]
+fn labels_csv_carries_p_alive_end_and_reads_files_without_it() {
+    let pop = generate(&retail_cfg(300, 365, 3));
+    let mut out = Vec::new();
+    write_labels_csv(&pop.labels, &mut out).expect("writing to a Vec cannot fail");
+    let text = String::from_utf8(out.clone()).expect("utf-8");
+    assert!(text.starts_with("customer_id,churned,churn_at,cause,segment_hint,p_alive_end\n"));
+    assert_eq!(
+        read_labels_csv(out.as_slice()).expect("own output parses"),
+        pop.labels
+    );
+
+    // Files written before the column existed still read, with p_alive_end = None.
+    let old = "customer_id,churned,churn_at,cause,segment_hint\n\
+               cust-000001,true,2026-02-03T04:05:06Z,price,basic-light\n\
+               cust-000002,false,,none,payg-regular\n";
+    let got = read_labels_csv(old.as_bytes()).expect("old file parses");
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|l| l.p_alive_end.is_none()));
+    assert_eq!(got[0].churn_at.map(|t| t.timestamp()), Some(1_770_091_506));
+
+    // An empty field is None; a value outside [0, 1] is an error naming the line.
+    let mixed = "customer_id,churned,churn_at,cause,p_alive_end\n\
+                 a,false,,none,\n\
+                 b,false,,none,0.25\n\
+                 c,false,,none,1.5\n";
+    let err = read_labels_csv(mixed.as_bytes()).expect_err("1.5 is no probability");
+    assert!(matches!(err, GenError::Csv { line: 4, .. }), "{err:?}");
+    let ok = read_labels_csv(&mixed.as_bytes()[..mixed.len() - "c,false,,none,1.5\n".len()])
+        .expect("parses");
+    assert_eq!(ok[0].p_alive_end, None);
+    assert_eq!(ok[1].p_alive_end, Some(0.25));
 }

@@ -141,15 +141,24 @@ enum Cmd {
         /// Number of customers (cust-000000 …).
         #[arg(long, default_value_t = 2000)]
         customers: usize,
-        /// Length of the simulated history in days, from 2026-01-01 (capped at 40000).
-        #[arg(long, default_value_t = 180)]
-        days: u32,
+        /// Length of the simulated history in days (capped at 40000): from 2026-01-01 for
+        /// --profile default; for --profile retail it ends at 2026-01-01 (a past history, which
+        /// the validator's future-timestamp check accepts). Absent: 180 for default, 730 for
+        /// retail (a 90-day churn definition needs a long history).
+        #[arg(long)]
+        days: Option<u32>,
         /// Random seed of every draw: the same seed gives the same files.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Output directory (events.jsonl, labels.csv).
         #[arg(long, default_value = "data")]
         out: PathBuf,
+        /// Hidden process: "default" (subscriptions, engagement, NPS, churn after a
+        /// disengagement phase) or "retail" (non-contractual shop: BG/NBD purchasing with
+        /// unobserved dropout, Gamma-Gamma spend, browsing; labels.csv gains p_alive_end).
+        /// Both are documented in the churn-gen crate docs.
+        #[arg(long, default_value = "default", value_parser = ["default", "retail"])]
+        profile: String,
         /// Also publish the events to Kafka (as `replay` does; topic by type, key = customer_id).
         #[arg(long)]
         publish: bool,
@@ -468,16 +477,27 @@ fn main() -> Result<()> {
             days,
             seed,
             out,
+            profile,
             publish,
             rate,
             brokers,
         } => {
-            let cfg = churn_gen::GenConfig {
+            let profile: churn_gen::Profile = profile.parse().map_err(anyhow::Error::msg)?;
+            let days = days.unwrap_or(match profile {
+                churn_gen::Profile::Default => 180,
+                churn_gen::Profile::Retail => 730,
+            });
+            let mut cfg = churn_gen::GenConfig {
                 customers,
                 days,
                 seed,
+                profile,
                 ..Default::default()
             };
+            if profile == churn_gen::Profile::Retail {
+                // The history ends where the default one starts.
+                cfg.start -= chrono::Duration::days(i64::from(days.min(40_000)));
+            }
             let pop = churn_gen::generate(&cfg);
             std::fs::create_dir_all(&out)?;
             let mut w = BufWriter::new(File::create(out.join("events.jsonl"))?);
@@ -487,7 +507,7 @@ fn main() -> Result<()> {
             churn_gen::write_labels_csv(&pop.labels, &mut w)?;
             w.flush()?;
             let churned = pop.labels.iter().filter(|l| l.churned).count();
-            info!(events = pop.events.len(), customers, churned, dir = %out.display(), "generated");
+            info!(events = pop.events.len(), customers, churned, days, profile = profile.as_str(), dir = %out.display(), "generated");
             if publish {
                 let cfg = load_config(cli.config.as_deref(), brokers)?;
                 let n = rt.block_on(async {
