@@ -378,7 +378,7 @@ fn main() -> Result<()> {
             let plan = observation_plan(&churn, churn_days, every_days);
             let params = TrainParams {
                 seed,
-                alphas: train::DEFAULT_ALPHAS.to_vec(),
+                alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
                 ..TrainParams::default()
             };
             let t0 = std::time::Instant::now();
@@ -448,7 +448,7 @@ fn main() -> Result<()> {
             }
             if let Some(path) = report {
                 let params = TrainParams {
-                    alphas: train::DEFAULT_ALPHAS.to_vec(),
+                    alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
                     ..TrainParams::default()
                 };
                 let back = if cutoffs == 0 {
