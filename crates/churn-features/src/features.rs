@@ -193,7 +193,7 @@ struct Lifetime {
     gap_sq: f64,
     active_days_7d: u32,
     active_days_28d: u32,
-    purchases_90d: f64,
+    purchases_28d: f64,
 }
 
 /// Caps of the ratio features (a customer 40× overdue is as gone as one 50× overdue).
@@ -231,8 +231,8 @@ impl Lifetime {
         if r.purchases > 0 {
             self.orders += f64::from(r.purchases);
             self.revenue += r.revenue;
-            if as_of - r.day < 90 {
-                self.purchases_90d += f64::from(r.purchases);
+            if as_of - r.day < 28 {
+                self.purchases_28d += f64::from(r.purchases);
             }
             match self.last_purchase {
                 Some(l) if r.day > l => {
@@ -304,7 +304,7 @@ impl Lifetime {
             gap_cv,
             overdue,
             visit_overdue,
-            vs_normal(self.purchases_90d, 90.0, self.orders),
+            vs_normal(self.purchases_28d, 28.0, self.orders),
             vs_normal(f64::from(self.active_days_28d), 28.0, ad),
             vs_normal(f64::from(self.active_days_7d), 7.0, ad),
         ]
@@ -327,7 +327,7 @@ pub(crate) const LIFETIME_FEATURES: [&str; 16] = [
     "purchase_gap_cv",
     "purchase_overdue",
     "visit_overdue",
-    "purchase_rate_vs_normal_90d",
+    "purchase_rate_vs_normal_28d",
     "activity_rate_vs_normal_28d",
     "activity_rate_vs_normal_7d",
 ];
@@ -522,81 +522,83 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
         .left_join(agg, col("cid"), col("cid"))
         // Customers with no rollup day in range get zero counts.
         .with_columns(zero_filled())
-        .select([
-            col("cid"),
-            recency(
-                as_of,
-                col("last_purchase_day").fill_null(col("carry_last_purchase_day")),
-            )
-            .alias("recency_purchase_days"),
-            recency(
-                as_of,
-                col("last_activity_day").fill_null(col("carry_last_activity_day")),
-            )
-            .alias("recency_activity_days"),
-            recency(
-                as_of,
-                col("last_login_day").fill_null(col("carry_last_login_day")),
-            )
-            .alias("days_since_login"),
-            (lit(as_of) - col("first_day") + lit(1))
-                .cast(DataType::Float64)
-                .alias("tenure_days"),
-            col("purchases_28d"),
-            col("purchases_90d"),
-            col("revenue_28d"),
-            col("revenue_90d"),
-            when(col("purchases_90d").gt(lit(0.0)))
-                .then(col("revenue_90d") / col("purchases_90d"))
-                .otherwise(lit(0.0))
-                .alias("avg_order_value_90d"),
-            col("login_28d").alias("logins_28d"),
-            col("session_28d").alias("sessions_28d"),
-            col("page_view_28d").alias("page_views_28d"),
-            col("feature_use_28d").alias("feature_uses_28d"),
-            col("email_open_28d").alias("email_opens_28d"),
-            col("email_click_28d").alias("email_clicks_28d"),
-            col("support_ticket_28d").alias("support_tickets_28d"),
-            col("complaint_28d").alias("complaints_28d"),
-            (col("session_seconds_28d") / lit(60.0)).alias("session_minutes_28d"),
-            col("activity_28d"),
-            rel_change("activity_28d", "activity_prev_28d").alias("activity_change_28d"),
-            rel_change("revenue_28d", "revenue_prev_28d").alias("revenue_change_28d"),
-            (col("feature_use_28d") / (col("session_28d") + lit(1.0)))
-                .alias("feature_uses_per_session_28d"),
-            (col("email_click_28d") / (col("email_open_28d") + lit(1.0)))
-                .alias("email_click_rate_28d"),
-            mrr.clone().alias("mrr"),
-            when(mrr.gt(lit(0.0)))
-                .then(lit(1.0))
-                .otherwise(lit(0.0))
-                .alias("subscribed"),
-            col("downgrades_90d"),
-            col("upgrades_90d"),
-            when((col("revenue_90d") + col("discount_90d")).gt(lit(0.0)))
-                .then(col("discount_90d") / (col("revenue_90d") + col("discount_90d")))
-                .otherwise(lit(0.0))
-                .alias("discount_share_90d"),
-            nps.clone().fill_null(lit(7.0)).alias("nps_latest"),
-            when(nps.clone().is_null())
-                .then(lit(1.0))
-                .otherwise(lit(0.0))
-                .alias("nps_missing"),
-            when(nps.clone().lt_eq(lit(6.0)))
-                .then(lit(1.0))
-                .otherwise(lit(0.0))
-                .alias("nps_detractor"),
-            when(nps.gt_eq(lit(9.0)))
-                .then(lit(1.0))
-                .otherwise(lit(0.0))
-                .alias("nps_promoter"),
-            (col("nps_last_90") - col("nps_first_90"))
-                .fill_null(lit(0.0))
-                .alias("nps_trend_90d"),
-        ]
-        .into_iter()
-        .chain(LIFETIME_FEATURES.iter().map(|n| col(*n)))
-        .collect::<Vec<_>>())
+        .select(
+            [
+                col("cid"),
+                recency(
+                    as_of,
+                    col("last_purchase_day").fill_null(col("carry_last_purchase_day")),
+                )
+                .alias("recency_purchase_days"),
+                recency(
+                    as_of,
+                    col("last_activity_day").fill_null(col("carry_last_activity_day")),
+                )
+                .alias("recency_activity_days"),
+                recency(
+                    as_of,
+                    col("last_login_day").fill_null(col("carry_last_login_day")),
+                )
+                .alias("days_since_login"),
+                (lit(as_of) - col("first_day") + lit(1))
+                    .cast(DataType::Float64)
+                    .alias("tenure_days"),
+                col("purchases_28d"),
+                col("purchases_90d"),
+                col("revenue_28d"),
+                col("revenue_90d"),
+                when(col("purchases_90d").gt(lit(0.0)))
+                    .then(col("revenue_90d") / col("purchases_90d"))
+                    .otherwise(lit(0.0))
+                    .alias("avg_order_value_90d"),
+                col("login_28d").alias("logins_28d"),
+                col("session_28d").alias("sessions_28d"),
+                col("page_view_28d").alias("page_views_28d"),
+                col("feature_use_28d").alias("feature_uses_28d"),
+                col("email_open_28d").alias("email_opens_28d"),
+                col("email_click_28d").alias("email_clicks_28d"),
+                col("support_ticket_28d").alias("support_tickets_28d"),
+                col("complaint_28d").alias("complaints_28d"),
+                (col("session_seconds_28d") / lit(60.0)).alias("session_minutes_28d"),
+                col("activity_28d"),
+                rel_change("activity_28d", "activity_prev_28d").alias("activity_change_28d"),
+                rel_change("revenue_28d", "revenue_prev_28d").alias("revenue_change_28d"),
+                (col("feature_use_28d") / (col("session_28d") + lit(1.0)))
+                    .alias("feature_uses_per_session_28d"),
+                (col("email_click_28d") / (col("email_open_28d") + lit(1.0)))
+                    .alias("email_click_rate_28d"),
+                mrr.clone().alias("mrr"),
+                when(mrr.gt(lit(0.0)))
+                    .then(lit(1.0))
+                    .otherwise(lit(0.0))
+                    .alias("subscribed"),
+                col("downgrades_90d"),
+                col("upgrades_90d"),
+                when((col("revenue_90d") + col("discount_90d")).gt(lit(0.0)))
+                    .then(col("discount_90d") / (col("revenue_90d") + col("discount_90d")))
+                    .otherwise(lit(0.0))
+                    .alias("discount_share_90d"),
+                nps.clone().fill_null(lit(7.0)).alias("nps_latest"),
+                when(nps.clone().is_null())
+                    .then(lit(1.0))
+                    .otherwise(lit(0.0))
+                    .alias("nps_missing"),
+                when(nps.clone().lt_eq(lit(6.0)))
+                    .then(lit(1.0))
+                    .otherwise(lit(0.0))
+                    .alias("nps_detractor"),
+                when(nps.gt_eq(lit(9.0)))
+                    .then(lit(1.0))
+                    .otherwise(lit(0.0))
+                    .alias("nps_promoter"),
+                (col("nps_last_90") - col("nps_first_90"))
+                    .fill_null(lit(0.0))
+                    .alias("nps_trend_90d"),
+            ]
+            .into_iter()
+            .chain(LIFETIME_FEATURES.iter().map(|n| col(*n)))
+            .collect::<Vec<_>>(),
+        )
         .sort(["cid"], SortMultipleOptions::default())
         .collect()?;
     Ok(out)

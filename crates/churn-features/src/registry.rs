@@ -121,7 +121,7 @@ pub const FEATURES: &[FeatureDef] = &[
     f("purchase_gap_cv", R, Id, "Coefficient of variation of the days between purchase days (0 with fewer than three; capped at 5)"),
     f("purchase_overdue", R, Log, "Days since the last purchase / the customer's mean gap between purchase days (0 with fewer than two; capped at 50)"),
     f("visit_overdue", E, Log, "Days since the last event / the customer's mean gap between active days (0 with fewer than two; capped at 50)"),
-    f("purchase_rate_vs_normal_90d", R, Id, "Orders per day over the last 90 d (or the tenure, if shorter) / lifetime orders per day, both +0.5 smoothed; < 1 = buying less than usual (capped at 10)"),
+    f("purchase_rate_vs_normal_28d", R, Id, "Orders per day over the last 28 d (or the tenure, if shorter) / lifetime orders per day, both +0.5 smoothed; < 1 = buying less than usual (capped at 10)"),
     f("activity_rate_vs_normal_28d", E, Id, "Active days per day over the last 28 d (or the tenure) / lifetime active days per day, +0.5 smoothed; < 1 = less active than usual (capped at 10)"),
     f("activity_rate_vs_normal_7d", E, Id, "As activity_rate_vs_normal_28d over the last 7 days"),
 ];

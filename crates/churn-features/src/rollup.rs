@@ -176,7 +176,8 @@ impl Carry {
                 Some(_) => {}
                 None => self.purchase_days += 1,
             }
-            self.first_purchase_day = Some(self.first_purchase_day.map_or(row.day, |f| f.min(row.day)));
+            self.first_purchase_day =
+                Some(self.first_purchase_day.map_or(row.day, |f| f.min(row.day)));
             self.last_purchase_day = self.last_purchase_day.max(d);
             self.orders = self.orders.saturating_add(row.purchases);
             self.revenue += row.revenue;

@@ -146,7 +146,8 @@ fn hand_computed_values() {
     close("purchase_gap_cv", 0.0);
     close("purchase_overdue", 30.0 / 40.0);
     close("visit_overdue", 8.0 / (62.0 / 7.0));
-    close("purchase_rate_vs_normal_90d", 1.0);
+    // No order in the last 28 days (43..=70): (0.5/28) / (2.5/71).
+    close("purchase_rate_vs_normal_28d", (0.5 / 28.0) / (2.5 / 71.0));
     close("activity_rate_vs_normal_28d", (5.5 / 28.0) / (8.5 / 71.0));
     close("activity_rate_vs_normal_7d", (0.5 / 7.0) / (8.5 / 71.0));
 }
@@ -190,7 +191,10 @@ fn lifetime_features_survive_expiry() {
     let m = features_of(&[&e], as_of);
     assert_eq!(get(&m, 0, "orders_lifetime"), 9.0);
     assert_eq!(get(&m, 0, "purchase_days_lifetime"), 9.0);
-    assert_eq!(get(&m, 0, "revenue_lifetime"), get(&a, 0, "revenue_lifetime") + 5.0);
+    assert_eq!(
+        get(&m, 0, "revenue_lifetime"),
+        get(&a, 0, "revenue_lifetime") + 5.0
+    );
 }
 
 /// Events on both sides of every window edge (28, 56, 90 days back): each lands in exactly the

@@ -35,6 +35,11 @@ pub fn design_matrix(set: &TrainingSet) -> Array2<f64> {
     x
 }
 
+/// The L2 grid of `churnstream train` (linfa's alpha: the penalty on a *sum* of log losses, so
+/// larger training sets need larger values for the same per-row strength; 1000 on 20 000 rows is
+/// scikit-learn's C = 0.001).
+pub const DEFAULT_ALPHAS: [f64; 5] = [0.1, 1.0, 10.0, 100.0, 1000.0];
+
 /// Share of observation dates in the training part of the time split (earliest first).
 pub const SPLIT_TRAIN: f64 = 0.6;
 /// Share of observation dates in the validation part (L2 strength); the rest is the test part.
@@ -177,11 +182,33 @@ pub struct TrainSummary {
     pub rows_purged: usize,
     /// The purged time split, as dates.
     pub split: SplitSummary,
+    /// L2 strength with the lowest validation log loss (fit on train).
     pub chosen_alpha: f64,
+    /// The strength of the final fit on train + validation (chosen_alpha × rows ratio).
+    pub refit_alpha: f64,
     pub converged: bool,
     pub iterations: u64,
     pub gradient_norm: f64,
     pub test: Evaluation,
+}
+
+/// A JSON number, or null when not finite.
+fn finite(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// The rows of `a` then those of `b`.
+fn concat(a: &TrainingSet, b: &TrainingSet) -> TrainingSet {
+    let mut out = a.clone();
+    out.customer_ids.extend(b.customer_ids.iter().cloned());
+    out.as_of.extend(&b.as_of);
+    out.values.extend(&b.values);
+    out.labels.extend(&b.labels);
+    out
 }
 
 /// A [`SplitPlan`] as dates (`YYYY-MM-DD`, observation days) for summaries.
@@ -272,13 +299,45 @@ pub fn train_on_set(
         .map(|d| d.binding.as_str().to_string())
         .collect();
     let (xtr, xva) = (design_matrix(&tr), design_matrix(&va));
-    let (mut model, report): (ModelArtifact, TrainReport) = churn_model::train(
+    // 1. Choose the L2 strength on the validation part (fit on train, score valid).
+    let (_, selection): (ModelArtifact, TrainReport) = churn_model::train(
         Dataset::new(xtr.view(), &tr.labels),
         Dataset::new(xva.view(), &va.labels),
         &names,
         &bindings,
         params,
     )?;
+    // 2. Refit on train + validation with that strength, scaled to the rows (linfa penalises
+    //    a sum of log losses, so the same per-row strength on more rows is a larger alpha):
+    //    the latest labelled dates before the purge gap carry the most recent behaviour.
+    let tv = concat(&tr, &va);
+    let xtv = design_matrix(&tv);
+    let refit_alpha = selection.chosen_alpha * tv.len() as f64 / tr.len().max(1) as f64;
+    let refit_params = TrainParams {
+        alphas: vec![refit_alpha],
+        ..params.clone()
+    };
+    let (mut model, report): (ModelArtifact, TrainReport) = churn_model::train(
+        Dataset::new(xtv.view(), &tv.labels),
+        Dataset::new(xva.view(), &va.labels),
+        &names,
+        &bindings,
+        &refit_params,
+    )?;
+    if let serde_json::Value::Object(m) = &mut model.train_params {
+        m.insert(
+            "selection".into(),
+            serde_json::json!({
+                "fit_on": "train",
+                "scored_on": "valid",
+                "chosen_alpha": selection.chosen_alpha,
+                "per_alpha": selection.per_alpha.iter()
+                    .map(|(a, ll, auc)| serde_json::json!({"alpha": a, "valid_log_loss": finite(*ll), "valid_auc": finite(*auc)}))
+                    .collect::<Vec<_>>(),
+            }),
+        );
+        m.insert("refit_on".into(), serde_json::json!("train+valid"));
+    }
     model.thresholds = bands;
     model.alert_threshold = bands.high;
     model.model_version = model.compute_model_version()?;
@@ -310,7 +369,8 @@ pub fn train_on_set(
         rows_test: te.len(),
         rows_purged: set.len() - tr.len() - va.len() - te.len(),
         split: SplitSummary::of(&split, set.horizon_days),
-        chosen_alpha: report.chosen_alpha,
+        chosen_alpha: selection.chosen_alpha,
+        refit_alpha: report.chosen_alpha,
         converged: report.converged,
         iterations: report.iterations,
         gradient_norm: report.gradient_norm,
