@@ -83,7 +83,7 @@ pub const PRECISION_WINDOW_DAYS: i64 = 60;
 /// What [`judge`] needs besides the alerts and the labels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JudgeOptions {
-    /// When alerting begins: the first event plus `pipeline.warmup_days`.
+    /// When alerting begins: the start of the first event's day plus `pipeline.warmup_days`.
     pub alerting_from: DateTime<Utc>,
     /// See [`EVALUABLE_AFTER_DAYS`].
     pub evaluable_after_days: i64,

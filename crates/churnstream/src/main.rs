@@ -218,7 +218,8 @@ enum Cmd {
         #[arg(long)]
         labels: Option<PathBuf>,
         /// With --labels: churners count as evaluable (the lead-time cohort) when they churned at
-        /// least this many days after alerting began (first event + pipeline.warmup_days).
+        /// least this many days after alerting began (the first event's day +
+        /// pipeline.warmup_days).
         #[arg(long, default_value_t = backtest::EVALUABLE_AFTER_DAYS, requires = "labels")]
         evaluable_after_days: i64,
         /// With --labels: a first alert is precise when its customer churns within this many
