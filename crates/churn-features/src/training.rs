@@ -19,23 +19,34 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChurnDefinition {
-    /// Non-contractual: no event at all in the `days` after the observation date.
-    Inactivity { days: i32 },
+    /// Non-contractual: a silence of `days` (no event at all) starts within `within_days` after
+    /// the observation date: on the observation date itself (`within_days` 0: no event in the
+    /// `days` after it), or after one of the customer's next events on the following
+    /// `within_days - 1` days. With `within_days` > 0 the label asks "will this customer leave
+    /// soon", not only "has this customer already gone quiet".
+    Inactivity {
+        days: i32,
+        #[serde(default)]
+        within_days: i32,
+    },
     /// Contractual: a subscription `cancel` within `horizon_days` after the observation date.
     Cancel { horizon_days: i32 },
 }
 
 impl Default for ChurnDefinition {
     fn default() -> Self {
-        ChurnDefinition::Inactivity { days: 30 }
+        ChurnDefinition::Inactivity {
+            days: 30,
+            within_days: 0,
+        }
     }
 }
 
 impl ChurnDefinition {
-    /// Days after the observation date the label looks at.
+    /// Days after the observation date the label looks at (and the purge gap of the split).
     pub fn horizon(&self) -> i32 {
         match *self {
-            ChurnDefinition::Inactivity { days } => days,
+            ChurnDefinition::Inactivity { days, within_days } => days + within_days.max(0),
             ChurnDefinition::Cancel { horizon_days } => horizon_days,
         }
     }
@@ -47,8 +58,24 @@ impl ChurnDefinition {
             .days()
             .skip_while(|r| r.day <= as_of)
             .take_while(|r| r.day <= as_of + h);
-        match self {
-            ChurnDefinition::Inactivity { .. } => future.next().is_none(),
+        match *self {
+            ChurnDefinition::Inactivity { days, within_days } => {
+                // Candidate silence starts: the observation day, then each active day before
+                // as_of + within_days; a silence starts at t if the next active day is more
+                // than `days` after t.
+                let mut t = as_of;
+                for r in future {
+                    if r.day - t > days {
+                        return true;
+                    }
+                    if r.day >= as_of + within_days {
+                        return false;
+                    }
+                    t = r.day;
+                }
+                // No further active day within the horizon: silent from t (≤ as_of + h - days).
+                true
+            }
             ChurnDefinition::Cancel { .. } => future.any(|r| r.cancels > 0),
         }
     }

@@ -326,7 +326,10 @@ fn training_labels_look_only_forward_and_features_only_back() {
     assert_eq!(full_ids, part_ids);
     assert_eq!(full.values, part.values);
     // Every label agrees with the inactivity definition computed straight from the events.
-    let def = ChurnDefinition::Inactivity { days: 30 };
+    let def = ChurnDefinition::Inactivity {
+        days: 30,
+        within_days: 0,
+    };
     for i in (0..set.len()).step_by(37) {
         let id = &set.customer_ids[i];
         let a = set.as_of[i];
@@ -364,4 +367,40 @@ fn expiry_does_not_change_features() {
     let a = features_of(&customers.iter().map(|(_, c)| c).collect::<Vec<_>>(), last);
     let b = features_of(&expired.iter().collect::<Vec<_>>(), last);
     assert_eq!(a, b);
+}
+
+/// "Leaves within W days": a silence of N days starting on the observation day or after one of
+/// the customer's active days before as_of + W.
+#[test]
+fn leaving_within_days_label() {
+    let base = day_of(t0());
+    let of = |days: &[i64]| {
+        let evs: Vec<Event> = days
+            .iter()
+            .enumerate()
+            .map(|(n, d)| ev(n, "a", *d, eng(EngagementKind::Login)))
+            .collect();
+        rollups_from_events(&evs).remove(0).1
+    };
+    let def = |n, w| ChurnDefinition::Inactivity {
+        days: n,
+        within_days: w,
+    };
+    let a = base + 10;
+    // Active on days 0..=10, then days 15 and 40: the 25-day gap after day 15 is a 20-day
+    // silence starting on day 15 (5 days after as_of).
+    let c = of(&[0, 5, 10, 15, 40]);
+    assert!(!def(20, 0).label(&c, a), "an event 5 days later: not silent from as_of");
+    assert!(!def(20, 5).label(&c, a), "day 15 is not before as_of + 5");
+    assert!(def(20, 6).label(&c, a), "the silence after day 15 starts within 6 days");
+    assert!(!def(30, 10).label(&c, a), "the 25-day gap is shorter than 30");
+    // No event after as_of: silent from as_of, whatever W.
+    let gone = of(&[0, 10]);
+    for w in [0, 1, 30] {
+        assert!(def(20, w).label(&gone, a), "w {w}");
+    }
+    // Regular visitor every 3 days: never leaves.
+    let regular = of(&(0..40).map(|k| 3 * k).collect::<Vec<_>>());
+    assert!(!def(20, 30).label(&regular, a));
+    assert_eq!(def(20, 30).horizon(), 50);
 }

@@ -1462,7 +1462,10 @@ mod tests {
             ..Default::default()
         });
         let plan = ObservationPlan {
-            definition: ChurnDefinition::Inactivity { days: 30 },
+            definition: ChurnDefinition::Inactivity {
+                days: 30,
+                within_days: 0,
+            },
             ..ObservationPlan::default()
         };
         let params = TrainParams {

@@ -89,6 +89,15 @@ enum Cmd {
         /// Days between observation dates.
         #[arg(long, default_value_t = 7)]
         every_days: i32,
+        /// Inactivity churn: label a customer as leaving when a silence of --churn-days starts
+        /// within this many days after the observation date (0: the silence starts at it, i.e.
+        /// the customer may already have gone quiet). > 0 asks "who will leave soon".
+        #[arg(long, default_value_t = 0)]
+        within_days: i32,
+        /// Observe a customer at a date only if their last event is fewer than this many days
+        /// old ("still a customer"). Absent: --churn-days.
+        #[arg(long)]
+        active_within_days: Option<i32>,
         /// Random seed (oversampling).
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -119,6 +128,12 @@ enum Cmd {
         /// Days between observation dates, as given to `train`.
         #[arg(long, default_value_t = 7)]
         every_days: i32,
+        /// As given to `train` (see `train --help`).
+        #[arg(long, default_value_t = 0)]
+        within_days: i32,
+        /// As given to `train` (see `train --help`). Absent: --churn-days.
+        #[arg(long)]
+        active_within_days: Option<i32>,
         /// Also write the test split's scores (.csv): customer_id, as_of, label, risk, band,
         /// baseline_recency_days.
         #[arg(long, value_name = "FILE.csv")]
@@ -272,18 +287,27 @@ fn source_date_epoch() -> Result<Option<chrono::DateTime<chrono::Utc>>> {
 }
 
 /// Observation plan of `train` / `evaluate` from their flags.
-fn observation_plan(churn: &str, churn_days: i32, every_days: i32) -> ObservationPlan {
+fn observation_plan(
+    churn: &str,
+    churn_days: i32,
+    every_days: i32,
+    within_days: i32,
+    active_within_days: Option<i32>,
+) -> ObservationPlan {
     let definition = if churn == "cancel" {
         ChurnDefinition::Cancel {
             horizon_days: churn_days,
         }
     } else {
-        ChurnDefinition::Inactivity { days: churn_days }
+        ChurnDefinition::Inactivity {
+            days: churn_days,
+            within_days: within_days.max(0),
+        }
     };
     ObservationPlan {
         definition,
         every_days,
-        active_within_days: churn_days,
+        active_within_days: active_within_days.unwrap_or(churn_days),
         ..ObservationPlan::default()
     }
 }
@@ -355,6 +379,8 @@ fn main() -> Result<()> {
             churn,
             churn_days,
             every_days,
+            within_days,
+            active_within_days,
             seed,
             bands,
             export_training_set,
@@ -376,10 +402,16 @@ fn main() -> Result<()> {
             };
             bands.validate()?;
             let events = read_events(&events)?;
-            let plan = observation_plan(&churn, churn_days, every_days);
+            let plan = observation_plan(
+                &churn,
+                churn_days,
+                every_days,
+                within_days,
+                active_within_days,
+            );
             let params = TrainParams {
                 seed,
-                alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                alphas: train::DEFAULT_ALPHAS.to_vec(),
                 ..TrainParams::default()
             };
             let t0 = std::time::Instant::now();
@@ -414,6 +446,8 @@ fn main() -> Result<()> {
             churn,
             churn_days,
             every_days,
+            within_days,
+            active_within_days,
             scores_out,
             export_training_set,
             report,
@@ -421,7 +455,13 @@ fn main() -> Result<()> {
         } => {
             let model = ModelArtifact::load(&model)?;
             let events = read_events(&events)?;
-            let plan = observation_plan(&churn, churn_days, every_days);
+            let plan = observation_plan(
+                &churn,
+                churn_days,
+                every_days,
+                within_days,
+                active_within_days,
+            );
             let spin = churn_pipeline::report::spinner("building features");
             let set = train::training_set_from_events(&events, &plan)?;
             spin.finish_and_clear();
@@ -449,7 +489,7 @@ fn main() -> Result<()> {
             }
             if let Some(path) = report {
                 let params = TrainParams {
-                    alphas: vec![0.01, 0.1, 1.0, 10.0, 100.0],
+                    alphas: train::DEFAULT_ALPHAS.to_vec(),
                     ..TrainParams::default()
                 };
                 let back = if cutoffs == 0 {
