@@ -28,6 +28,13 @@ pub enum Error {
     NullFeature(&'static str),
     #[error("no observation dates: history spans {days} days but horizon is {horizon} days")]
     NoObservations { days: i32, horizon: i32 },
+    #[error(
+        "history too short for a purged time split: {dates} observation dates, but training and \
+         validation need dates at least {horizon} days (the label horizon) before the first test \
+         date; use a longer history, a shorter --churn-days / --within-days, or a smaller \
+         --every-days"
+    )]
+    ShortHistory { dates: usize, horizon: i32 },
 }
 
 /// Build per-customer rollups from events (the batch path). Customers come back sorted by id so

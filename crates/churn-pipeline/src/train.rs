@@ -293,6 +293,16 @@ pub fn train_on_set(
 ) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
     bands.validate()?;
     let (tr, va, te, split) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
+    if tr.is_empty() || va.is_empty() || te.is_empty() {
+        let mut dates = set.as_of.clone();
+        dates.sort_unstable();
+        dates.dedup();
+        return Err(churn_features::Error::ShortHistory {
+            dates: dates.len(),
+            horizon: set.horizon_days,
+        }
+        .into());
+    }
     let names: Vec<String> = FEATURES.iter().map(|d| d.name.to_string()).collect();
     let bindings: Vec<String> = FEATURES
         .iter()
@@ -400,6 +410,34 @@ mod tests {
         let (model, summary, test) =
             train_on_set(&set, &params, DEFAULT_BANDS).expect("training on generated data");
         (set, model, summary, test)
+    }
+
+    /// A horizon too long for the history: a clear error, not an empty split deep in training.
+    #[test]
+    fn too_short_for_the_purge_gap_is_a_clear_error() {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 60,
+            days: 150,
+            seed: 5,
+            ..Default::default()
+        });
+        let plan = ObservationPlan {
+            definition: churn_features::training::ChurnDefinition::Inactivity {
+                days: 30,
+                within_days: 40,
+            },
+            ..ObservationPlan::default()
+        };
+        let set = training_set_from_events(&pop.events, &plan).expect("some dates");
+        let err = train_on_set(&set, &TrainParams::default(), DEFAULT_BANDS)
+            .expect_err("no room for train and validation before the gap");
+        assert!(
+            matches!(
+                err,
+                Error::Features(churn_features::Error::ShortHistory { horizon: 70, .. })
+            ),
+            "{err}"
+        );
     }
 
     #[test]
