@@ -390,10 +390,19 @@ fn leaving_within_days_label() {
     // Active on days 0..=10, then days 15 and 40: the 25-day gap after day 15 is a 20-day
     // silence starting on day 15 (5 days after as_of).
     let c = of(&[0, 5, 10, 15, 40]);
-    assert!(!def(20, 0).label(&c, a), "an event 5 days later: not silent from as_of");
+    assert!(
+        !def(20, 0).label(&c, a),
+        "an event 5 days later: not silent from as_of"
+    );
     assert!(!def(20, 5).label(&c, a), "day 15 is not before as_of + 5");
-    assert!(def(20, 6).label(&c, a), "the silence after day 15 starts within 6 days");
-    assert!(!def(30, 10).label(&c, a), "the 25-day gap is shorter than 30");
+    assert!(
+        def(20, 6).label(&c, a),
+        "the silence after day 15 starts within 6 days"
+    );
+    assert!(
+        !def(30, 10).label(&c, a),
+        "the 25-day gap is shorter than 30"
+    );
     // No event after as_of: silent from as_of, whatever W.
     let gone = of(&[0, 10]);
     for w in [0, 1, 30] {
