@@ -20,7 +20,12 @@ fn model() -> Arc<churn_model::ModelArtifact> {
         seed: 5,
         ..Default::default()
     };
-    let (_, model, _) = train::synthetic(&gen, &Default::default()).expect("model");
+    // A 28-day warm-up leaves room for the purged split's gaps in 120 days.
+    let plan = churn_features::training::ObservationPlan {
+        warmup_days: 28,
+        ..Default::default()
+    };
+    let (_, model, _) = train::synthetic(&gen, &plan).expect("model");
     Arc::new(model)
 }
 

@@ -33,7 +33,12 @@ fn population() -> churn_gen::GenConfig {
 
 /// A model trained on [`population`], and the population's events.
 fn trained() -> (churn_gen::Population, Arc<churn_model::ModelArtifact>) {
-    let (pop, model, _) = train::synthetic(&population(), &Default::default()).expect("model");
+    // A 28-day warm-up leaves room for the purged split's gaps in 120 days.
+    let plan = churn_features::training::ObservationPlan {
+        warmup_days: 28,
+        ..Default::default()
+    };
+    let (pop, model, _) = train::synthetic(&population(), &plan).expect("model");
     (pop, Arc::new(model))
 }
 
