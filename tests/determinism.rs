@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use churn_events::{AlertData, CloudEvent};
 use churn_pipeline::Config;
 use common::{Broker, Storage};
 
@@ -156,7 +157,10 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
     })
     .iter()
-    .map(|r| common::any_alert(&r.payload).id)
+    .map(|r| {
+        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
+        ev.id
+    })
     .collect();
     (ids, log)
 }

@@ -13,10 +13,7 @@
 pub mod alert;
 mod decode;
 
-pub use alert::{
-    AlertData, CloudEvent, LapsedData, Reason, ScoreRecord, ScoreRecordRef, ALERT_TYPE,
-    LAPSED_TYPE, WIN_BACK,
-};
+pub use alert::{AlertData, CloudEvent, Reason, ScoreRecord, ScoreRecordRef};
 pub use decode::{decode, DecodeLimits, Rejection};
 
 use chrono::{DateTime, Utc};
