@@ -106,7 +106,10 @@ if [ ! -f "$RUN_DIR/model/model.json" ]; then
   # A model of "who will leave within 14 days" (a 30-day silence starting within 14 days of the
   # observation date), so live alerts come before customers go quiet (README "How to read lead
   # time"); `train`'s default label (--within-days 0) also counts customers already gone quiet.
-  $BIN train --events "$RUN_DIR/data/events.jsonl" --within-days 14 --out "$RUN_DIR/model/model.json" | tee "$RUN_DIR/model/train-summary.json"
+  # Histories shorter than 150 days leave no room for that label's purge gaps: the plain label.
+  within=14
+  if [ "$DAYS" -lt 150 ]; then within=0; fi
+  $BIN train --events "$RUN_DIR/data/events.jsonl" --within-days "$within" --out "$RUN_DIR/model/model.json" | tee "$RUN_DIR/model/train-summary.json"
 fi
 # tansu answers a fetch only after fetch.wait.max.ms (librdkafka default 500 ms) even when records
 # wait; Kafka answers at once. Ask it to wait at most 10 ms (README "The local broker").
