@@ -218,11 +218,8 @@ pub fn population_and_model(
             seed,
             ..Default::default()
         },
-        // Observations every 3 days from day 14, whatever the engine's warm-up: the short
-        // fixture histories (100–150 days) then leave room for the purged split's gaps.
         &churn_features::training::ObservationPlan {
-            warmup_days: warmup_days.min(14),
-            every_days: 3,
+            warmup_days,
             ..Default::default()
         },
     )

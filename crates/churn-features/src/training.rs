@@ -211,6 +211,9 @@ pub struct SplitPlan {
     /// The gap between the last training and the first validation date: at least the horizon
     /// when `true`; `false` when the history was too short for it.
     pub inner_gap: bool,
+    /// Whether the test part is at least the horizon after the other parts (`false` only for
+    /// histories too short for it: then the evaluation is optimistic).
+    pub purged: bool,
 }
 
 impl SplitPlan {
@@ -230,6 +233,16 @@ impl SplitPlan {
                 *d < test_from && i64::from(*d) + i64::from(horizon) <= i64::from(test_from)
             })
             .collect();
+        // Too short for the gap before the test part: the unpurged split, flagged (`purged`
+        // false in the plan and the training summary), rather than no model at all.
+        let (before, purged) = if before.len() >= 2 {
+            (before, true)
+        } else {
+            (
+                dates.iter().copied().filter(|d| *d < test_from).collect(),
+                false,
+            )
+        };
         let m = before.len();
         let share = if train + valid > 0.0 {
             valid / (train + valid)
@@ -248,7 +261,7 @@ impl SplitPlan {
                 **d < valid_from && i64::from(**d) + i64::from(horizon) <= i64::from(valid_from)
             })
             .count();
-        let (train_to, inner_gap) = if gapped >= MIN_TRAIN_DATES {
+        let (train_to, inner_gap) = if purged && gapped >= MIN_TRAIN_DATES {
             (before[gapped - 1] + 1, true)
         } else {
             (valid_from, horizon <= 0)
@@ -259,6 +272,7 @@ impl SplitPlan {
             valid_to,
             test_from,
             inner_gap,
+            purged,
         }
     }
 }
@@ -502,6 +516,7 @@ mod tests {
             valid_to: 20_008,
             test_from: 20_014,
             inner_gap: true,
+            purged: true,
         };
         s.write_csv(&mut out, &plan).expect("write to memory");
         let text = String::from_utf8(out).expect("utf-8");
