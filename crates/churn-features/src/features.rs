@@ -9,7 +9,7 @@
 use polars::prelude::*;
 
 use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
-use crate::rollup::{CustomerRollups, DayRollup, LOGIN_INDEX};
+use crate::rollup::{Carry, CustomerRollups, DayRollup, LOGIN_INDEX};
 use crate::Error;
 
 /// Rollups laid out for polars, as of the end of one UTC day. `cid` is the position of the
@@ -178,19 +178,12 @@ impl DayCols {
     }
 }
 
-/// Lifetime totals of one customer as of a day: the carry's (expired days) plus the day rows up
-/// to that day, and the activity of the latest 7 and 28 days.
+/// Lifetime totals of one customer as of a day: the carry (expired days) with the day rows up
+/// to that day folded in exactly as expiry would fold them, and the activity of the latest 7
+/// and 28 days.
 #[derive(Default)]
 struct Lifetime {
-    orders: f64,
-    revenue: f64,
-    purchase_days: u32,
-    active_days: u32,
-    first_purchase: Option<i32>,
-    last_purchase: Option<i32>,
-    last_active: Option<i32>,
-    /// Σ gap² between consecutive purchase days.
-    gap_sq: f64,
+    totals: Carry,
     active_days_7d: u32,
     active_days_28d: u32,
     purchases_28d: f64,
@@ -202,67 +195,42 @@ const RATE_RATIO_CAP: f64 = 10.0;
 const CV_CAP: f64 = 5.0;
 
 impl Lifetime {
-    fn start(c: &crate::rollup::Carry) -> Self {
+    fn start(c: &Carry) -> Self {
         Lifetime {
-            orders: f64::from(c.orders),
-            revenue: c.revenue,
-            purchase_days: c.purchase_days,
-            active_days: c.active_days,
-            first_purchase: c.first_purchase_day,
-            last_purchase: c.last_purchase_day,
-            last_active: c.last_activity_day,
-            gap_sq: c.purchase_gap_sq as f64,
+            totals: c.clone(),
             ..Lifetime::default()
         }
     }
 
     /// Add a day row (in increasing day order, after the carry's days, `<= as_of`).
     fn add(&mut self, r: &DayRollup, as_of: i32) {
-        if self.last_active.is_none_or(|l| r.day > l) {
-            self.active_days += 1;
-        }
-        self.last_active = self.last_active.max(Some(r.day));
+        self.totals.fold(r);
         if as_of - r.day < 7 {
             self.active_days_7d += 1;
         }
         if as_of - r.day < 28 {
             self.active_days_28d += 1;
-        }
-        if r.purchases > 0 {
-            self.orders += f64::from(r.purchases);
-            self.revenue += r.revenue;
-            if as_of - r.day < 28 {
-                self.purchases_28d += f64::from(r.purchases);
-            }
-            match self.last_purchase {
-                Some(l) if r.day > l => {
-                    let g = f64::from(r.day - l);
-                    self.gap_sq += g * g;
-                    self.purchase_days += 1;
-                }
-                Some(_) => {}
-                None => self.purchase_days += 1,
-            }
-            self.first_purchase = Some(self.first_purchase.map_or(r.day, |f| f.min(r.day)));
-            self.last_purchase = self.last_purchase.max(Some(r.day));
+            self.purchases_28d += f64::from(r.purchases);
         }
     }
 
     /// The lifetime features, in [`LIFETIME_FEATURES`] order, of a customer whose first event
     /// is on `first_day`, as of the end of day `as_of`.
     fn features(&self, first_day: i32, as_of: i32) -> [f64; LIFETIME_FEATURES.len()] {
+        let t = &self.totals;
         let tenure = f64::from((as_of - first_day + 1).max(1));
-        let pd = f64::from(self.purchase_days);
-        let ad = f64::from(self.active_days);
-        let rec_p = self.last_purchase.map(|l| f64::from(as_of - l));
-        let rec_a = self.last_active.map(|l| f64::from(as_of - l));
-        let span = match (self.first_purchase, self.last_purchase) {
+        let orders = f64::from(t.orders);
+        let pd = f64::from(t.purchase_days);
+        let ad = f64::from(t.active_days);
+        let rec_p = t.last_purchase_day.map(|l| f64::from(as_of - l));
+        let rec_a = t.last_activity_day.map(|l| f64::from(as_of - l));
+        let span = match (t.first_purchase_day, t.last_purchase_day) {
             (Some(f), Some(l)) => f64::from(l - f),
             _ => 0.0,
         };
         let gap_mean = if pd >= 2.0 { span / (pd - 1.0) } else { 0.0 };
         let gap_cv = if pd >= 3.0 && gap_mean > 0.0 {
-            let var = (self.gap_sq / (pd - 1.0) - gap_mean * gap_mean).max(0.0);
+            let var = (t.purchase_gap_sq as f64 / (pd - 1.0) - gap_mean * gap_mean).max(0.0);
             (var.sqrt() / gap_mean).min(CV_CAP)
         } else {
             0.0
@@ -271,7 +239,7 @@ impl Lifetime {
             Some(r) if gap_mean > 0.0 => (r / gap_mean).min(OVERDUE_CAP),
             _ => 0.0,
         };
-        let visit_gap = match self.last_active {
+        let visit_gap = match t.last_activity_day {
             Some(l) if ad >= 2.0 && l > first_day => f64::from(l - first_day) / (ad - 1.0),
             _ => 0.0,
         };
@@ -286,25 +254,25 @@ impl Lifetime {
             (((recent + 0.5) / w) / ((total + 0.5) / tenure)).min(RATE_RATIO_CAP)
         };
         [
-            self.orders,
+            orders,
             pd,
-            self.revenue,
-            if self.orders > 0.0 {
-                self.revenue / self.orders
+            t.revenue,
+            if orders > 0.0 {
+                t.revenue / orders
             } else {
                 0.0
             },
             ad,
             ad / tenure,
-            if self.purchase_days == 1 { 1.0 } else { 0.0 },
-            self.first_purchase
+            if t.purchase_days == 1 { 1.0 } else { 0.0 },
+            t.first_purchase_day
                 .map_or(0.0, |f| f64::from(as_of - f + 1)),
             span,
             gap_mean,
             gap_cv,
             overdue,
             visit_overdue,
-            vs_normal(self.purchases_28d, 28.0, self.orders),
+            vs_normal(self.purchases_28d, 28.0, orders),
             vs_normal(f64::from(self.active_days_28d), 28.0, ad),
             vs_normal(f64::from(self.active_days_7d), 7.0, ad),
         ]

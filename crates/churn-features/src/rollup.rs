@@ -159,8 +159,9 @@ static NO_CARRY: Carry = Carry {
 };
 
 impl Carry {
-    /// Fold one expired day row in (rows come in increasing day order).
-    fn fold(&mut self, row: &DayRollup) {
+    /// Fold one day row in (rows come in increasing day order, after the days already folded):
+    /// what expiry does, and how the feature query adds the kept rows to the lifetime totals.
+    pub(crate) fn fold(&mut self, row: &DayRollup) {
         let d = Some(row.day);
         if self.last_activity_day.is_none_or(|l| row.day > l) {
             self.active_days += 1;
