@@ -133,12 +133,17 @@ impl TrainingSet {
 
     /// Rows whose observation date is in `[from, to)`.
     pub fn between(&self, from: i32, to: i32) -> TrainingSet {
+        self.rows_where(|d| d >= from && d < to)
+    }
+
+    /// The rows whose observation date passes `keep`, in order.
+    fn rows_where(&self, keep: impl Fn(i32) -> bool) -> TrainingSet {
         let mut out = TrainingSet {
             horizon_days: self.horizon_days,
             ..TrainingSet::default()
         };
         for i in 0..self.len() {
-            if self.as_of[i] >= from && self.as_of[i] < to {
+            if keep(self.as_of[i]) {
                 out.customer_ids.push(self.customer_ids[i].clone());
                 out.as_of.push(self.as_of[i]);
                 out.values.extend_from_slice(self.row(i));
@@ -172,21 +177,7 @@ impl TrainingSet {
         valid: f64,
     ) -> (TrainingSet, TrainingSet, TrainingSet, SplitPlan) {
         let plan = self.split_boundaries(train, valid);
-        let part = |want: Split| {
-            let mut out = TrainingSet {
-                horizon_days: self.horizon_days,
-                ..TrainingSet::default()
-            };
-            for i in 0..self.len() {
-                if Split::of(self.as_of[i], &plan) == want {
-                    out.customer_ids.push(self.customer_ids[i].clone());
-                    out.as_of.push(self.as_of[i]);
-                    out.values.extend_from_slice(self.row(i));
-                    out.labels.push(self.labels[i]);
-                }
-            }
-            out
-        };
+        let part = |want: Split| self.rows_where(|d| Split::of(d, &plan) == want);
         (
             part(Split::Train),
             part(Split::Valid),
@@ -225,13 +216,14 @@ impl SplitPlan {
         let k_test = ((n as f64 * (1.0 - train - valid)).round() as usize)
             .clamp(1, n.saturating_sub(2).max(1));
         let test_from = at(n.saturating_sub(k_test));
+        // `d` is before `start` by at least the horizon (its label window ends by `start`).
+        let gap_before =
+            |d: i32, start: i32| d < start && i64::from(d) + i64::from(horizon) <= i64::from(start);
         // Dates far enough before the test part.
         let before: Vec<i32> = dates
             .iter()
             .copied()
-            .filter(|d| {
-                *d < test_from && i64::from(*d) + i64::from(horizon) <= i64::from(test_from)
-            })
+            .filter(|d| gap_before(*d, test_from))
             .collect();
         // Too short for the gap before the test part: the unpurged split, flagged (`purged`
         // false in the plan and the training summary), rather than no model at all.
@@ -257,9 +249,7 @@ impl SplitPlan {
         let valid_to = before.last().map_or(valid_from, |d| d + 1);
         let gapped = before
             .iter()
-            .filter(|d| {
-                **d < valid_from && i64::from(**d) + i64::from(horizon) <= i64::from(valid_from)
-            })
+            .filter(|d| gap_before(**d, valid_from))
             .count();
         let (train_to, inner_gap) = if purged && gapped >= MIN_TRAIN_DATES {
             (before[gapped - 1] + 1, true)
