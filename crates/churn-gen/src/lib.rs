@@ -6,10 +6,13 @@
 //! from the simulation itself, never from the events, so a model trained on the events can be
 //! scored against the truth.
 //!
-//! Two hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
+//! Three hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
 //! "Hidden churn process": subscriptions, engagement, NPS, churn after a visible disengagement
-//! phase) and [`Profile::Retail`] ("Hidden retail process": a non-contractual shop where customers
-//! drop out unobserved, the textbook BG/NBD setting).
+//! phase), [`Profile::LowChurn`] (the same process at a low base rate: every warned cause's
+//! hazard × [`LOW_CHURN_HAZARD_SCALE`], the churn without warning unchanged, so about 2 % of the
+//! customers leave per month and a larger share of them without a visible phase) and
+//! [`Profile::Retail`] ("Hidden retail process": a non-contractual shop where customers drop out
+//! unobserved, the textbook BG/NBD setting).
 //!
 //! The output is deterministic: the same [`GenConfig`] gives byte-identical events and labels.
 //! Every customer draws from its own `StdRng` seeded from `(seed, customer index)`, so adding
@@ -189,17 +192,26 @@ pub enum Profile {
     /// Non-contractual shop (BG/NBD purchasing, Gamma-Gamma spend, browsing sessions): customers
     /// drop out unobserved right after a purchase.
     Retail,
+    /// The default process at a low base rate (≈ 2 % of customers per month): the hazards of
+    /// the five warned causes × [`LOW_CHURN_HAZARD_SCALE`], random churn without warning as in
+    /// the default, so a larger share of churners gives no sign. Harder than the default.
+    LowChurn,
 }
+
+/// [`Profile::LowChurn`]: factor on the daily hazard of every cause that starts a
+/// disengagement phase (disengagement, detractor, downgrade, complaints, price).
+pub const LOW_CHURN_HAZARD_SCALE: f64 = 0.3;
 
 impl Profile {
     /// Every profile, in CLI order.
-    pub const ALL: [Profile; 2] = [Profile::Default, Profile::Retail];
+    pub const ALL: [Profile; 3] = [Profile::Default, Profile::Retail, Profile::LowChurn];
 
     /// The CLI / config name: `default` or `retail`.
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Default => "default",
             Profile::Retail => "retail",
+            Profile::LowChurn => "low_churn",
         }
     }
 }
@@ -211,7 +223,7 @@ impl std::str::FromStr for Profile {
         Profile::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown profile `{s}` (expected default or retail)"))
+            .ok_or_else(|| format!("unknown profile `{s}` (expected default, retail or low_churn)"))
     }
 }
 
@@ -563,6 +575,9 @@ struct Sim<'b> {
     next_survey: u32,
     email_weekday: u32,
     phase: Phase,
+    /// Factor on the warned causes' hazards: 1 for the default profile (exactly: `x · 1.0`
+    /// is `x`, so the default output is unchanged), [`LOW_CHURN_HAZARD_SCALE`] for low_churn.
+    hazard_scale: f64,
 }
 
 impl Sim<'_> {
@@ -682,7 +697,7 @@ impl Sim<'_> {
             Some(_) if renewal_today => H_PRICE_RENEWAL * p2,
             Some(_) => H_PRICE_DAILY * p2,
         };
-        let s = STRUCTURAL[self.tier()];
+        let s = STRUCTURAL[self.tier()] * self.hazard_scale;
         [
             (Cause::Disengaged, s * dis),
             (Cause::Detractor, s * det),
@@ -1032,6 +1047,10 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
         next_survey,
         email_weekday,
         phase: Phase::Normal,
+        hazard_scale: match cfg.profile {
+            Profile::LowChurn => LOW_CHURN_HAZARD_SCALE,
+            Profile::Default | Profile::Retail => 1.0,
+        },
     };
     let churn = if days > 0 {
         sim.run(
@@ -1139,7 +1158,7 @@ fn simulate_range(cfg: &GenConfig, range: std::ops::Range<usize>, cw: usize) -> 
         let id = customer_id(idx, cw);
         part.ids.push(id.clone());
         part.labels.push(match cfg.profile {
-            Profile::Default => simulate_customer(cfg, idx, id, &mut buf),
+            Profile::Default | Profile::LowChurn => simulate_customer(cfg, idx, id, &mut buf),
             Profile::Retail => retail::simulate_customer(cfg, idx, id, &mut buf),
         });
         // Stable: same-second events keep their generation order (start before its visit,

@@ -550,6 +550,37 @@ fn profile_names_parse_and_old_configs_mean_default() {
     assert_eq!(retail.profile, Profile::Retail);
 }
 
+/// The low-churn profile is the default process with lower warned hazards: the same
+/// customers (traits, plans, signups), fewer churners, and among them a larger share of random
+/// (warning-less) churn.
+#[test]
+fn low_churn_profile_lowers_the_base_rate_of_the_same_population() {
+    let cfg = |profile| GenConfig {
+        customers: 3000,
+        days: 360,
+        seed: 11,
+        profile,
+        ..Default::default()
+    };
+    let default = generate(&cfg(Profile::Default));
+    let low = generate(&cfg(Profile::LowChurn));
+    let churned = |p: &Population| p.labels.iter().filter(|l| l.churned).count();
+    let random = |p: &Population| p.labels.iter().filter(|l| l.cause == "random").count();
+    let (cd, cl) = (churned(&default), churned(&low));
+    assert!(cl * 2 < cd, "low_churn {cl} vs default {cd} churners");
+    // ≈ 2 % per month over 12 months: between 10 % and 30 % of customers.
+    assert!((300..900).contains(&cl), "{cl} of 3000 churned in 360 days");
+    assert!(
+        random(&low) as f64 / cl as f64 > random(&default) as f64 / cd as f64,
+        "random churn share should grow"
+    );
+    // Same traits: plans (segment hints) are drawn before any hazard.
+    for (a, b) in default.labels.iter().zip(&low.labels) {
+        assert_eq!(a.customer_id, b.customer_id);
+        assert_eq!(a.segment_hint, b.segment_hint);
+    }
+}
+
 #[test]
 fn retail_events_decode_and_are_purchases_and_browsing_only() {
     let cfg = retail_cfg(3000, 730, 42);
