@@ -9,6 +9,7 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::calibrate::{BandSpec, Calibration, ScoreDistribution};
 use crate::ModelError;
 
 /// The artifact format this build writes and reads.
@@ -159,6 +160,19 @@ pub struct ModelArtifact {
     pub data_window: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Training parameters and solver details.
     pub train_params: serde_json::Value,
+    /// Platt scaling applied to the logit by [`predict_proba`](Self::predict_proba), fit on
+    /// rows the model it was fit for did not train on. Absent in artifacts written before
+    /// calibration existed (they still load and score as before: the prior-corrected logit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Calibrated scores of the reference population (quantiles, base rate), for bands given
+    /// as lift or population share ([`BandSpec`]). Absent in older artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_distribution: Option<ScoreDistribution>,
+    /// How `thresholds` were specified (`0.15,0.35,0.6`, `lift:2,4,8`, `top:20%,5%,1%`);
+    /// the thresholds themselves are always probabilities. Absent in older artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band_spec: Option<String>,
     /// SHA-256 hex, see the type docs.
     pub hash: String,
 }
@@ -251,6 +265,11 @@ impl ModelArtifact {
             "thresholds": to_value(&self.thresholds)?,
             "alert_threshold": self.alert_threshold,
         });
+        // Only when present, so artifacts without a calibrator keep their version.
+        let mut content = content;
+        if let (Some(cal), serde_json::Value::Object(map)) = (&self.calibration, &mut content) {
+            map.insert("calibration".to_owned(), to_value(cal)?);
+        }
         let h = canonical_hash(&content);
         Ok(format!("{MODEL_VERSION_PREFIX}{}", &h[..12]))
     }
@@ -309,6 +328,12 @@ impl ModelArtifact {
             return err("intercept is not finite".to_owned());
         }
         self.thresholds.validate()?;
+        if let Some(cal) = &self.calibration {
+            cal.validate()?;
+        }
+        if let Some(d) = &self.score_distribution {
+            d.validate()?;
+        }
         if !(0.0..=1.0).contains(&self.alert_threshold) {
             return err(format!(
                 "alert_threshold {} is outside [0, 1]",
@@ -328,7 +353,8 @@ impl ModelArtifact {
         self.feature_names.len()
     }
 
-    /// The churn logit `intercept + Σ coef·(x − mean)/std` of one raw row.
+    /// The churn logit `intercept + Σ coef·(x − mean)/std` of one raw row, before calibration
+    /// (what [`explain`](Self::explain)'s contributions add up to).
     ///
     /// # Panics
     /// If `raw_features.len()` differs from the number of features; use
@@ -349,13 +375,36 @@ impl ModelArtifact {
         z
     }
 
-    /// P(churn) for one row of RAW (unscaled) features, in model column order.
+    /// P(churn) for one row of RAW (unscaled) features, in model column order: σ of the
+    /// [`logit`](Self::logit), through the [`calibration`](Self::calibration) when the artifact
+    /// has one. The one scoring function of the service and of every offline command.
     /// Non-finite inputs give a NaN (or saturated) probability.
     ///
     /// # Panics
     /// If the row length differs from the number of features.
     pub fn predict_proba(&self, raw_features: &[f64]) -> f64 {
-        sigmoid(self.logit(raw_features))
+        let z = self.logit(raw_features);
+        sigmoid(self.calibration.map_or(z, |c| c.apply(z)))
+    }
+
+    /// A copy without the calibrator (probabilities as the model alone gives them: the
+    /// prior-corrected logistic), for before/after comparisons.
+    pub fn without_calibration(&self) -> ModelArtifact {
+        let mut m = self.clone();
+        m.calibration = None;
+        m
+    }
+
+    /// Replace the band cut-offs by `spec` resolved against the artifact's score distribution;
+    /// the alert threshold becomes the `high` cut-off, the spec is recorded in `band_spec` and
+    /// `model_version` is recomputed (thresholds are part of the scoring content).
+    pub fn set_bands(&mut self, spec: &BandSpec) -> Result<(), ModelError> {
+        let bands = spec.resolve(self.score_distribution.as_ref())?;
+        self.thresholds = bands;
+        self.alert_threshold = bands.high;
+        self.band_spec = Some(spec.to_string());
+        self.model_version = self.compute_model_version()?;
+        Ok(())
     }
 
     /// Checked [`predict_proba`](Self::predict_proba): errors on a wrong row length or a

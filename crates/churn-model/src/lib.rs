@@ -60,6 +60,7 @@
 //! hash of the scoring content only, so it is stable under metric edits.
 
 mod artifact;
+pub mod calibrate;
 mod error;
 pub mod metrics;
 pub mod train;
@@ -67,6 +68,7 @@ pub mod train;
 pub use artifact::{
     Band, Bands, Contribution, ModelArtifact, FORMAT_VERSION, MODEL_VERSION_PREFIX,
 };
+pub use calibrate::{fit_platt, BandSpec, Calibration, ScoreDistribution};
 pub use error::{ErrorCategory, ModelError};
 pub use metrics::CalibrationBin;
 pub use train::{train, Balance, Dataset, TrainParams, TrainReport, BAND_QUANTILES, SOLVER_ROUND};

@@ -213,6 +213,51 @@ pub fn calibration_table(p: &[f64], y: &[bool], bins: usize) -> Vec<CalibrationB
         .collect()
 }
 
+/// Expected calibration error of a reliability table: `Σ_bins count/n · |mean predicted −
+/// observed rate|` (0 = every bin's mean prediction equals its churn rate). 0.0 for an empty
+/// table.
+pub fn expected_calibration_error(table: &[CalibrationBin]) -> f64 {
+    let n: usize = table.iter().map(|b| b.count).sum();
+    if n == 0 {
+        return 0.0;
+    }
+    table
+        .iter()
+        .map(|b| b.count as f64 / n as f64 * (b.mean_predicted - b.observed_rate).abs())
+        .sum()
+}
+
+/// Reliability table with `bins` equal-count bins (by ascending probability; ties may share a
+/// bin boundary only in sort order). `lower` / `upper` are the smallest and largest probability
+/// in the bin. At low base rates most predictions fall into the first equal-width bin of
+/// [`calibration_table`]; equal-count bins still resolve them. NaN skipped, `bins == 0` → 1.
+pub fn calibration_table_equal_count(p: &[f64], y: &[bool], bins: usize) -> Vec<CalibrationBin> {
+    check_len(p.len(), y.len(), "calibration_table_equal_count");
+    let mut rows: Vec<(f64, bool)> = p
+        .iter()
+        .zip(y)
+        .filter(|(pi, _)| !pi.is_nan())
+        .map(|(&pi, &yi)| (pi.clamp(0.0, 1.0), yi))
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = rows.len();
+    let bins = bins.max(1).min(n.max(1));
+    (0..bins)
+        .filter_map(|b| {
+            let (lo, hi) = (b * n / bins, (b + 1) * n / bins);
+            let chunk = rows.get(lo..hi).filter(|c| !c.is_empty())?;
+            let count = chunk.len();
+            Some(CalibrationBin {
+                lower: chunk[0].0,
+                upper: chunk[count - 1].0,
+                count,
+                mean_predicted: chunk.iter().map(|r| r.0).sum::<f64>() / count as f64,
+                observed_rate: chunk.iter().filter(|r| r.1).count() as f64 / count as f64,
+            })
+        })
+        .collect()
+}
+
 /// ROC curve as `(false positive rate, true positive rate)` points, from `(0, 0)` to `(1, 1)`,
 /// one point per distinct score (tied scores move both rates at once, i.e. a diagonal
 /// segment). The trapezoidal area under these points equals [`auc`]. If a class is missing
@@ -270,6 +315,26 @@ mod tests {
         assert!((quantile_sorted(&v, 0.25) - 2.0).abs() < 1e-12);
         assert!((quantile_sorted(&v, 0.9) - 4.6).abs() < 1e-12);
         assert!(quantile_sorted(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn ece_is_zero_when_bins_match_and_measures_the_gap() {
+        // Bin [0.1, 0.2): predictions 0.15, half churn → gap 0.35 over 4 of 8 rows.
+        // Bin [0.5, 0.6): predictions 0.5, half churn → gap 0 over the other 4.
+        let p = [0.15, 0.15, 0.15, 0.15, 0.5, 0.5, 0.5, 0.5];
+        let y = [true, false, true, false, true, false, true, false];
+        let t = calibration_table(&p, &y, 10);
+        assert_eq!(t.len(), 2);
+        assert!((expected_calibration_error(&t) - 0.175).abs() < 1e-12);
+        let q = calibration_table_equal_count(&p, &y, 2);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].count, 4);
+        assert!((q[0].mean_predicted - 0.15).abs() < 1e-12 && (q[1].lower - 0.5).abs() < 1e-12);
+        assert!((expected_calibration_error(&q) - 0.175).abs() < 1e-12);
+        let p2 = [0.5; 8];
+        assert!(expected_calibration_error(&calibration_table(&p2, &y, 10)).abs() < 1e-12);
+        assert_eq!(expected_calibration_error(&[]), 0.0);
+        assert!(calibration_table_equal_count(&[], &[], 10).is_empty());
     }
 
     #[test]

@@ -484,6 +484,9 @@ pub fn train(
         metrics: BTreeMap::new(),
         data_window: None,
         train_params: serde_json::Value::Null,
+        calibration: None,
+        score_distribution: None,
+        band_spec: None,
         hash: String::new(),
     };
 

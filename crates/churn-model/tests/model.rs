@@ -722,3 +722,89 @@ fn other_metrics_hand_checked() {
         "perfect ranking passes through (0,1): {roc:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calibration and band specs in the artifact.
+
+/// An artifact written before calibration existed (the committed notebooks-data model, no
+/// `calibration` / `score_distribution` / `band_spec` keys) still loads, verifies its hash,
+/// keeps its model version and scores with the plain logistic.
+#[test]
+fn artifacts_without_a_calibrator_still_load_and_keep_their_version() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../notebooks-data/model.json");
+    let text = std::fs::read_to_string(&path).expect("committed model.json");
+    let raw: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert!(
+        raw.get("calibration").is_none(),
+        "fixture must be an old artifact"
+    );
+    let art = ModelArtifact::load(&path).expect("old artifact loads");
+    assert!(art.calibration.is_none() && art.score_distribution.is_none());
+    assert_eq!(
+        art.compute_model_version().expect("version"),
+        art.model_version,
+        "no calibrator: the version is computed as before"
+    );
+    assert_eq!(art.compute_hash().expect("hash"), art.hash);
+    let row = art.scaler_mean.clone();
+    assert_eq!(art.predict_proba(&row), sigmoid(art.logit(&row)));
+    // Lift / top bands need the distribution such artifacts lack.
+    let mut a = art.clone();
+    let spec: churn_model::BandSpec = "top:20%,5%,1%".parse().expect("spec");
+    assert!(a.set_bands(&spec).is_err());
+}
+
+#[test]
+fn a_calibrated_artifact_scores_through_its_calibrator_and_round_trips() {
+    let tr = synth(2_000, -1.0, 31);
+    let va = synth(1_000, -1.0, 32);
+    let (mut art, _) = fit(&tr, &va, &TrainParams::default());
+    let plain_version = art.model_version.clone();
+    let plain = art.predict_batch(va.x.view());
+    art.calibration = Some(churn_model::Calibration {
+        slope: 0.5,
+        offset: -0.25,
+        rows: 1_000,
+    });
+    art.model_version = art.compute_model_version().expect("version");
+    assert_ne!(
+        art.model_version, plain_version,
+        "the calibrator is scoring content"
+    );
+    let row: Vec<f64> = va.x.row(3).to_vec();
+    let z = art.logit(&row);
+    assert!((art.predict_proba(&row) - sigmoid(0.5 * z - 0.25)).abs() < 1e-15);
+    assert_eq!(art.without_calibration().predict_proba(&row), plain[3]);
+    // Monotone: the ranking (AUC) is unchanged.
+    let cal = art.predict_batch(va.x.view());
+    assert!((auc(&cal, &va.y) - auc(&plain, &va.y)).abs() < 1e-12);
+
+    let scores = art.predict_batch(va.x.view());
+    art.score_distribution =
+        Some(churn_model::ScoreDistribution::from_scores(&scores, &va.y).expect("dist"));
+    art.set_bands(&"top:30%,10%,2%".parse().expect("spec"))
+        .expect("top bands");
+    let share = |t: f64| scores.iter().filter(|&&p| p >= t).count() as f64 / scores.len() as f64;
+    assert!(
+        (share(art.alert_threshold) - 0.10).abs() < 0.01,
+        "{:?}",
+        art.thresholds
+    );
+    assert_eq!(art.band_spec.as_deref(), Some("top:30%,10%,2%"));
+
+    let path = temp_path("calibrated.json");
+    art.save(&path).expect("save");
+    art.seal().expect("seal");
+    let loaded = ModelArtifact::load(&path).expect("load");
+    assert_eq!(loaded, art);
+    // The calibrator is hashed: editing it breaks the file.
+    let text = std::fs::read_to_string(&path).expect("read");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["calibration"]["slope"] = serde_json::json!(2.0);
+    std::fs::write(&path, serde_json::to_string(&v).expect("ser")).expect("write");
+    assert!(matches!(
+        ModelArtifact::load(&path),
+        Err(ModelError::HashMismatch { .. })
+    ));
+}

@@ -218,6 +218,8 @@ impl Default for PipelineConfig {
 pub struct AlertConfig {
     /// Lowest band that raises an alert: "medium", "high" or "critical".
     pub min_band: String,
+    /// Language of the reason texts (`reasons[].text`): "en" (default) or "nl".
+    pub locale: String,
     /// Relative hysteresis: a customer leaves a band only when risk falls below the band's lower
     /// edge × (1 − hysteresis).
     pub hysteresis: f64,
@@ -230,17 +232,38 @@ pub struct AlertConfig {
     pub high_value_revenue: f64,
     /// CloudEvents `source` of alerts.
     pub source: String,
+    /// Band cut-offs that replace the model's at start-up (`run`, `backtest`): `0.15,0.35,0.6`
+    /// (probabilities), `lift:2,4,8` (multiples of the model's base rate) or `top:20%,5%,1%`
+    /// (shares of the model's reference population at or above each cut; `high` is the alert
+    /// budget). Resolved once against the artifact's stored score distribution, so alerts stay a
+    /// function of input, model and configuration. Empty: the model's own bands.
+    pub bands: String,
+}
+
+impl AlertConfig {
+    /// The `bands` override, parsed; `None` when empty.
+    pub fn band_spec(&self) -> Result<Option<churn_model::BandSpec>, Error> {
+        if self.bands.trim().is_empty() {
+            return Ok(None);
+        }
+        self.bands.parse().map(Some).map_err(|m| Error::Config {
+            path: "config".into(),
+            message: format!("alerts.bands: {m}"),
+        })
+    }
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             min_band: "high".into(),
+            locale: "en".into(),
             hysteresis: 0.1,
             cooldown_days: 7,
             horizon_days: 30.0,
             high_value_revenue: 150.0,
             source: "urn:churnstream:score".into(),
+            bands: String::new(),
         }
     }
 }
@@ -481,6 +504,13 @@ impl Config {
                 self.alerts.min_band
             ));
         }
+        if crate::reasons::Locale::named(&self.alerts.locale).is_err() {
+            return bad(format!(
+                "alerts.locale = `{}`: expected en or nl",
+                self.alerts.locale
+            ));
+        }
+        self.alerts.band_spec()?;
         if !(0.0..1.0).contains(&self.alerts.hysteresis) {
             return bad(format!(
                 "alerts.hysteresis = {}: expected a fraction in [0, 1)",

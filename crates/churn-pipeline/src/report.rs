@@ -169,6 +169,16 @@ pub fn backtest_on_set(
             &bindings,
             params,
         )?;
+        // Calibrated on its own validation dates (this model did not refit on them).
+        let logits: Vec<f64> = (0..va.len())
+            .map(|i| model.logit(&xva.row(i).to_vec()))
+            .collect();
+        match churn_model::fit_platt(&logits, &va.labels) {
+            Ok(cal) => model.calibration = Some(cal),
+            Err(err) => {
+                tracing::warn!(cutoff = %date(cutoff), %err, "backtest: no calibrator for this cut-off")
+            }
+        }
         model.thresholds = bands;
         model.alert_threshold = bands.high;
         out.push(CutoffResult {
@@ -532,7 +542,9 @@ fn gains_svg(s: &Scored, lift_model: f64, lift_rec: f64) -> Result<String, Error
     Ok(buf)
 }
 
-fn calibration_svg(bins: &[churn_model::CalibrationBin]) -> Result<String, Error> {
+fn calibration_svg(
+    series: &[(String, &[churn_model::CalibrationBin], RGBColor)],
+) -> Result<String, Error> {
     let e = |err| plot_err("calibration plot", err);
     let mut buf = String::new();
     {
@@ -559,26 +571,33 @@ fn calibration_svg(bins: &[churn_model::CalibrationBin]) -> Result<String, Error
             .map_err(e)?
             .label("perfectly calibrated")
             .legend(legend_line(GREY, 1));
-        let pts: Vec<(f64, f64)> = bins
+        let max_count = series
             .iter()
-            .map(|b| (b.mean_predicted, b.observed_rate))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), MODEL_C.stroke_width(2)))
-            .map_err(e)?
-            .label("model (marker area ∝ customers in bin)")
-            .legend(legend_line(MODEL_C, 2));
-        let max_count = bins.iter().map(|b| b.count).max().unwrap_or(1).max(1) as f64;
-        chart
-            .draw_series(bins.iter().map(|b| {
-                let r = 3.0 + 9.0 * (b.count as f64 / max_count).sqrt();
-                Circle::new(
-                    (b.mean_predicted, b.observed_rate),
-                    r.round() as i32,
-                    MODEL_C.mix(0.55).filled(),
-                )
-            }))
-            .map_err(e)?;
+            .flat_map(|(_, bins, _)| bins.iter().map(|b| b.count))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        for (label, bins, colour) in series {
+            let pts: Vec<(f64, f64)> = bins
+                .iter()
+                .map(|b| (b.mean_predicted, b.observed_rate))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                .map_err(e)?
+                .label(label.as_str())
+                .legend(legend_line(*colour, 2));
+            chart
+                .draw_series(bins.iter().map(|b| {
+                    let r = 3.0 + 9.0 * (b.count as f64 / max_count).sqrt();
+                    Circle::new(
+                        (b.mean_predicted, b.observed_rate),
+                        r.round() as i32,
+                        colour.mix(0.55).filled(),
+                    )
+                }))
+                .map_err(e)?;
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
@@ -833,10 +852,39 @@ pub fn render_report(
     let const_p = vec![base; s.y.len()];
     let (noskill_ll, noskill_brier) = (m::log_loss(&const_p, &s.y), m::brier(&const_p, &s.y));
     let calib = m::calibration_table(&s.p, &s.y, 10);
+    let ece = m::expected_calibration_error(&calib);
+    // The same model without its calibrator (the prior-corrected logistic), when it has one.
+    let uncal = model
+        .calibration
+        .is_some()
+        .then(|| score_set(&model.without_calibration(), test));
+    let calib_before = uncal.as_ref().map(|u| m::calibration_table(&u.p, &u.y, 10));
+    let ece_before = calib_before.as_deref().map(m::expected_calibration_error);
 
     let roc = roc_svg(&s, ev.auc, ev.baseline_recency_auc)?;
     let gains = gains_svg(&s, ev.lift_top_decile, ev.baseline_recency_lift_top_decile)?;
-    let cal = calibration_svg(&calib)?;
+    let mut cal_series = Vec::new();
+    if let (Some(b), Some(e)) = (calib_before.as_deref(), ece_before) {
+        cal_series.push((
+            format!("before calibration (ECE {})", num(e, 3)),
+            b,
+            RECENCY_C,
+        ));
+    }
+    cal_series.push((
+        format!(
+            "{} (ECE {}; marker area ∝ customers in bin)",
+            if model.calibration.is_some() {
+                "calibrated"
+            } else {
+                "model"
+            },
+            num(ece, 3)
+        ),
+        &calib[..],
+        MODEL_C,
+    ));
+    let cal = calibration_svg(&cal_series)?;
     let hist = histogram_svg(&s, &model.thresholds)?;
     let coef = coefficients_svg(model)?;
 
@@ -928,9 +976,23 @@ pub fn render_report(
     h.push_str("</table>\n");
 
     // Calibration table.
-    h.push_str(
-        "</div><div>\n<h2>Calibration table</h2>\n<table>\n<tr><th>predicted risk bin</th><th>customers</th>\
+    let _ = write!(
+        h,
+        "</div><div>\n<h2>Calibration table</h2>\n<p class=\"note\">Expected calibration error \
+         (Σ share of rows × |mean predicted − observed|): {after}{before}. Calibrator: {cal}.</p>\n\
+         <table>\n<tr><th>predicted risk bin</th><th>customers</th>\
          <th>mean predicted</th><th>observed churn rate</th><th>difference</th></tr>\n",
+        after = num(ece, 4),
+        before = ece_before.map_or(String::new(), |e| format!(
+            " (before calibration: {})",
+            num(e, 4)
+        )),
+        cal = model.calibration.map_or("none".to_owned(), |c| format!(
+            "Platt scaling, σ({} · logit + {}), fit on {} validation rows",
+            num(c.slope, 3),
+            num(c.offset, 3),
+            c.rows
+        )),
     );
     for b in &calib {
         let _ = writeln!(

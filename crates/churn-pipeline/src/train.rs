@@ -15,7 +15,10 @@ use churn_features::training::{
     build_training_set, date_string, push_csv_field, ObservationPlan, SplitPlan, TrainingSet,
 };
 use churn_features::{day_start, rollups_from_events};
-use churn_model::{metrics as m, Bands, Dataset, ModelArtifact, TrainParams, TrainReport};
+use churn_model::{
+    metrics as m, BandSpec, Bands, CalibrationBin, Dataset, ModelArtifact, ScoreDistribution,
+    TrainParams, TrainReport,
+};
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -151,6 +154,8 @@ pub struct Evaluation {
     pub recall_at_alert: f64,
     pub baseline_recency_auc: f64,
     pub baseline_recency_lift_top_decile: f64,
+    /// Expected calibration error of `risk` over 10 equal-width bins (see [`Reliability`]).
+    pub ece: f64,
 }
 
 /// Evaluate a model on a training-set split, with the recency rule as baseline.
@@ -169,7 +174,131 @@ pub fn evaluate(model: &ModelArtifact, set: &TrainingSet) -> Evaluation {
         recall_at_alert: recall,
         baseline_recency_auc: m::auc(&recency, y),
         baseline_recency_lift_top_decile: m::lift_at(&recency, y, 0.1),
+        ece: m::expected_calibration_error(&m::calibration_table(&p, y, RELIABILITY_BINS)),
     }
+}
+
+/// Bins of the reliability tables.
+pub const RELIABILITY_BINS: usize = 10;
+
+/// Reliability of one set of probabilities: the equal-width table (mean predicted, observed
+/// rate, count per bin of width 0.1) and its expected calibration error, and the same over 10
+/// equal-count bins (at low base rates almost every row falls into the first equal-width bin).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Reliability {
+    /// Mean predicted probability over all rows.
+    pub mean_predicted: f64,
+    /// Observed churn rate over all rows.
+    pub observed_rate: f64,
+    /// `Σ count/n · |mean predicted − observed rate|` over `bins`.
+    pub ece: f64,
+    /// The same over `bins_equal_count`.
+    pub ece_equal_count: f64,
+    /// Log loss of these probabilities.
+    pub log_loss: f64,
+    /// Brier score of these probabilities.
+    pub brier: f64,
+    pub bins: Vec<CalibrationBin>,
+    pub bins_equal_count: Vec<CalibrationBin>,
+}
+
+impl Reliability {
+    pub fn of(p: &[f64], y: &[bool]) -> Self {
+        let bins = m::calibration_table(p, y, RELIABILITY_BINS);
+        let bins_equal_count = m::calibration_table_equal_count(p, y, RELIABILITY_BINS);
+        let n = p.len().max(1) as f64;
+        Reliability {
+            mean_predicted: p.iter().sum::<f64>() / n,
+            observed_rate: y.iter().filter(|&&v| v).count() as f64 / n,
+            ece: m::expected_calibration_error(&bins),
+            ece_equal_count: m::expected_calibration_error(&bins_equal_count),
+            log_loss: m::log_loss(p, y),
+            brier: m::brier(p, y),
+            bins,
+            bins_equal_count,
+        }
+    }
+}
+
+/// Calibration of a model on a split: its probabilities without the calibrator (`before`: the
+/// prior-corrected logistic) and as it scores (`after`; equal to `before` for an artifact
+/// without a calibrator).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CalibrationReport {
+    /// `platt` (with its slope, offset and rows) or `none`.
+    pub calibrator: serde_json::Value,
+    pub before: Reliability,
+    pub after: Reliability,
+}
+
+/// [`CalibrationReport`] of `model` on `set`.
+pub fn calibration_report(model: &ModelArtifact, set: &TrainingSet) -> CalibrationReport {
+    let after = score(model, set).risk;
+    let before = score(&model.without_calibration(), set).risk;
+    CalibrationReport {
+        calibrator: match &model.calibration {
+            Some(c) => {
+                serde_json::json!({"method": "platt", "slope": c.slope, "offset": c.offset, "rows": c.rows})
+            }
+            None => serde_json::json!({"method": "none"}),
+        },
+        before: Reliability::of(&before, &set.labels),
+        after: Reliability::of(&after, &set.labels),
+    }
+}
+
+/// How `train` calibrates probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationMethod {
+    /// Platt scaling fit on the validation split, scored by the model fit on the training split
+    /// only (rows no model it calibrates has seen at that point), applied to the final model.
+    #[default]
+    Platt,
+    /// No calibrator: the prior-corrected logistic as is.
+    None,
+}
+
+impl std::str::FromStr for CalibrationMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "platt" => Ok(CalibrationMethod::Platt),
+            "none" => Ok(CalibrationMethod::None),
+            other => Err(format!(
+                "unknown calibration `{other}` (expected platt or none)"
+            )),
+        }
+    }
+}
+
+/// Options of [`train_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub params: TrainParams,
+    /// Band cut-offs; lift and top forms are resolved against the final model's score
+    /// distribution on the validation split.
+    pub bands: BandSpec,
+    pub calibration: CalibrationMethod,
+}
+
+/// Fit a Platt calibrator for `fit_model`'s logits on `valid` (raw design matrix `x`).
+fn platt_on(
+    fit_model: &ModelArtifact,
+    x: &Array2<f64>,
+    labels: &[bool],
+) -> Result<churn_model::Calibration, Error> {
+    let mut row = Vec::with_capacity(x.ncols());
+    let logits: Vec<f64> = x
+        .rows()
+        .into_iter()
+        .map(|r| {
+            row.clear();
+            row.extend(r.iter().copied());
+            fit_model.logit(&row)
+        })
+        .collect();
+    Ok(churn_model::fit_platt(&logits, labels)?)
 }
 
 /// Everything `churnstream train` reports.
@@ -287,15 +416,35 @@ pub fn synthetic(
     Ok((pop, model, summary))
 }
 
-/// Train on a prepared training set ([`training_set_from_events`]): split by time
-/// ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), fit, evaluate on the test split. Returns the artifact,
-/// a summary and the test split.
+/// Train on a prepared training set ([`training_set_from_events`]) with probability `bands`
+/// and Platt calibration: [`train_with`].
 pub fn train_on_set(
     set: &TrainingSet,
     params: &TrainParams,
     bands: Bands,
 ) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
     bands.validate()?;
+    train_with(
+        set,
+        &TrainOptions {
+            params: params.clone(),
+            bands: BandSpec::Probability([bands.medium, bands.high, bands.critical]),
+            calibration: CalibrationMethod::Platt,
+        },
+    )
+}
+
+/// Train on a prepared training set: split by time ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), choose
+/// the L2 strength on validation (fit on train), calibrate on validation (Platt, on the logits
+/// of that train-only model), refit on train + validation, attach the calibrator, summarise the
+/// calibrated scores of the validation split (the score distribution that `lift:` and `top:`
+/// bands resolve against), set the bands, evaluate on the test split. Returns the artifact, a
+/// summary and the test split.
+pub fn train_with(
+    set: &TrainingSet,
+    opts: &TrainOptions,
+) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
+    let params = &opts.params;
     let (tr, va, te, split) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
     if tr.is_empty() || va.is_empty() || te.is_empty() {
         let mut dates = set.as_of.clone();
@@ -314,7 +463,7 @@ pub fn train_on_set(
         .collect();
     let (xtr, xva) = (design_matrix(&tr), design_matrix(&va));
     // 1. Choose the L2 strength on the validation part (fit on train, score valid).
-    let (_, selection): (ModelArtifact, TrainReport) = churn_model::train(
+    let (selection_model, selection): (ModelArtifact, TrainReport) = churn_model::train(
         Dataset::new(xtr.view(), &tr.labels),
         Dataset::new(xva.view(), &va.labels),
         &names,
@@ -352,9 +501,24 @@ pub fn train_on_set(
         );
         m.insert("refit_on".into(), serde_json::json!("train+valid"));
     }
-    model.thresholds = bands;
-    model.alert_threshold = bands.high;
-    model.model_version = model.compute_model_version()?;
+    // 3. Calibrate: Platt on the validation rows, scored by the model fit on train only (the
+    //    final model has trained on them). Applied to the final model's logits: the refit uses
+    //    the same per-row L2 strength, so its logits are on the scale the calibrator saw.
+    if opts.calibration == CalibrationMethod::Platt {
+        let cal = platt_on(&selection_model, &xva, &va.labels)?;
+        model.calibration = Some(cal);
+        if let serde_json::Value::Object(m) = &mut model.train_params {
+            m.insert(
+                "calibration".into(),
+                serde_json::json!({"method": "platt", "fit_on": "valid", "scored_by": "the model fit on train (chosen alpha)"}),
+            );
+        }
+    }
+    // 4. The score distribution of the reference population (validation rows, final model) and
+    //    the bands.
+    let p_valid = model.predict_batch(xva.view());
+    model.score_distribution = Some(ScoreDistribution::from_scores(&p_valid, &va.labels)?);
+    model.set_bands(&opts.bands)?;
     let test = evaluate(&model, &te);
     let mut metrics: BTreeMap<String, f64> = model.metrics.clone();
     for (k, v) in [
@@ -364,6 +528,7 @@ pub fn train_on_set(
         ("test_lift_top_decile", test.lift_top_decile),
         ("test_precision_at_alert", test.precision_at_alert),
         ("test_recall_at_alert", test.recall_at_alert),
+        ("test_ece", test.ece),
         ("baseline_recency_test_auc", test.baseline_recency_auc),
         ("rows_train", tr.len() as f64),
         ("rows_test", te.len() as f64),
@@ -414,6 +579,50 @@ mod tests {
         let (model, summary, test) =
             train_on_set(&set, &params, DEFAULT_BANDS).expect("training on generated data");
         (set, model, summary, test)
+    }
+
+    /// The calibrator is fit on the validation rows scored by the train-only model (Platt's MLE
+    /// makes that model's mean calibrated prediction there match the smoothed base rate), the
+    /// reference distribution is the validation split, and `top:` bands alert about the asked
+    /// share of validation rows.
+    #[test]
+    fn training_calibrates_on_validation_and_resolves_population_bands() {
+        let (set, model, summary, _) = trained();
+        let cal = model.calibration.expect("a calibrator");
+        assert_eq!(cal.rows, summary.rows_valid);
+        assert!(cal.slope > 0.0);
+        let dist = model.score_distribution.as_ref().expect("distribution");
+        assert_eq!(dist.rows, summary.rows_valid);
+        assert_eq!(model.band_spec.as_deref(), Some("0.15,0.35,0.6"));
+        assert_eq!(model.thresholds, DEFAULT_BANDS);
+
+        let (_, va, _, _) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
+        let base = va.labels.iter().filter(|&&v| v).count() as f64 / va.len() as f64;
+        assert!((dist.base_rate - base).abs() < 1e-12);
+        let opts = |bands: &str, calibration| TrainOptions {
+            params: TrainParams {
+                alphas: vec![1.0],
+                ..TrainParams::default()
+            },
+            bands: bands.parse().expect("spec"),
+            calibration,
+        };
+        let (top, _, _) =
+            train_with(&set, &opts("top:30%,10%,3%", CalibrationMethod::Platt)).expect("top");
+        let p = score(&top, &va).risk;
+        let share = p.iter().filter(|&&r| r >= top.alert_threshold).count() as f64 / p.len() as f64;
+        assert!(
+            (share - 0.10).abs() < 0.01,
+            "share at or above high: {share}"
+        );
+        let (lift, _, _) =
+            train_with(&set, &opts("lift:1,2,3", CalibrationMethod::None)).expect("lift");
+        assert!(lift.calibration.is_none());
+        let b = lift.score_distribution.as_ref().expect("dist").base_rate;
+        assert!((lift.thresholds.high - 2.0 * b).abs() < 1e-12);
+        // Without a calibrator, before = after.
+        let r = calibration_report(&lift, &va);
+        assert_eq!(r.before, r.after);
     }
 
     /// A horizon too long for the history: the unpurged split, flagged in the summary.

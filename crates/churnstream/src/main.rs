@@ -101,9 +101,19 @@ enum Cmd {
         /// Random seed (oversampling).
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Risk band cut-offs on the churn probability: medium,high,critical. Alerts start at high.
+        /// Risk band cut-offs (lower edges of medium,high,critical; alerts start at high), one
+        /// of: calibrated probabilities "0.15,0.35,0.6"; multiples of the base rate
+        /// "lift:2,4,8"; or the share of observed customers at or above each cut,
+        /// "top:20%,5%,1%" (an alert budget: about 5 % of customers at or above high on a day).
+        /// Lift and top forms resolve at training time against the validation split's scores
+        /// and are stored as probabilities in the artifact.
         #[arg(long, default_value = "0.15,0.35,0.6")]
         bands: String,
+        /// Probability calibration: "platt" (Platt scaling fit on the validation split, scored
+        /// by the model fit on the training split only) or "none" (the prior-corrected
+        /// logistic as is, the behaviour before calibration existed).
+        #[arg(long, default_value = "platt", value_parser = ["platt", "none"])]
+        calibration: String,
         /// Also write the training set (.csv): one row per customer × observation date with
         /// customer_id, as_of, every raw feature, label and split (train/valid/test).
         #[arg(long, value_name = "FILE.csv")]
@@ -159,7 +169,8 @@ enum Cmd {
         /// Length of the simulated history in days (capped at 40000): from 2026-01-01 for
         /// --profile default; for --profile retail it ends at 2026-01-01 (a past history, which
         /// the validator's future-timestamp check accepts). Absent: 180 for default, 730 for
-        /// retail (a 90-day churn definition needs a long history).
+        /// retail (a 90-day churn definition needs a long history), 365 for low_churn (few
+        /// churners a month).
         #[arg(long)]
         days: Option<u32>,
         /// Random seed of every draw: the same seed gives the same files.
@@ -171,8 +182,10 @@ enum Cmd {
         /// Hidden process: "default" (subscriptions, engagement, NPS, churn after a
         /// disengagement phase) or "retail" (non-contractual shop: BG/NBD purchasing with
         /// unobserved dropout, Gamma-Gamma spend, browsing; labels.csv gains p_alive_end).
-        /// Both are documented in the churn-gen crate docs.
-        #[arg(long, default_value = "default", value_parser = ["default", "retail"])]
+        /// "low_churn": the default process at a low base rate (≈ 2 % of customers a month;
+        /// warned causes' hazards × 0.3, warning-less churn unchanged; 365 days unless --days).
+        /// All are documented in the churn-gen crate docs.
+        #[arg(long, default_value = "default", value_parser = ["default", "retail", "low_churn"])]
         profile: String,
         /// Also publish the events to Kafka (as `replay` does; topic by type, key = customer_id).
         #[arg(long)]
@@ -383,24 +396,14 @@ fn main() -> Result<()> {
             active_within_days,
             seed,
             bands,
+            calibration,
             export_training_set,
         } => {
-            let cut: Vec<f64> = bands
-                .split(',')
-                .map(|v| v.trim().parse::<f64>())
-                .collect::<Result<_, _>>()
-                .with_context(|| {
-                    format!("--bands {bands}: expected three numbers like 0.15,0.35,0.6")
-                })?;
-            let [medium, high, critical] = cut[..] else {
-                bail!("--bands {bands}: expected exactly three cut-offs");
-            };
-            let bands = churn_model::Bands {
-                medium,
-                high,
-                critical,
-            };
-            bands.validate()?;
+            let bands: churn_model::BandSpec = bands
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--bands: {e}"))?;
+            let calibration: train::CalibrationMethod =
+                calibration.parse().map_err(anyhow::Error::msg)?;
             let events = read_events(&events)?;
             let plan = observation_plan(
                 &churn,
@@ -420,7 +423,12 @@ fn main() -> Result<()> {
                 train::export_training_set(&set, path)?;
                 info!(path = %path.display(), rows = set.len(), "training set written");
             }
-            let (mut model, summary, _) = train::train_on_set(&set, &params, bands)?;
+            let opts = train::TrainOptions {
+                params,
+                bands,
+                calibration,
+            };
+            let (mut model, summary, _) = train::train_with(&set, &opts)?;
             if let Some(t) = source_date_epoch()? {
                 // Not part of the hash or the model version: only for byte-identical files.
                 model.created_at = t;
@@ -473,11 +481,51 @@ fn main() -> Result<()> {
                 #[serde(flatten)]
                 ev: &'a train::Evaluation,
                 per_band: Vec<churn_pipeline::report::BandRow>,
+                /// Reliability tables and ECE without and with the artifact's calibrator.
+                calibration: train::CalibrationReport,
             }
             let per_band = churn_pipeline::report::band_table(&model, &test);
+            let calibration = train::calibration_report(&model, &test);
+            eprintln!(
+                "calibration ({}): ECE before {:.4} after {:.4} (equal-count bins: {:.4} -> {:.4}); \
+                 mean predicted {:.4} -> {:.4}, observed {:.4}",
+                calibration.calibrator["method"].as_str().unwrap_or("none"),
+                calibration.before.ece,
+                calibration.after.ece,
+                calibration.before.ece_equal_count,
+                calibration.after.ece_equal_count,
+                calibration.before.mean_predicted,
+                calibration.after.mean_predicted,
+                calibration.after.observed_rate,
+            );
+            eprintln!("reliability (10 equal-width bins): bin  count  mean_predicted  observed  | after calibration: count  mean_predicted  observed");
+            for i in 0..train::RELIABILITY_BINS {
+                let lo = i as f64 / train::RELIABILITY_BINS as f64;
+                let find = |bins: &[churn_model::CalibrationBin]| {
+                    bins.iter().find(|b| (b.lower - lo).abs() < 1e-9).map_or(
+                        "      0        -         -".to_owned(),
+                        |b| {
+                            format!(
+                                "{:7} {:9.4} {:9.4}",
+                                b.count, b.mean_predicted, b.observed_rate
+                            )
+                        },
+                    )
+                };
+                eprintln!(
+                    "  [{lo:.1}, {:.1})  {}  |  {}",
+                    lo + 0.1,
+                    find(&calibration.before.bins),
+                    find(&calibration.after.bins)
+                );
+            }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&Printed { ev: &ev, per_band })?
+                serde_json::to_string_pretty(&Printed {
+                    ev: &ev,
+                    per_band,
+                    calibration
+                })?
             );
             if let Some(path) = &scores_out {
                 train::export_scores(&model, &test, path)?;
@@ -527,6 +575,7 @@ fn main() -> Result<()> {
             let days = days.unwrap_or(match profile {
                 churn_gen::Profile::Default => 180,
                 churn_gen::Profile::Retail => 730,
+                churn_gen::Profile::LowChurn => 365,
             });
             let mut cfg = churn_gen::GenConfig {
                 customers,
@@ -605,7 +654,10 @@ fn main() -> Result<()> {
             report,
         } => {
             let cfg = load_config(cli.config.as_deref(), None)?;
-            let model = Arc::new(ModelArtifact::load(&model)?);
+            let model = Arc::new(with_configured_bands(
+                ModelArtifact::load(&model)?,
+                &cfg.alerts,
+            )?);
             let events = read_events(&events)?;
             let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
             let (alerts, stats) =
@@ -733,6 +785,29 @@ fn summarize(payload: &[u8], raw: bool) -> String {
     }
 }
 
+/// The model with `alerts.bands` (when set) in place of its own cut-offs: resolved once, at
+/// start-up, against the artifact's score distribution (a new `model_version`, since the bands
+/// are part of the scoring content).
+fn with_configured_bands(
+    mut model: ModelArtifact,
+    alerts: &churn_pipeline::config::AlertConfig,
+) -> Result<ModelArtifact> {
+    if let Some(spec) = alerts.band_spec()? {
+        model
+            .set_bands(&spec)
+            .with_context(|| format!("alerts.bands = `{}`", alerts.bands))?;
+        info!(
+            bands = %spec,
+            medium = model.thresholds.medium,
+            high = model.thresholds.high,
+            critical = model.thresholds.critical,
+            version = %model.model_version,
+            "band cut-offs from alerts.bands"
+        );
+    }
+    Ok(model)
+}
+
 async fn run(cfg: Config) -> Result<()> {
     if cfg.pipeline.stage == churn_pipeline::Stage::Ingest {
         let listen = cfg.metrics.listen.clone();
@@ -747,7 +822,7 @@ async fn run(cfg: Config) -> Result<()> {
             cfg.model.path.display()
         )
     })?;
-    let model = Arc::new(model);
+    let model = Arc::new(with_configured_bands(model, &cfg.alerts)?);
     let listen = cfg.metrics.listen.clone();
     serve(&listen, |metrics, health, shutdown| {
         kafka::run(cfg, model, metrics, health, shutdown)
