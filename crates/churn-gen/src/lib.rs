@@ -8,9 +8,11 @@
 //!
 //! Three hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
 //! "Hidden churn process": subscriptions, engagement, NPS, churn after a visible disengagement
-//! phase), [`Profile::LowChurn`] (the same process at a low base rate: every warned cause's
-//! hazard × [`LOW_CHURN_HAZARD_SCALE`], the churn without warning unchanged, so about 2 % of the
-//! customers leave per month and a larger share of them without a visible phase) and
+//! phase), [`Profile::LowChurn`] (the same process at a low base rate and with weaker signals:
+//! every warned cause's hazard × [`LOW_CHURN_HAZARD_SCALE`], churn without warning ×
+//! [`LOW_CHURN_RANDOM_SCALE`], activity in a disengagement phase decaying only to
+//! [`LOW_CHURN_M_END`] of normal; about 2 % of the customers leave per month, a third of them
+//! without any phase) and
 //! [`Profile::Retail`] ("Hidden retail process": a non-contractual shop where customers drop out
 //! unobserved, the textbook BG/NBD setting).
 //!
@@ -192,15 +194,23 @@ pub enum Profile {
     /// Non-contractual shop (BG/NBD purchasing, Gamma-Gamma spend, browsing sessions): customers
     /// drop out unobserved right after a purchase.
     Retail,
-    /// The default process at a low base rate (≈ 2 % of customers per month): the hazards of
-    /// the five warned causes × [`LOW_CHURN_HAZARD_SCALE`], random churn without warning as in
-    /// the default, so a larger share of churners gives no sign. Harder than the default.
+    /// The default process at a low base rate (≈ 2 % of customers per month) with weaker
+    /// signals: the hazards of the five warned causes × [`LOW_CHURN_HAZARD_SCALE`], random churn
+    /// without warning × [`LOW_CHURN_RANDOM_SCALE`] (about a third of the churners), and a
+    /// disengagement phase whose activity decays only to [`LOW_CHURN_M_END`] of normal. Harder
+    /// than the default.
     LowChurn,
 }
 
 /// [`Profile::LowChurn`]: factor on the daily hazard of every cause that starts a
 /// disengagement phase (disengagement, detractor, downgrade, complaints, price).
-pub const LOW_CHURN_HAZARD_SCALE: f64 = 0.3;
+pub const LOW_CHURN_HAZARD_SCALE: f64 = 0.2;
+/// [`Profile::LowChurn`]: factor on the daily hazard of random churn without warning
+/// (`H_RANDOM`).
+pub const LOW_CHURN_RANDOM_SCALE: f64 = 4.0;
+/// [`Profile::LowChurn`]: range of `m_end`, the activity multiplier reached at the end of a
+/// disengagement phase (default profile: 0.04–0.15).
+pub const LOW_CHURN_M_END: (f64, f64) = (0.25, 0.6);
 
 impl Profile {
     /// Every profile, in CLI order.
@@ -578,6 +588,10 @@ struct Sim<'b> {
     /// Factor on the warned causes' hazards: 1 for the default profile (exactly: `x · 1.0`
     /// is `x`, so the default output is unchanged), [`LOW_CHURN_HAZARD_SCALE`] for low_churn.
     hazard_scale: f64,
+    /// Daily hazard of random churn: `H_RANDOM` (default), × [`LOW_CHURN_RANDOM_SCALE`].
+    h_random: f64,
+    /// Range of `m_end` (default: 0.04–0.15; [`LOW_CHURN_M_END`]).
+    m_end: (f64, f64),
 }
 
 impl Sim<'_> {
@@ -759,10 +773,10 @@ impl Sim<'_> {
                         let comps = self.hazards(day, tenure, renewal_today);
                         let total: f64 = comps.iter().map(|c| c.1).sum();
                         let u: f64 = self.rng.gen();
-                        if u < H_RANDOM {
+                        if u < self.h_random {
                             churn = Some(Cause::Random);
-                        } else if u < H_RANDOM + total {
-                            let mut x = u - H_RANDOM;
+                        } else if u < self.h_random + total {
+                            let mut x = u - self.h_random;
                             let mut cause = Cause::Disengaged;
                             for (c, h) in comps {
                                 if x < h {
@@ -773,7 +787,7 @@ impl Sim<'_> {
                             }
                             let (lo, hi) = phase_days;
                             let len = self.rng.gen_range(lo..=hi);
-                            let m_end: f64 = self.rng.gen_range(0.04..0.15);
+                            let m_end: f64 = self.rng.gen_range(self.m_end.0..self.m_end.1);
                             let recover_day = if chance(&mut self.rng, P_RECOVER) {
                                 let f: f64 = self.rng.gen_range(0.35..0.75);
                                 Some(day + ((f * f64::from(len)).round() as u32).max(1))
@@ -1050,6 +1064,14 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
         hazard_scale: match cfg.profile {
             Profile::LowChurn => LOW_CHURN_HAZARD_SCALE,
             Profile::Default | Profile::Retail => 1.0,
+        },
+        h_random: match cfg.profile {
+            Profile::LowChurn => H_RANDOM * LOW_CHURN_RANDOM_SCALE,
+            Profile::Default | Profile::Retail => H_RANDOM,
+        },
+        m_end: match cfg.profile {
+            Profile::LowChurn => LOW_CHURN_M_END,
+            Profile::Default | Profile::Retail => (0.04, 0.15),
         },
     };
     let churn = if days > 0 {
