@@ -164,6 +164,8 @@ fn alert(customer: &str) -> (String, Vec<u8>) {
             contribution: 1.2,
             binding: "emotional".into(),
             description: "days since the last activity".into(),
+            group: Some("engagement_decline".into()),
+            text: Some("No activity for 9 days".into()),
         }],
         recommended_action: "reactivation_email".into(),
         revenue_at_risk: 35.0,

@@ -24,18 +24,31 @@ pub struct CloudEvent<T> {
     pub data: T,
 }
 
-/// One explanation entry: a feature's contribution to the risk logit.
+/// One reason of an alert: a metric group's contribution to the risk logit (issue 18).
+///
+/// `group` names the reason (engagement_decline, detractor_feedback, complaints_support,
+/// plan_downgrade, price_sensitivity, spend_decline, tenure_new_customer); `contribution` is the
+/// sum over the group's members; `feature`/`value`/`description` are its lead member (the one
+/// with the largest contribution); `text` says it in words for a CRM agent. Alerts written
+/// before reason groups had one feature per reason and no `group`/`text` (both optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
+    /// The lead feature of the group.
     pub feature: String,
-    /// Raw (unscaled) feature value.
+    /// Raw (unscaled) value of the lead feature.
     pub value: f64,
-    /// coefficient × standardised value, on the churn logit scale.
+    /// Σ over the group's members of coefficient × standardised value, on the churn logit scale.
     pub contribution: f64,
-    /// rational, emotional or structural.
+    /// rational, emotional or structural (the group's binding level).
     pub binding: String,
-    /// Human description from the feature registry.
+    /// Human description of the lead feature, from the feature registry.
     pub description: String,
+    /// The reason group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A short human-readable sentence (alerts.locale: en or nl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Payload of an at-risk alert.

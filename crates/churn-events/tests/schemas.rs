@@ -422,8 +422,12 @@ fn sample_alert_data() -> AlertData {
                 feature: "days_since_last_login".into(),
                 value: 37.0,
                 contribution: 1.12,
-                binding: "structural".into(),
+                binding: "emotional".into(),
                 description: "Days since the last login".into(),
+                group: Some("engagement_decline".into()),
+                text: Some(
+                    "No activity for 37 days (about 4.1× their usual gap between visits)".into(),
+                ),
             },
             Reason {
                 feature: "nps_latest".into(),
@@ -431,6 +435,8 @@ fn sample_alert_data() -> AlertData {
                 contribution: 0.74,
                 binding: "emotional".into(),
                 description: "Latest NPS score".into(),
+                group: Some("detractor_feedback".into()),
+                text: Some("NPS 3 (detractor), was 8".into()),
             },
             Reason {
                 feature: "monetary_90d".into(),
@@ -438,6 +444,9 @@ fn sample_alert_data() -> AlertData {
                 contribution: -0.2,
                 binding: "rational".into(),
                 description: "Spend over 90 days".into(),
+                // An alert of a version before reason groups: no group, no text.
+                group: None,
+                text: None,
             },
         ],
         recommended_action: "personal_follow_up".into(),
@@ -496,6 +505,20 @@ fn invalid_alerts_fail() {
     assert!(
         !v.is_valid(&alert_json(data)),
         "unknown binding must be rejected"
+    );
+
+    let mut data = sample_alert_data();
+    data.reasons[0].group = Some("bad_luck".into());
+    assert!(
+        !v.is_valid(&alert_json(data)),
+        "unknown reason group must be rejected"
+    );
+
+    let mut data = sample_alert_data();
+    data.reasons[1].text = Some(String::new());
+    assert!(
+        !v.is_valid(&alert_json(data)),
+        "an empty reason text must be rejected"
     );
 
     let mut data = sample_alert_data();

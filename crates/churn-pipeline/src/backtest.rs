@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{AlertData, Event};
+use churn_features::registry::Group;
 
 use crate::engine::{AlertOut, Engine, Ingest};
 use crate::Error;
@@ -234,6 +235,119 @@ pub struct Judgement {
     pub other_alerts: BTreeMap<String, usize>,
     /// Lead time over the cohort of evaluable churners, overall, per band and per action.
     pub lead_time: LeadTime,
+    /// Reasons and actions of first alerts against the labelled churn `cause`, for every
+    /// alerted churner (first alert before or after the churn).
+    pub reasons: ReasonJudgement,
+    /// The same for churners whose first alert came strictly before the churn (warned).
+    pub reasons_warned: ReasonJudgement,
+}
+
+/// The reason group that names a labelled churn cause of the generator (`None`: `random`,
+/// `none`, `dropout` and unknown causes, which no reason can name).
+pub fn cause_group(cause: &str) -> Option<Group> {
+    match cause {
+        "disengaged" => Some(Group::EngagementDecline),
+        "detractor" => Some(Group::DetractorFeedback),
+        "complaints" => Some(Group::ComplaintsSupport),
+        "downgrade" => Some(Group::PlanDowngrade),
+        "price" => Some(Group::PriceSensitivity),
+        _ => None,
+    }
+}
+
+/// Reasons of the first alerts of one labelled cause.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct CauseReasons {
+    /// Churners of this cause in the cohort.
+    pub churners: usize,
+    /// Their first alert's top reason group is the cause's group.
+    pub top_match: usize,
+    /// The cause's group is among the first alert's first three reasons.
+    pub in_top3: usize,
+    /// The first alert's action is in the playbook row of the cause's group.
+    pub action_match: usize,
+    /// Count of first alerts by top reason group (`none`: no reason).
+    pub top_groups: BTreeMap<String, usize>,
+}
+
+/// First-alert reasons against labelled causes (`backtest --labels`; issue 18).
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct ReasonJudgement {
+    /// Churners in the cohort whose cause a reason can name (not `random`).
+    pub churners: usize,
+    pub top_match: usize,
+    pub top_match_share: Option<f64>,
+    pub in_top3: usize,
+    pub in_top3_share: Option<f64>,
+    pub action_match: usize,
+    pub action_match_share: Option<f64>,
+    /// By labelled cause.
+    pub per_cause: BTreeMap<String, CauseReasons>,
+}
+
+impl ReasonJudgement {
+    fn add(&mut self, cause: &str, group: Group, sent: &Sent) {
+        let c = self.per_cause.entry(cause.to_string()).or_default();
+        let top = sent.groups.first().copied().flatten();
+        let top_match = top == Some(group);
+        let in_top3 = sent.groups.iter().take(3).any(|g| *g == Some(group));
+        let action = crate::policy::playbook(Some(group)).contains(&sent.action.as_str());
+        c.churners += 1;
+        c.top_match += usize::from(top_match);
+        c.in_top3 += usize::from(in_top3);
+        c.action_match += usize::from(action);
+        *c.top_groups
+            .entry(top.map_or("none", Group::as_str).to_string())
+            .or_default() += 1;
+        self.churners += 1;
+        self.top_match += usize::from(top_match);
+        self.in_top3 += usize::from(in_top3);
+        self.action_match += usize::from(action);
+    }
+
+    fn finish(mut self) -> Self {
+        self.top_match_share = share(self.top_match, self.churners);
+        self.in_top3_share = share(self.in_top3, self.churners);
+        self.action_match_share = share(self.action_match, self.churners);
+        self
+    }
+
+    /// The cause × top reason group confusion table (Markdown), with the matches per cause.
+    pub fn table(&self) -> String {
+        let mut cols: Vec<&str> = Group::REASONS.iter().map(|g| g.as_str()).collect();
+        cols.push("none");
+        let pct = |a: usize, b: usize| {
+            share(a, b).map_or("–".into(), |v| format!("{:.0} %", v * 100.0))
+        };
+        let mut out = format!(
+            "| cause | churners | {} | top = cause | in top 3 | action = playbook |\n|---|---|{}---|---|---|\n",
+            cols.join(" | "),
+            "---|".repeat(cols.len())
+        );
+        for (cause, c) in &self.per_cause {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|g| c.top_groups.get(*g).copied().unwrap_or(0).to_string())
+                .collect();
+            out.push_str(&format!(
+                "| {cause} | {} | {} | {} | {} | {} |\n",
+                c.churners,
+                cells.join(" | "),
+                pct(c.top_match, c.churners),
+                pct(c.in_top3, c.churners),
+                pct(c.action_match, c.churners),
+            ));
+        }
+        out.push_str(&format!(
+            "| all | {} | {} | {} | {} | {} |\n",
+            self.churners,
+            vec![""; cols.len()].join(" | "),
+            pct(self.top_match, self.churners),
+            pct(self.in_top3, self.churners),
+            pct(self.action_match, self.churners),
+        ));
+        out
+    }
 }
 
 /// The parts of an alert payload [`judge`] reads.
@@ -241,6 +355,8 @@ struct Sent {
     as_of: DateTime<Utc>,
     band: String,
     action: String,
+    /// Reason groups, in the alert's order (`None`: a reason naming no known group).
+    groups: Vec<Option<Group>>,
 }
 
 /// Read an alert payload: `Ok` for an at-risk alert, `Err(type)` otherwise.
@@ -260,6 +376,7 @@ fn read_alert(payload: &[u8]) -> Result<Sent, String> {
         as_of: d.as_of,
         band: d.risk_band,
         action: d.recommended_action,
+        groups: d.reasons.iter().map(crate::reasons::reason_group).collect(),
     })
 }
 
@@ -312,6 +429,8 @@ pub fn judge(alerts: &[AlertOut], labels: &[churn_gen::Label], opts: &JudgeOptio
     let mut per_band: BTreeMap<String, Tally> = BTreeMap::new();
     let mut per_action: BTreeMap<String, Tally> = BTreeMap::new();
     let mut evaluable_lead_days = Vec::new();
+    let (mut reasons, mut reasons_warned) =
+        (ReasonJudgement::default(), ReasonJudgement::default());
     for l in labels {
         let churn_at = if l.churned { l.churn_at } else { None };
         let evaluable = churn_at.is_some_and(|c| c >= evaluable_from);
@@ -326,6 +445,12 @@ pub fn judge(alerts: &[AlertOut], labels: &[churn_gen::Label], opts: &JudgeOptio
             continue;
         };
         let warned = churn_at.is_some_and(|c| f.as_of < c);
+        if let (Some(_), Some(g)) = (churn_at, cause_group(&l.cause)) {
+            reasons.add(&l.cause, g, f);
+            if warned {
+                reasons_warned.add(&l.cause, g, f);
+            }
+        }
         let is_late = churn_at.is_some_and(|c| f.as_of >= c);
         match churn_at {
             Some(c) if warned => {
@@ -409,6 +534,8 @@ pub fn judge(alerts: &[AlertOut], labels: &[churn_gen::Label], opts: &JudgeOptio
                 .collect(),
             evaluable_lead_days,
         },
+        reasons: reasons.finish(),
+        reasons_warned: reasons_warned.finish(),
     }
 }
 
@@ -450,6 +577,22 @@ impl Judgement {
                     precision_text(s, lt.precision_window_days),
                 ));
             }
+        }
+        for (what, r) in [
+            ("every alerted churner", &self.reasons),
+            ("churners warned before churn", &self.reasons_warned),
+        ] {
+            out.push_str(&format!(
+                "reasons of first alerts vs labelled cause ({what}, cause random excluded): top \
+                 reason group = cause {}{}, cause group in top 3 {}{}, action = playbook row {}{}\n{}",
+                r.top_match,
+                opt_pct(r.top_match_share),
+                r.in_top3,
+                opt_pct(r.in_top3_share),
+                r.action_match,
+                opt_pct(r.action_match_share),
+                r.table()
+            ));
         }
         out
     }
@@ -719,6 +862,90 @@ mod tests {
         );
         assert_eq!(lt.per_action["engagement_nudge"].customers_alerted, 1);
         assert_eq!(lt.per_action.len(), 4);
+    }
+
+    #[test]
+    fn reasons_are_judged_against_the_labelled_cause() {
+        let with_reasons = |customer: &str, day: &str, action: &'static str, groups: &[&str]| {
+            let mut a = alert(customer, day, "high", action);
+            let mut ev: serde_json::Value = serde_json::from_slice(&a.payload).expect("json");
+            ev["data"]["reasons"] = groups
+                .iter()
+                .map(|g| {
+                    serde_json::json!({"feature": "x", "value": 1.0, "contribution": 0.5,
+                        "binding": "emotional", "description": "", "group": g})
+                })
+                .collect();
+            a.payload = serde_json::to_vec(&ev).expect("json");
+            a
+        };
+        let alerts = vec![
+            with_reasons("a", "2026-04-01", "feedback_call", &["detractor_feedback"]),
+            with_reasons(
+                "b",
+                "2026-04-01",
+                "reactivation_email",
+                &["engagement_decline", "complaints_support"],
+            ),
+            with_reasons(
+                "c",
+                "2026-04-01",
+                "engagement_nudge",
+                &["engagement_decline"],
+            ),
+            // d's first alert came after the churn: judged in `reasons`, not in `reasons_warned`.
+            with_reasons("d", "2026-05-01", "targeted_offer", &["plan_downgrade"]),
+            with_reasons(
+                "r",
+                "2026-04-01",
+                "engagement_nudge",
+                &["engagement_decline"],
+            ),
+            with_reasons(
+                "s",
+                "2026-04-01",
+                "engagement_nudge",
+                &["engagement_decline"],
+            ),
+        ];
+        let mut labels = Vec::new();
+        for (c, cause, at) in [
+            ("a", "detractor", "2026-04-10"),
+            ("b", "complaints", "2026-04-10"),
+            ("c", "disengaged", "2026-04-10"),
+            ("d", "downgrade", "2026-04-20"),
+            ("r", "random", "2026-04-10"),
+        ] {
+            let mut l = label(c, Some(end(at)));
+            l.cause = cause.into();
+            labels.push(l);
+        }
+        labels.push(label("s", None));
+        let opts = JudgeOptions::new(t("2026-03-01T00:00:00Z"));
+        let j = judge(&alerts, &labels, &opts);
+        let r = &j.reasons;
+        assert_eq!(r.churners, 4, "random and the stayer are not judged");
+        assert_eq!((r.top_match, r.in_top3, r.action_match), (3, 4, 3));
+        assert_eq!(r.top_match_share, Some(0.75));
+        let b = &r.per_cause["complaints"];
+        assert_eq!((b.top_match, b.in_top3, b.action_match), (0, 1, 0));
+        assert_eq!(b.top_groups["engagement_decline"], 1);
+        assert_eq!(j.reasons_warned.churners, 3);
+        assert!(!j.reasons_warned.per_cause.contains_key("downgrade"));
+        let table = r.table();
+        assert!(
+            table.contains("| complaints | 1 | 0 | 0 | 0 | 0 | 1 |"),
+            "{table}"
+        );
+        assert!(j.summary().contains("top reason group = cause 3 (75.0 %)"));
+        // Alerts of before reason groups: the reason's feature names the group.
+        let mut old = alert("a", "2026-04-01", "high", "feedback_call");
+        let mut ev: serde_json::Value = serde_json::from_slice(&old.payload).expect("json");
+        ev["data"]["reasons"] = serde_json::json!([{"feature": "nps_detractor", "value": 1.0,
+            "contribution": 0.5, "binding": "emotional", "description": ""}]);
+        old.payload = serde_json::to_vec(&ev).expect("json");
+        let j = judge(&[old], &labels, &opts);
+        assert_eq!(j.reasons.top_match, 1);
     }
 
     #[test]

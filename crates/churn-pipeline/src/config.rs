@@ -218,6 +218,8 @@ impl Default for PipelineConfig {
 pub struct AlertConfig {
     /// Lowest band that raises an alert: "medium", "high" or "critical".
     pub min_band: String,
+    /// Language of the reason texts (`reasons[].text`): "en" (default) or "nl".
+    pub locale: String,
     /// Relative hysteresis: a customer leaves a band only when risk falls below the band's lower
     /// edge × (1 − hysteresis).
     pub hysteresis: f64,
@@ -255,6 +257,7 @@ impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             min_band: "high".into(),
+            locale: "en".into(),
             hysteresis: 0.1,
             cooldown_days: 7,
             horizon_days: 30.0,
@@ -499,6 +502,12 @@ impl Config {
             return bad(format!(
                 "alerts.min_band = `{}`: expected medium, high or critical",
                 self.alerts.min_band
+            ));
+        }
+        if crate::reasons::Locale::named(&self.alerts.locale).is_err() {
+            return bad(format!(
+                "alerts.locale = `{}`: expected en or nl",
+                self.alerts.locale
             ));
         }
         self.alerts.band_spec()?;

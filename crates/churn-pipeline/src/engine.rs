@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{
-    AlertData, CloudEvent, DecodeLimits, Event, Payload, Reason, Rejection, ScoreRecordRef,
+    AlertData, CloudEvent, DecodeLimits, Event, Payload, Rejection, ScoreRecordRef,
 };
 use churn_features::registry::{self, FEATURES};
 use churn_features::rollup::RETAIN_DAYS;
@@ -29,6 +29,7 @@ use churn_model::{Band, ModelArtifact};
 
 use crate::config::{AlertConfig, Clock, PipelineConfig};
 use crate::policy::{self, AlertMemory, PolicyColumns};
+use crate::reasons::{self, Explainer, Locale};
 use crate::store::{Slot, Table};
 use crate::Error;
 
@@ -479,6 +480,8 @@ pub struct Engine {
     limits: DecodeLimits,
     min_band: Band,
     cols: PolicyColumns,
+    /// Alert reasons (metric groups, texts) of this model.
+    explainer: Explainer,
     customers: Table<Customer>,
     /// Customers with events not scored yet, and when the first of those was received.
     dirty: Vec<(Slot, Option<Instant>)>,
@@ -621,7 +624,9 @@ impl Engine {
     ) -> Result<Self, Error> {
         model.check_features(&registry::names())?;
         let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
+        let explainer = Explainer::new(&model, Locale::named(&alerts.locale)?);
         Ok(Engine {
+            explainer,
             limits: decode_limits(&pipeline),
             dedupe: Dedupe::new(pipeline.dedupe_window),
             model,
@@ -1135,21 +1140,9 @@ impl Engine {
             let Some((previous_risk, previous_band)) = decision.filter(|_| warm) else {
                 continue;
             };
-            let action = policy::action(&self.cols, &self.alerts, raw);
-            let reasons = self
-                .model
-                .explain(&input)
-                .into_iter()
-                .filter(|c| c.contribution > 0.0)
-                .take(3)
-                .map(|c| Reason {
-                    value: raw.get(c.index).copied().unwrap_or(c.value),
-                    description: FEATURES.get(c.index).map_or("", |d| d.description).into(),
-                    feature: c.feature,
-                    contribution: c.contribution,
-                    binding: c.binding,
-                })
-                .collect();
+            let reasons = self.explainer.reasons(&input, raw, 3);
+            let top = reasons.first().and_then(reasons::reason_group);
+            let action = policy::action(&self.cols, &self.alerts, raw, top);
             let last_event_at = last_event_as_of(&c.rollups, today);
             let data = AlertData {
                 customer_id: key.clone(),

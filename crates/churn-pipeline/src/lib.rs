@@ -6,6 +6,7 @@
 //!   alert decision), driven by Kafka, by files (backtest) and by benchmarks alike.
 //! - [`store`]: the engine's customer table (slots + an id index; compact per customer).
 //! - [`policy`]: bands, hysteresis, cooldown, segments, recommended actions, revenue at risk.
+//! - [`reasons`]: alert reasons by metric group, their texts (locales) and the sign check.
 //! - [`kafka`]: rdkafka source/sink and the service loop with at-least-once offset handling.
 //! - [`train`]: offline training/evaluation through the same feature code.
 //! - [`backtest`]: replay a history file through the same engine and evaluate the alerts.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod kafka;
 pub mod policy;
+pub mod reasons;
 pub mod report;
 pub mod store;
 pub mod train;

@@ -1,15 +1,17 @@
 //! Alert policy: risk bands with hysteresis and cooldown, RFM segment, recommended action and
 //! revenue at risk. Pure functions of a customer's raw features and score history.
 //!
-//! Recommended action, first rule that matches:
-//! 1. latest NPS is a detractor (0–6) → `feedback_call` (personal follow-up);
-//! 2. expected revenue over the horizon ≥ `alerts.high_value_revenue` → `loyalty_reward`;
-//! 3. dormant (no login for 14+ days or no activity for 7+ days) → `reactivation_email`
-//!    (explaining unused features);
-//! 4. otherwise (typically a passive 7–8 with falling activity: "satisfied is not loyal")
-//!    → `engagement_nudge`.
+//! Recommended action: the retention playbook, keyed by the alert's **top reason group** (so the
+//! action cannot disagree with the reason it is sent with):
+//!
+//! | top reason group | action |
+//! |---|---|
+//! | `detractor_feedback` | `feedback_call` (personal follow-up) |
+//! | `complaints_support` | `service_recovery` |
+//! | `price_sensitivity`, `plan_downgrade` | `targeted_offer` |
+//! | `engagement_decline`, `spend_decline`, `tenure_new_customer`, none | high-value (expected revenue over the horizon ≥ `alerts.high_value_revenue`) → `loyalty_reward`; dormant (no login for 14+ days or no activity for 7+ days) → `reactivation_email` (explaining unused features); else (passive with falling activity: "satisfied is not loyal") → `engagement_nudge` |
 
-use churn_features::registry::FEATURES;
+use churn_features::registry::{Group, FEATURES};
 use churn_model::{Band, Bands};
 
 use crate::config::AlertConfig;
@@ -31,8 +33,6 @@ pub struct PolicyColumns {
     revenue_90d: usize,
     tenure: usize,
     mrr: usize,
-    nps_latest: usize,
-    nps_missing: usize,
 }
 
 impl Default for PolicyColumns {
@@ -44,8 +44,6 @@ impl Default for PolicyColumns {
             revenue_90d: idx("revenue_90d"),
             tenure: idx("tenure_days"),
             mrr: idx("mrr"),
-            nps_latest: idx("nps_latest"),
-            nps_missing: idx("nps_missing"),
         }
     }
 }
@@ -78,17 +76,44 @@ pub fn expected_revenue(cols: &PolicyColumns, raw: &[f64], horizon_days: f64) ->
     raw[cols.revenue_90d] * horizon_days / 90.0 + raw[cols.mrr] * horizon_days / 30.0
 }
 
-/// Recommended action (see module docs for the rules).
-pub fn action(cols: &PolicyColumns, cfg: &AlertConfig, raw: &[f64]) -> &'static str {
-    let detractor = raw[cols.nps_missing] == 0.0 && raw[cols.nps_latest] <= 6.0;
-    if detractor {
-        "feedback_call"
-    } else if expected_revenue(cols, raw, cfg.horizon_days) >= cfg.high_value_revenue {
-        "loyalty_reward"
-    } else if raw[cols.days_since_login] >= 14.0 || raw[cols.recency] >= 7.0 {
-        "reactivation_email"
-    } else {
-        "engagement_nudge"
+/// Recommended action for an alert whose top reason group is `top` (the playbook of the module
+/// docs).
+pub fn action(
+    cols: &PolicyColumns,
+    cfg: &AlertConfig,
+    raw: &[f64],
+    top: Option<Group>,
+) -> &'static str {
+    match top {
+        Some(Group::DetractorFeedback) => "feedback_call",
+        Some(Group::ComplaintsSupport) => "service_recovery",
+        Some(Group::PriceSensitivity | Group::PlanDowngrade) => "targeted_offer",
+        Some(
+            Group::EngagementDecline
+            | Group::SpendDecline
+            | Group::TenureNewCustomer
+            | Group::Context,
+        )
+        | None => {
+            if expected_revenue(cols, raw, cfg.horizon_days) >= cfg.high_value_revenue {
+                "loyalty_reward"
+            } else if raw[cols.days_since_login] >= 14.0 || raw[cols.recency] >= 7.0 {
+                "reactivation_email"
+            } else {
+                "engagement_nudge"
+            }
+        }
+    }
+}
+
+/// The playbook's actions for a reason group (what [`action`] may answer when `group` is the
+/// top reason), for judging actions against labelled causes.
+pub fn playbook(group: Option<Group>) -> &'static [&'static str] {
+    match group {
+        Some(Group::DetractorFeedback) => &["feedback_call"],
+        Some(Group::ComplaintsSupport) => &["service_recovery"],
+        Some(Group::PriceSensitivity | Group::PlanDowngrade) => &["targeted_offer"],
+        _ => &["loyalty_reward", "reactivation_email", "engagement_nudge"],
     }
 }
 
@@ -176,11 +201,45 @@ mod tests {
             c.revenue_90d,
             c.tenure,
             c.mrr,
-            c.nps_latest,
-            c.nps_missing,
         ] {
             assert!(i < FEATURES.len());
         }
+    }
+
+    #[test]
+    fn action_follows_the_top_reason_group() {
+        let c = PolicyColumns::default();
+        let cfg = AlertConfig::default();
+        let mut raw = vec![0.0; FEATURES.len()];
+        for (g, want) in [
+            (Group::DetractorFeedback, "feedback_call"),
+            (Group::ComplaintsSupport, "service_recovery"),
+            (Group::PriceSensitivity, "targeted_offer"),
+            (Group::PlanDowngrade, "targeted_offer"),
+            (Group::EngagementDecline, "engagement_nudge"),
+        ] {
+            assert_eq!(action(&c, &cfg, &raw, Some(g)), want, "{g:?}");
+            assert!(playbook(Some(g)).contains(&want));
+        }
+        raw[c.recency] = 9.0;
+        assert_eq!(
+            action(&c, &cfg, &raw, Some(Group::EngagementDecline)),
+            "reactivation_email",
+            "dormant"
+        );
+        assert_eq!(
+            action(&c, &cfg, &raw, Some(Group::DetractorFeedback)),
+            "feedback_call",
+            "the reason decides, not dormancy"
+        );
+        raw[c.mrr] = 199.0;
+        assert_eq!(
+            action(&c, &cfg, &raw, Some(Group::SpendDecline)),
+            "loyalty_reward",
+            "high value"
+        );
+        assert_eq!(action(&c, &cfg, &raw, None), "loyalty_reward");
+        assert!(!playbook(Some(Group::EngagementDecline)).contains(&"feedback_call"));
     }
 
     #[test]

@@ -445,7 +445,22 @@ fn main() -> Result<()> {
             }
             model.save(&out)?;
             info!(path = %out.display(), version = %model.model_version, seconds = t0.elapsed().as_secs_f64(), "model saved");
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            // Sign sanity (issue 18): coefficients that contradict their feature's declared
+            // direction are reported here and excluded from alert reasons.
+            let sign_check = churn_pipeline::reasons::sign_check(&model);
+            if !sign_check.is_empty() {
+                let names: Vec<&str> = sign_check.iter().map(|s| s.feature.as_str()).collect();
+                tracing::warn!(
+                    count = sign_check.len(),
+                    features = %names.join(","),
+                    "coefficients contradict their declared direction: excluded from alert reasons (summary sign_check)"
+                );
+            }
+            let mut printed = serde_json::to_value(&summary)?;
+            if let serde_json::Value::Object(m) = &mut printed {
+                m.insert("sign_check".into(), serde_json::to_value(&sign_check)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&printed)?);
             Ok(())
         }
         Cmd::Evaluate {
