@@ -87,11 +87,12 @@ pub fn backtest_cutoffs(
     plan: &ObservationPlan,
     params: &TrainParams,
     bands: Bands,
+    calibrate: bool,
     k: usize,
 ) -> Result<Vec<CutoffResult>, Error> {
     let customers = rollups_from_events(events);
     let set = build_training_set(&customers, plan)?;
-    backtest_on_set(&set, plan, params, bands, k)
+    backtest_on_set(&set, plan, params, bands, calibrate, k)
 }
 
 /// [`backtest_cutoffs`] on an already built observation set.
@@ -101,12 +102,15 @@ pub fn backtest_cutoffs(
 /// `i`. Training uses observations at dates `A` with `A + horizon <= cut-off` (their labels
 /// were known at the cut-off, so nothing from the test window leaks in); the latest quarter of
 /// those dates is the validation split that picks the L2 strength. Cut-offs with fewer than two
-/// such dates are skipped; if none is left the history is too short (error).
+/// such dates are skipped; if none is left the history is too short (error). With `calibrate`
+/// each cut-off's model gets a Platt calibrator fit on its own validation dates (it does not
+/// refit on them), as `train --calibration platt` would.
 pub fn backtest_on_set(
     set: &TrainingSet,
     plan: &ObservationPlan,
     params: &TrainParams,
     bands: Bands,
+    calibrate: bool,
     k: usize,
 ) -> Result<Vec<CutoffResult>, Error> {
     bands.validate()?;
@@ -169,14 +173,16 @@ pub fn backtest_on_set(
             &bindings,
             params,
         )?;
-        // Calibrated on its own validation dates (this model did not refit on them).
-        let logits: Vec<f64> = (0..va.len())
-            .map(|i| model.logit(&xva.row(i).to_vec()))
-            .collect();
-        match churn_model::fit_platt(&logits, &va.labels) {
-            Ok(cal) => model.calibration = Some(cal),
-            Err(err) => {
-                tracing::warn!(cutoff = %date(cutoff), %err, "backtest: no calibrator for this cut-off")
+        if calibrate {
+            // Calibrated on its own validation dates (this model did not refit on them).
+            let logits: Vec<f64> = (0..va.len())
+                .map(|i| model.logit(&xva.row(i).to_vec()))
+                .collect();
+            match churn_model::fit_platt(&logits, &va.labels) {
+                Ok(cal) => model.calibration = Some(cal),
+                Err(err) => {
+                    tracing::warn!(cutoff = %date(cutoff), %err, "backtest: no calibrator for this cut-off")
+                }
             }
         }
         model.thresholds = bands;
@@ -1576,7 +1582,8 @@ mod tests {
         let bands = crate::train::DEFAULT_BANDS;
         let (model, _, test) = crate::train::train_from_events(&pop.events, &plan, &params, bands)
             .expect("training on generated data");
-        let back = backtest_cutoffs(&pop.events, &plan, &params, bands, 3).expect("backtest runs");
+        let back =
+            backtest_cutoffs(&pop.events, &plan, &params, bands, false, 3).expect("backtest runs");
         assert_eq!(back.len(), 3, "three cut-offs fit in 180 days");
         for w in back.windows(2) {
             assert!(w[0].cutoff_day < w[1].cutoff_day, "cut-offs ascend");

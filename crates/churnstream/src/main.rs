@@ -109,10 +109,11 @@ enum Cmd {
         /// and are stored as probabilities in the artifact.
         #[arg(long, default_value = "0.15,0.35,0.6")]
         bands: String,
-        /// Probability calibration: "platt" (Platt scaling fit on the validation split, scored
-        /// by the model fit on the training split only) or "none" (the prior-corrected
-        /// logistic as is, the behaviour before calibration existed).
-        #[arg(long, default_value = "platt", value_parser = ["platt", "none"])]
+        /// Probability calibration: "none" (the logistic with its oversampling prior corrected
+        /// analytically; measured calibrated on test, README "The model") or "platt" (Platt
+        /// scaling fit on the validation split, scored by the model fit on the training split
+        /// only, applied to the final model).
+        #[arg(long, default_value = "none", value_parser = ["none", "platt"])]
         calibration: String,
         /// Also write the training set (.csv): one row per customer × observation date with
         /// customer_id, as_of, every raw feature, label and split (train/valid/test).
@@ -182,8 +183,9 @@ enum Cmd {
         /// Hidden process: "default" (subscriptions, engagement, NPS, churn after a
         /// disengagement phase) or "retail" (non-contractual shop: BG/NBD purchasing with
         /// unobserved dropout, Gamma-Gamma spend, browsing; labels.csv gains p_alive_end).
-        /// "low_churn": the default process at a low base rate (≈ 2 % of customers a month;
-        /// warned causes' hazards × 0.3, warning-less churn unchanged; 365 days unless --days).
+        /// "low_churn": the default process at a low base rate and with weaker signals (≈ 2 % of
+        /// customers a month, a third of them without warning; milder disengagement; 365 days
+        /// unless --days).
         /// All are documented in the churn-gen crate docs.
         #[arg(long, default_value = "default", value_parser = ["default", "retail", "low_churn"])]
         profile: String,
@@ -563,6 +565,7 @@ fn main() -> Result<()> {
                         &plan,
                         &params,
                         model.thresholds,
+                        model.calibration.is_some(),
                         cutoffs,
                     )?
                 };
@@ -781,7 +784,10 @@ fn summarize(payload: &[u8], raw: bool) -> String {
             let reasons: Vec<String> = d
                 .reasons
                 .iter()
-                .map(|r| format!("{}={:.1} ({})", r.feature, r.value, r.binding))
+                .map(|r| match (&r.group, &r.text) {
+                    (Some(g), Some(t)) => format!("{g}: {t} ({})", r.binding),
+                    _ => format!("{}={:.1} ({})", r.feature, r.value, r.binding),
+                })
                 .collect();
             format!(
                 "ALERT {} risk={:.2} {} segment={} action={} revenue_at_risk={:.0} as_of={} [{}] via {}",
