@@ -170,10 +170,12 @@ async fn scenario(storage: Storage) {
         .set("group.id", common::unique("restore"))
         .set("enable.auto.commit", "false");
     let ends = tokio::task::block_in_place(|| {
-        kafka::write_markers(&reader, &cfg.topics.changelog, &[0]).expect("marker")
+        kafka::write_markers(&reader, &cfg.topics.changelog, &[0], "restore-test").expect("marker")
     });
     let records = tokio::task::block_in_place(|| {
-        kafka::read_partition(&reader, &cfg.topics.changelog, 0, ends[0].1).expect("read")
+        kafka::restore_records(&reader, &cfg.topics.changelog, 0, ends[0].1, None)
+            .expect("read")
+            .records
     });
     let mut engine = Engine::new(
         std::sync::Arc::new(model),

@@ -198,6 +198,26 @@ impl Snapshot {
         out
     }
 
+    /// The newest input offsets a changelog record applied, per input topic, without decoding
+    /// its rollups (binary records; JSON ones are decoded whole). `None` if malformed.
+    pub fn applied_of(payload: &[u8]) -> Option<[i64; 4]> {
+        use churn_features::wire::Reader;
+        if payload.first() != Some(&STATE_MAGIC) {
+            return Snapshot::decode(payload).ok().map(|s| s.applied);
+        }
+        let mut r = Reader::new(payload);
+        let head = (r.u8().ok()?, r.u8().ok()?, r.u8().ok()?);
+        if head.1 != STATE_VERSION && head.1 != 2 {
+            return None;
+        }
+        r.i32().ok()?;
+        let mut applied = [-1; 4];
+        for a in applied.iter_mut() {
+            *a = r.ivar().ok()?;
+        }
+        Some(applied)
+    }
+
     /// Read a changelog record: binary (this version) or JSON (earlier versions). Malformed
     /// input is an error, never a panic.
     pub fn decode(payload: &[u8]) -> Result<Snapshot, Error> {

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
+use crate::lineage::{resolve, Lineage, Logged, Resolved, BASE_HEADER, WRITER_HEADER};
 use crate::Error;
 
 /// Client properties every churnstream client gets, then the user's passthrough keys.
@@ -48,6 +49,8 @@ pub enum StateChange {
     Restore {
         partition: i32,
         records: Vec<(String, Vec<u8>)>,
+        /// The lineage the restored state continues as (see [`crate::lineage`]).
+        lineage: Lineage,
         seconds: f64,
         /// Every input topic of this partition, and whether it had unread records at
         /// assignment (committed offset, or the beginning, below the high watermark).
@@ -78,6 +81,10 @@ pub struct ServiceContext {
     /// Consumer lag per consumed (topic, partition) from the latest statistics; absent where
     /// unknown or where the broker's watermark was below the position.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The lineage of each partition whose state this instance holds (set when the service
+    /// loop applies a restore, dropped on revoke): its state records are written under it, and
+    /// a partition assigned again without a revoke resumes it.
+    lineages: Mutex<BTreeMap<i32, Lineage>>,
     pending: Mutex<Vec<StateChange>>,
     has_pending: AtomicBool,
     metrics: Arc<Metrics>,
@@ -104,6 +111,7 @@ impl ServiceContext {
             group_reader,
             marker,
             lag: Mutex::new(BTreeMap::new()),
+            lineages: Mutex::new(BTreeMap::new()),
             inputs: cfg
                 .consumed_topics()
                 .iter()
@@ -295,6 +303,17 @@ impl ConsumerContext for ServiceContext {
 }
 
 impl ServiceContext {
+    fn forget_lineage(&self, p: i32) {
+        if let Ok(mut m) = self.lineages.lock() {
+            m.remove(&p);
+        }
+    }
+
+    /// The lineage this instance writes partition `p`'s state records under.
+    fn lineage(&self, p: i32) -> Option<Lineage> {
+        self.lineages.lock().ok().and_then(|m| m.get(&p).cloned())
+    }
+
     /// Drop the lag known for the partitions of `tpl` (assigned or revoked: an old sample must
     /// not say "caught up" for a new assignment).
     fn forget_lag(&self, tpl: &TopicPartitionList) {
@@ -320,6 +339,10 @@ impl ServiceContext {
                 self.push(StateChange::Restore {
                     partition: p,
                     records: Vec::new(),
+                    lineage: Lineage {
+                        token: String::new(),
+                        base: None,
+                    },
                     seconds: 0.0,
                     backlog: Vec::new(),
                 });
@@ -327,7 +350,12 @@ impl ServiceContext {
             return;
         }
         let t0 = Instant::now();
-        let ends = match write_markers(&self.marker, &self.changelog, &parts) {
+        let token = format!(
+            "{}:{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let ends = match write_markers(&self.marker, &self.changelog, &parts, &token) {
             Ok(ends) => ends,
             Err(e) => {
                 self.push(StateChange::Failed(format!(
@@ -341,22 +369,35 @@ impl ServiceContext {
             .committed_offsets(tpl.clone(), Duration::from_secs(15))
             .ok();
         for (p, end) in ends {
-            match read_partition(&self.reader, &self.changelog, p, end) {
-                Ok(records) => {
+            let held = self.lineage(p).map(|l| l.token);
+            match restore_records(&self.reader, &self.changelog, p, end, held.as_deref()) {
+                Ok(resolved) => {
+                    if resolved.leaves > 1 || resolved.fallback > 0 {
+                        warn!(
+                            partition = p,
+                            lineages = resolved.leaves,
+                            chosen = %resolved.view,
+                            fallback = resolved.fallback,
+                            "more than one member wrote this partition's state: restoring one member's whole state"
+                        );
+                    }
                     // One past the newest offset the restored state applied, per input topic.
                     let mut reached = [-1i64; 4];
-                    for (_, v) in &records {
-                        if let Ok(snap) = crate::engine::Snapshot::decode(v) {
-                            for (r, a) in reached.iter_mut().zip(snap.applied) {
+                    for (_, v) in &resolved.records {
+                        if let Some(applied) = crate::engine::Snapshot::applied_of(v) {
+                            for (r, a) in reached.iter_mut().zip(applied) {
                                 *r = (*r).max(a);
                             }
                         }
                     }
                     for (i, topic) in self.inputs.iter().enumerate().take(4) {
-                        if reached[i] < 0 {
+                        if reached[i] < 0 && resolved.reread_from[i].is_none() {
                             continue;
                         }
-                        let from = reached[i] + 1;
+                        let mut from = reached[i] + 1;
+                        if let Some(r) = resolved.reread_from[i] {
+                            from = from.min(r);
+                        }
                         let stored = committed
                             .as_ref()
                             .and_then(|l| l.find_partition(topic, p))
@@ -377,7 +418,11 @@ impl ServiceContext {
                     }
                     self.push(StateChange::Restore {
                         partition: p,
-                        records,
+                        records: resolved.records,
+                        lineage: Lineage {
+                            token: token.clone(),
+                            base: Some((resolved.view, end)),
+                        },
                         seconds: t0.elapsed().as_secs_f64(),
                         backlog: self.clock_backlog(p),
                     })
@@ -426,17 +471,13 @@ pub fn write_markers(
     cfg: &ClientConfig,
     topic: &str,
     parts: &[i32],
+    token: &str,
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
     use rdkafka::producer::{BaseProducer, BaseRecord};
     if parts.is_empty() {
         return Ok(Vec::new());
     }
     let producer: BaseProducer<MarkerContext> = cfg.create_with_context(MarkerContext::default())?;
-    let token = format!(
-        "{}:{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
     for &p in parts {
         let headers = OwnedHeaders::new().insert(Header {
             key: "churn.marker",
@@ -447,7 +488,7 @@ pub fn write_markers(
                 BaseRecord::<[u8], str>::to(topic)
                     .partition(p)
                     .key(RESTORE_MARKER_KEY)
-                    .payload(token.as_str())
+                    .payload(token)
                     .headers(headers),
             )
             .map_err(|(e, _)| e)?;
@@ -475,15 +516,16 @@ pub fn write_markers(
 }
 
 /// Read one partition from the beginning up to offset `end` (a restore marker, see
-/// [`write_markers`]; excluded): (key, value) pairs in offset order, each offset once (a broker
-/// that compacts while we read may serve a range twice — tansu's sqlite engine does — and a stale
-/// record applied after a newer one would roll state back). Restore markers are skipped.
+/// [`write_markers`]; excluded), in offset order, each offset once (a broker that compacts
+/// while we read may serve a range twice — tansu's sqlite engine does — and a stale record
+/// applied after a newer one would roll state back), with their lineage headers. Restore markers
+/// are skipped.
 pub fn read_partition(
     reader: &ClientConfig,
     topic: &str,
     partition: i32,
     end: i64,
-) -> Result<Vec<(String, Vec<u8>)>, KafkaError> {
+) -> Result<Vec<Logged>, KafkaError> {
     let c: BaseConsumer = reader.create()?;
     let mut out = Vec::new();
     if end <= 0 {
@@ -492,10 +534,14 @@ pub fn read_partition(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     c.assign(&tpl)?;
-    let mut by_offset: BTreeMap<i64, (String, Vec<u8>)> = BTreeMap::new();
+    let mut by_offset: BTreeMap<i64, Logged> = BTreeMap::new();
+    // A busy broker may answer a fetch late: give up only after RESTORE_PATIENCE without a
+    // record (the marker at `end` is there, so the read always has something left to get).
+    let mut last = Instant::now();
     loop {
-        match c.poll(Duration::from_secs(15)) {
+        match c.poll(Duration::from_secs(5)) {
             Some(Ok(m)) => {
+                last = Instant::now();
                 if m.offset() >= end {
                     out.extend(by_offset.into_values());
                     return Ok(out);
@@ -507,13 +553,31 @@ pub fn read_partition(
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
-                by_offset.insert(m.offset(), (key, m.payload().unwrap_or_default().to_vec()));
+                by_offset.insert(
+                    m.offset(),
+                    Logged {
+                        offset: m.offset(),
+                        key,
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        writer: header(&m, WRITER_HEADER).map(str::to_string),
+                        base: header(&m, BASE_HEADER).and_then(Lineage::parse_base),
+                    },
+                );
                 if m.offset() >= end - 1 {
                     out.extend(by_offset.into_values());
                     return Ok(out);
                 }
             }
             Some(Err(e)) => return Err(e),
+            None if last.elapsed() < RESTORE_PATIENCE => {
+                warn!(
+                    topic,
+                    partition,
+                    read = by_offset.len(),
+                    end,
+                    "restore: no record from the broker for 5 s, still waiting"
+                );
+            }
             None => {
                 return Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::OperationTimedOut,
@@ -521,6 +585,22 @@ pub fn read_partition(
             }
         }
     }
+}
+
+/// How long a restore waits for the next changelog record before it fails the service.
+const RESTORE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Read one changelog partition up to `end` ([`read_partition`]) and choose the state a
+/// restore applies ([`crate::lineage::resolve`]; `held`: the lineage this instance holds).
+pub fn restore_records(
+    reader: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    end: i64,
+    held: Option<&str>,
+) -> Result<Resolved, KafkaError> {
+    let log = read_partition(reader, topic, partition, end)?;
+    Ok(resolve(&log, &crate::engine::Snapshot::applied_of, held))
 }
 
 /// Check that the topics this stage reads and writes exist (clear error naming the brokers tried)
@@ -826,15 +906,35 @@ async fn publish(
 }
 
 /// Publish the changelog records of every customer changed since the last call.
-async fn persist_state(sink: &mut Sink, cfg: &Config, engine: &mut Engine) -> Result<(), Error> {
+/// Each record carries its partition's lineage headers ([`crate::lineage`]).
+async fn persist_state(
+    sink: &mut Sink,
+    cfg: &Config,
+    engine: &mut Engine,
+    ctx: &ServiceContext,
+) -> Result<(), Error> {
+    let lineages = ctx.lineages.lock().map(|m| m.clone()).unwrap_or_default();
     for r in engine.take_changelog()? {
+        let headers = lineages.get(&r.partition).map(|l| {
+            let h = OwnedHeaders::new().insert(Header {
+                key: WRITER_HEADER,
+                value: Some(l.token.as_str()),
+            });
+            match l.base_header() {
+                Some(b) => h.insert(Header {
+                    key: BASE_HEADER,
+                    value: Some(b.as_str()),
+                }),
+                None => h,
+            }
+        });
         sink.send_to(
             &cfg.topics.changelog,
             Some(r.partition),
             Some(r.key.as_bytes()),
             // An empty state record is a tombstone: a null value, so compaction drops the key.
             (!r.payload.is_empty()).then_some(r.payload.as_slice()),
-            None,
+            headers,
             Kind::State,
             None,
         )
@@ -917,6 +1017,7 @@ fn apply_state_changes(
                 // state: their offsets must not be stored (the next owner re-reads them).
                 offsets.retain(|(_, q), _| *q != p);
                 owned.remove(&p);
+                ctx.forget_lineage(p);
                 let now = Instant::now();
                 for t in ctx.clock_topics.clone() {
                     let id = sources.id(&t, p);
@@ -932,6 +1033,7 @@ fn apply_state_changes(
             StateChange::Restore {
                 partition,
                 records,
+                lineage,
                 seconds,
                 backlog,
             } => {
@@ -956,6 +1058,9 @@ fn apply_state_changes(
                 }
                 for (k, v) in records {
                     engine.restore(&k, &v)?;
+                }
+                if let Ok(mut m) = ctx.lineages.lock() {
+                    m.insert(partition, lineage);
                 }
                 metrics
                     .checkpoint_last_success
@@ -1308,7 +1413,7 @@ async fn checkpoint(
     metrics: &Metrics,
 ) -> Result<(), Error> {
     sink.flush(metrics).await?;
-    persist_state(sink, cfg, engine).await?;
+    persist_state(sink, cfg, engine, consumer.context()).await?;
     sink.flush(metrics).await?;
     metrics
         .checkpoint_last_success

@@ -8,6 +8,7 @@
 //! - [`policy`]: bands, hysteresis, cooldown, segments, recommended actions, revenue at risk.
 //! - [`reasons`]: alert reasons by metric group, their texts (locales) and the sign check.
 //! - [`kafka`]: rdkafka source/sink and the service loop with at-least-once offset handling.
+//! - [`lineage`]: which changelog records a restore applies when members overlapped.
 //! - [`train`]: offline training/evaluation through the same feature code.
 //! - [`backtest`]: replay a history file through the same engine and evaluate the alerts.
 //! - [`validate`]: check an event file line by line with the ingest's decoder (DLQ reasons).
@@ -16,6 +17,7 @@ pub mod backtest;
 pub mod config;
 pub mod engine;
 pub mod kafka;
+pub mod lineage;
 pub mod policy;
 pub mod reasons;
 pub mod report;

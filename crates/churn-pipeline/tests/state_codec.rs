@@ -89,6 +89,13 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
         assert_eq!(r.payload.first(), Some(&STATE_MAGIC), "binary records");
         let snap = Snapshot::decode(&r.payload).expect("decodes");
         assert_eq!(snap.partition, r.partition, "{}: partition", r.key);
+        // The restore reads the applied offsets of every record without the rollups.
+        assert_eq!(
+            Snapshot::applied_of(&r.payload),
+            Some(snap.applied),
+            "{}: applied offsets read alone",
+            r.key
+        );
         newest.insert(&r.key, snap);
     }
     assert_eq!(

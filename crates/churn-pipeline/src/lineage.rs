@@ -1,0 +1,432 @@
+//! Which changelog records a restore applies when more than one member wrote a partition.
+//!
+//! Every state record carries its writer's *lineage*: header [`WRITER_HEADER`] names the state
+//! it belongs to (the token of the restore that began it), header [`BASE_HEADER`] the state that
+//! restore started from and where (`<token>@<marker offset>`). A lineage is one member's
+//! in-memory state of the partition, consistent by construction: the records it restored below
+//! its marker, then everything it wrote itself.
+//!
+//! With one writer at a time (Apache Kafka's eager protocol, or no rebalance) the lineages form
+//! a chain and the restore is "the last record of each key wins", as it always was. tansu's
+//! coordinator hands a partition on *before* its previous owner has revoked it, so for a moment
+//! two members process it and both write its changelog: the old owner's records then land after
+//! the new owner's restore marker. "Last record wins" mixes the two members' states customer by
+//! customer — a customer the new owner had not rewritten since comes back as the old owner left
+//! it, at another position of the input than the rest of the partition — and alerts differ from
+//! a run without faults. [`resolve`] instead restores exactly one lineage: of the lineages no
+//! later one started from, the one that applied the most input.
+//!
+//! Records without lineage headers (written before this change) form one legacy lineage, as
+//! does a lineage whose base is not in the log (compacted away): both resolve "last record
+//! wins" below their cutoff. A key the chosen lineage does not hold but the log does (the
+//! compacting broker kept only another lineage's newer record) comes back from that newest
+//! record, counted in [`Resolved::fallback`]; the input is then re-read from that customer's own
+//! position ([`Resolved::reread_from`]), so none of its events is skipped.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Header naming the lineage a state record belongs to.
+pub const WRITER_HEADER: &str = "churn.writer";
+/// Header naming the lineage (and the marker offset) a lineage's restore started from.
+pub const BASE_HEADER: &str = "churn.base";
+
+/// The lineage a member's state records are written under (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// Token of the restore that began this state (its restore markers' payload).
+    pub token: String,
+    /// The lineage the restore resumed and the offset of its marker; `None` when the log held
+    /// nothing to resume.
+    pub base: Option<(String, i64)>,
+}
+
+impl Lineage {
+    /// The [`BASE_HEADER`] value: `<token>@<offset>` (an empty token: the legacy lineage).
+    pub fn base_header(&self) -> Option<String> {
+        self.base.as_ref().map(|(t, o)| format!("{t}@{o}"))
+    }
+
+    /// Parse a [`BASE_HEADER`] value.
+    pub fn parse_base(v: &str) -> Option<(String, i64)> {
+        let (t, o) = v.rsplit_once('@')?;
+        Some((t.to_string(), o.parse().ok()?))
+    }
+}
+
+/// One changelog record as read by a restore.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub offset: i64,
+    pub key: String,
+    /// Empty: a tombstone (the customer was forgotten).
+    pub value: Vec<u8>,
+    /// [`WRITER_HEADER`]; `None` for records written before lineages.
+    pub writer: Option<String>,
+    /// [`BASE_HEADER`], parsed.
+    pub base: Option<(String, i64)>,
+}
+
+/// What a restore applies.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// The chosen state: one record per key, tombstoned keys left out, in offset order.
+    pub records: Vec<(String, Vec<u8>)>,
+    /// The chosen lineage (empty: the legacy one); the restoring member's base.
+    pub view: String,
+    /// How many lineages no later lineage started from (more than one: members overlapped).
+    pub leaves: usize,
+    /// Keys restored from another lineage's newer record (see the module doc).
+    pub fallback: usize,
+    /// Per input topic, the lowest offset the input must be re-read from for the fallback
+    /// keys (one past their newest applied offset; 0 where they never had one). `None`:
+    /// no constraint.
+    pub reread_from: [Option<i64>; 4],
+}
+
+/// The newest input offset applied per input topic, as recorded in a state record.
+pub type AppliedOf<'a> = &'a dyn Fn(&[u8]) -> Option<[i64; 4]>;
+
+struct View {
+    /// Indices into the log of this lineage's own records, in offset order.
+    own: Vec<usize>,
+    base: Option<(String, i64)>,
+}
+
+/// Choose the lineage a restore applies (see the module doc). `log` is in offset order;
+/// `applied` reads a record's applied offsets (decoded only when lineages overlap). `prefer`:
+/// the lineage the restoring member already holds in memory (a partition assigned to it again
+/// without a revoke), chosen whenever the log has it.
+pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> Resolved {
+    let mut views: BTreeMap<String, View> = BTreeMap::new();
+    for (i, r) in log.iter().enumerate() {
+        let token = r.writer.clone().unwrap_or_default();
+        let v = views.entry(token).or_insert_with(|| View {
+            own: Vec::new(),
+            base: r.base.clone(),
+        });
+        v.own.push(i);
+    }
+    if views.is_empty() {
+        return Resolved::default();
+    }
+    // A lineage is superseded when a later one started from it after its last record.
+    let last_offset = |t: &str| {
+        views
+            .get(t)
+            .and_then(|v| v.own.last())
+            .map(|&i| log[i].offset)
+    };
+    let mut superseded: Vec<&str> = Vec::new();
+    for v in views.values() {
+        if let Some((b, cut)) = &v.base {
+            if last_offset(b).is_none_or(|o| o < *cut) {
+                superseded.push(b.as_str());
+            }
+        }
+    }
+    let leaves: Vec<&String> = views
+        .keys()
+        .filter(|t| !superseded.contains(&t.as_str()))
+        .collect();
+    let held = prefer.filter(|p| views.contains_key(*p));
+    let chosen: String = match leaves.as_slice() {
+        _ if held.is_some() => held.unwrap_or_default().to_string(),
+        [] => views.keys().next_back().cloned().unwrap_or_default(),
+        [one] => (*one).clone(),
+        many => {
+            // Overlap: the lineage that applied the most input (ties: the newest record).
+            let mut best: Option<(i64, i64, &String)> = None;
+            for t in many {
+                let pos = position(log, &views, t, i64::MAX, applied, 0);
+                let score: i64 = pos.iter().map(|p| (*p).max(-1) + 1).sum();
+                let newest = last_offset(t).unwrap_or(-1);
+                if best.is_none_or(|(s, n, _)| (score, newest) > (s, n)) {
+                    best = Some((score, newest, t));
+                }
+            }
+            best.map(|(_, _, t)| t.clone()).unwrap_or_default()
+        }
+    };
+    let n_leaves = leaves.len().max(1);
+    // Materialise the chosen lineage: its own records, then its base's below the cutoff, and so
+    // on; a missing or legacy base resolves "last record wins" below the cutoff.
+    let mut picked: HashMap<&str, usize> = HashMap::new();
+    let mut token = chosen.as_str();
+    let mut upto = i64::MAX;
+    for _ in 0..=views.len() {
+        let Some(v) = views.get(token) else {
+            last_wins(log, upto, &mut picked);
+            break;
+        };
+        for &i in v.own.iter().rev() {
+            if log[i].offset < upto {
+                picked.entry(log[i].key.as_str()).or_insert(i);
+            }
+        }
+        match &v.base {
+            Some((b, cut)) if b != token => {
+                upto = upto.min(*cut);
+                token = b.as_str();
+            }
+            _ if token.is_empty() => break,
+            _ => {
+                // A lineage that resumed nothing (or a corrupt self-reference).
+                break;
+            }
+        }
+    }
+    // Keys the chosen lineage lacks but the log holds: their newest record.
+    let mut out = Resolved {
+        view: chosen.clone(),
+        leaves: n_leaves,
+        ..Resolved::default()
+    };
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in log.iter().enumerate() {
+        newest.insert(r.key.as_str(), i);
+    }
+    for (k, i) in newest {
+        if picked.contains_key(k) {
+            continue;
+        }
+        picked.insert(k, i);
+        if log[i].value.is_empty() {
+            continue;
+        }
+        out.fallback += 1;
+        let a = applied(&log[i].value).unwrap_or([-1; 4]);
+        for (r, a) in out.reread_from.iter_mut().zip(a) {
+            let from = a.max(-1) + 1;
+            *r = Some(r.map_or(from, |x| x.min(from)));
+        }
+    }
+    let mut idx: Vec<usize> = picked
+        .into_values()
+        .filter(|&i| !log[i].value.is_empty())
+        .collect();
+    idx.sort_unstable();
+    out.records = idx
+        .into_iter()
+        .map(|i| (log[i].key.clone(), log[i].value.clone()))
+        .collect();
+    out
+}
+
+/// "Last record wins" for every key below `upto` not picked yet.
+fn last_wins<'a>(log: &'a [Logged], upto: i64, picked: &mut HashMap<&'a str, usize>) {
+    for (i, r) in log.iter().enumerate().rev() {
+        if r.offset < upto {
+            picked.entry(r.key.as_str()).or_insert(i);
+        }
+    }
+}
+
+/// Newest applied offsets of lineage `token` below `upto`: its own records' and its base's.
+fn position(
+    log: &[Logged],
+    views: &BTreeMap<String, View>,
+    token: &str,
+    upto: i64,
+    applied: AppliedOf<'_>,
+    depth: usize,
+) -> [i64; 4] {
+    let mut pos = [-1i64; 4];
+    let Some(v) = views.get(token) else {
+        for r in log.iter().filter(|r| r.offset < upto) {
+            merge(&mut pos, applied(&r.value));
+        }
+        return pos;
+    };
+    for &i in &v.own {
+        if log[i].offset < upto {
+            merge(&mut pos, applied(&log[i].value));
+        }
+    }
+    if let Some((b, cut)) = &v.base {
+        if b != token && depth < views.len() {
+            let base = position(log, views, b, upto.min(*cut), applied, depth + 1);
+            merge(&mut pos, Some(base));
+        }
+    }
+    pos
+}
+
+fn merge(pos: &mut [i64; 4], a: Option<[i64; 4]>) {
+    if let Some(a) = a {
+        for (p, a) in pos.iter_mut().zip(a) {
+            *p = (*p).max(a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test records: the value is the applied offset of topic 0 as text ("" = tombstone).
+    fn rec(
+        offset: i64,
+        key: &str,
+        value: &str,
+        writer: Option<&str>,
+        base: Option<(&str, i64)>,
+    ) -> Logged {
+        Logged {
+            offset,
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            writer: writer.map(str::to_string),
+            base: base.map(|(t, o)| (t.to_string(), o)),
+        }
+    }
+
+    fn applied(v: &[u8]) -> Option<[i64; 4]> {
+        let a: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+        Some([a, -1, -1, -1])
+    }
+
+    fn run(log: &[Logged]) -> (Vec<(String, String)>, Resolved) {
+        let r = resolve(log, &applied, None);
+        let recs = r
+            .records
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        (recs, r)
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn legacy_records_resolve_last_record_wins() {
+        let log = [
+            rec(0, "a", "1", None, None),
+            rec(1, "b", "2", None, None),
+            rec(2, "a", "3", None, None),
+            rec(3, "c", "4", None, None),
+            rec(4, "c", "", None, None),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("b", "2"), ("a", "3")]));
+        assert_eq!((r.view.as_str(), r.leaves, r.fallback), ("", 1, 0));
+    }
+
+    #[test]
+    fn a_chain_of_owners_is_last_record_wins() {
+        // A writes, B restores at marker 3 and writes, C restores B's at marker 6 and writes.
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(1, "b", "11", Some("A"), None),
+            rec(2, "a", "12", Some("A"), None),
+            rec(4, "b", "13", Some("B"), Some(("A", 3))),
+            rec(5, "c", "14", Some("B"), Some(("A", 3))),
+            rec(7, "a", "15", Some("C"), Some(("B", 6))),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("b", "13"), ("c", "14"), ("a", "15")]));
+        assert_eq!((r.view.as_str(), r.leaves, r.fallback), ("C", 1, 0));
+    }
+
+    #[test]
+    fn an_old_owner_writing_after_the_handover_does_not_mix_into_the_new_owners_state() {
+        // B takes the partition over at marker 3 while A keeps going; A's record of `b` lands
+        // after B's restore. B got further than A (offset 40 vs 25): B's state is restored
+        // whole, with `b` as B last wrote it (B never rewrote it, so from its base: 11).
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(1, "b", "11", Some("A"), None),
+            rec(2, "c", "12", Some("A"), None),
+            rec(4, "a", "20", Some("B"), Some(("A", 3))),
+            rec(5, "b", "25", Some("A"), None),
+            rec(6, "c", "40", Some("B"), Some(("A", 3))),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("b", "11"), ("a", "20"), ("c", "40")]));
+        assert_eq!((r.view.as_str(), r.leaves, r.fallback), ("B", 2, 0));
+        // Last record wins would have mixed A's `b` (25) into B's state.
+    }
+
+    #[test]
+    fn the_old_owner_wins_when_it_applied_more() {
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(1, "b", "11", Some("A"), None),
+            rec(3, "a", "20", Some("B"), Some(("A", 2))),
+            rec(4, "b", "50", Some("A"), None),
+            rec(5, "a", "49", Some("A"), None),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("b", "50"), ("a", "49")]));
+        assert_eq!((r.view.as_str(), r.leaves), ("A", 2));
+    }
+
+    #[test]
+    fn a_key_compacted_out_of_the_chosen_lineage_comes_back_from_its_newest_record() {
+        // B's own `b` (and A's before the cutoff) were compacted away by A's later `b`.
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(4, "a", "30", Some("B"), Some(("A", 3))),
+            rec(5, "b", "7", Some("A"), None),
+            rec(6, "c", "40", Some("B"), Some(("A", 3))),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("a", "30"), ("b", "7"), ("c", "40")]));
+        assert_eq!((r.view.as_str(), r.fallback), ("B", 1));
+        assert_eq!(r.reread_from[0], Some(8));
+        assert_eq!(r.reread_from[1], Some(0));
+    }
+
+    #[test]
+    fn a_tombstone_in_the_chosen_lineage_forgets_the_key() {
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(1, "b", "11", Some("A"), None),
+            rec(3, "b", "", Some("B"), Some(("A", 2))),
+            rec(4, "a", "30", Some("B"), Some(("A", 2))),
+        ];
+        let (recs, r) = run(&log);
+        assert_eq!(recs, kv(&[("a", "30")]));
+        assert_eq!(r.fallback, 0);
+    }
+
+    #[test]
+    fn a_base_missing_from_the_log_resolves_last_record_wins_below_its_cutoff() {
+        let log = [
+            rec(0, "a", "10", None, None),
+            rec(1, "b", "11", Some("X"), None),
+            rec(3, "a", "30", Some("B"), Some(("gone", 2))),
+        ];
+        let (recs, _) = run(&log);
+        assert_eq!(recs, kv(&[("b", "11"), ("a", "30")]));
+    }
+
+    #[test]
+    fn the_lineage_held_in_memory_is_preferred() {
+        let log = [
+            rec(0, "a", "10", Some("A"), None),
+            rec(3, "a", "20", Some("B"), Some(("A", 2))),
+            rec(4, "a", "50", Some("A"), None),
+        ];
+        let r = resolve(&log, &applied, Some("B"));
+        assert_eq!(r.view, "B");
+        assert_eq!(r.records, vec![("a".to_string(), b"20".to_vec())]);
+        // Absent from the log: the usual choice.
+        assert_eq!(resolve(&log, &applied, Some("Z")).view, "A");
+    }
+
+    #[test]
+    fn base_headers_round_trip() {
+        let l = Lineage {
+            token: "12:34".into(),
+            base: Some(("7:8@x".into(), 42)),
+        };
+        let h = l.base_header().expect("base");
+        assert_eq!(Lineage::parse_base(&h), Some(("7:8@x".into(), 42)));
+        assert_eq!(Lineage::parse_base("nope"), None);
+    }
+}
