@@ -726,14 +726,15 @@ fn other_metrics_hand_checked() {
 // ---------------------------------------------------------------------------------------------
 // Calibration and band specs in the artifact.
 
-/// An artifact written before calibration existed (the committed notebooks-data model, no
-/// `calibration` / `score_distribution` / `band_spec` keys) still loads, verifies its hash,
-/// keeps its model version and scores with the plain logistic.
+/// An artifact written before calibration existed (`fixtures/model_before_calibration.json`:
+/// notebooks-data/model.json as of 91a716e, no `calibration` / `score_distribution` /
+/// `band_spec` keys) still loads, verifies its hash, keeps its model version and scores with the
+/// plain logistic.
 #[test]
 fn artifacts_without_a_calibrator_still_load_and_keep_their_version() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../notebooks-data/model.json");
-    let text = std::fs::read_to_string(&path).expect("committed model.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model_before_calibration.json");
+    let text = std::fs::read_to_string(&path).expect("fixture model");
     let raw: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert!(
         raw.get("calibration").is_none(),
