@@ -469,6 +469,9 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
     for k in KIND_COLS {
         aggs.push(sum_where(k, w28.clone()).alias(format!("{k}_28d")));
     }
+    for k in ["support_ticket", "complaint"] {
+        aggs.push(sum_where(k, w90.clone()).alias(format!("{k}_90d")));
+    }
 
     let agg = frames
         .days
@@ -527,6 +530,8 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
                 col("email_click_28d").alias("email_clicks_28d"),
                 col("support_ticket_28d").alias("support_tickets_28d"),
                 col("complaint_28d").alias("complaints_28d"),
+                col("support_ticket_90d").alias("support_tickets_90d"),
+                col("complaint_90d").alias("complaints_90d"),
                 (col("session_seconds_28d") / lit(60.0)).alias("session_minutes_28d"),
                 col("activity_28d"),
                 rel_change("activity_28d", "activity_prev_28d").alias("activity_change_28d"),
@@ -555,6 +560,10 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
                     .then(lit(1.0))
                     .otherwise(lit(0.0))
                     .alias("nps_detractor"),
+                when(col("nps_last_90").lt_eq(lit(6.0)))
+                    .then(lit(1.0))
+                    .otherwise(lit(0.0))
+                    .alias("nps_detractor_90d"),
                 when(nps.gt_eq(lit(9.0)))
                     .then(lit(1.0))
                     .otherwise(lit(0.0))
@@ -591,6 +600,10 @@ fn zero_filled() -> Vec<Expr> {
     .map(|s| s.to_string())
     .collect();
     names.extend(KIND_COLS.iter().map(|k| format!("{k}_28d")));
+    names.extend([
+        "support_ticket_90d".to_string(),
+        "complaint_90d".to_string(),
+    ]);
     names
         .into_iter()
         .map(|n| col(n.as_str()).fill_null(lit(0.0)))

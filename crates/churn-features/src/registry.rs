@@ -207,6 +207,8 @@ pub const FEATURES: &[FeatureDef] = &[
     f("email_clicks_28d", E, Log, Eng, Dn, "Marketing e-mail clicks in the last 28 days"),
     f("support_tickets_28d", E, Log, Comp, Up, "Support tickets opened in the last 28 days"),
     f("complaints_28d", E, Log, Comp, Up, "Complaints in the last 28 days"),
+    f("support_tickets_90d", E, Log, Comp, Up, "Support tickets opened in the last 90 days"),
+    f("complaints_90d", E, Log, Comp, Up, "Complaints in the last 90 days"),
     f("session_minutes_28d", E, Log, Eng, Dn, "Total session minutes in the last 28 days"),
     f("activity_28d", E, Log, Eng, Dn, "Purchases plus engagement events of every kind in the last 28 days"),
     f("activity_change_28d", E, Id, Eng, Dn, "Relative change of activity_28d, last 28 d vs the 28 d before: (cur-prev)/(prev+1), capped at 5"),
@@ -221,6 +223,7 @@ pub const FEATURES: &[FeatureDef] = &[
     f("nps_latest", E, Id, Det, Dn, "Latest NPS answer 0-10 (7 when never answered)"),
     f("nps_missing", E, Id, Det, Up, "1 if the customer never answered an NPS survey"),
     f("nps_detractor", E, Id, Det, Up, "1 if the latest NPS answer is 0-6"),
+    f("nps_detractor_90d", E, Id, Det, Up, "1 if the latest NPS answer of the last 90 days is 0-6 (0 without an answer in 90 days)"),
     f("nps_promoter", E, Id, Det, Dn, "1 if the latest NPS answer is 9-10"),
     f("nps_trend_90d", E, Id, Det, Dn, "Latest minus earliest NPS answer within 90 days (0 with fewer than two)"),
     // Lifetime history (survives expiry: the carry keeps the totals of expired days).

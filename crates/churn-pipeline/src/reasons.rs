@@ -338,11 +338,11 @@ impl Explainer {
             Group::ComplaintsSupport => (
                 "complaints_support",
                 vec![
-                    ("complaints", int(v("complaints_28d"))),
-                    ("tickets", int(v("support_tickets_28d"))),
+                    ("complaints", int(v("complaints_90d"))),
+                    ("tickets", int(v("support_tickets_90d"))),
                     (
                         "typical_complaints",
-                        format!("{:.2}", self.typical("complaints_28d")),
+                        format!("{:.2}", self.typical("complaints_90d")),
                     ),
                 ],
             ),
