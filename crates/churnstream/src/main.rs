@@ -479,6 +479,8 @@ fn main() -> Result<()> {
             cutoffs,
         } => {
             let model = ModelArtifact::load(&model)?;
+            // A model of another feature set would not fit the design matrix: say which.
+            model.check_features(&churn_features::registry::names())?;
             let events = read_events(&events)?;
             let plan = observation_plan(
                 &churn,
