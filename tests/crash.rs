@@ -124,7 +124,7 @@ async fn kill_9_and_restart_loses_nothing() {
     std::fs::write(&clean_path, toml::to_string(&clean).expect("toml")).expect("write config");
     let clean_log = dir.path().join("clean.log");
     let child = common::spawn_run(&clean_path, &clean_log);
-    common::wait_caught_up(&clean, PARTS).await;
+    common::wait_caught_up_logged(&clean, PARTS, &clean_log).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

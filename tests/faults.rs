@@ -498,6 +498,7 @@ async fn checkpoint_scenario() {
             );
         }
         for (o, (key, payload)) in now.records.iter().filter(|(_, (_, v))| !v.is_empty()) {
+            let (_, payload) = churn_pipeline::lineage::unwrap(payload).expect("lineage");
             let snap = churn_pipeline::engine::Snapshot::decode(payload)
                 .unwrap_or_else(|e| panic!("changelog {p}@{o} ({key}) does not decode: {e}"));
             assert_eq!(snap.partition, p as i32, "{key} in its partition");

@@ -309,7 +309,12 @@ pub async fn latest_state(
         }
         latest.insert(
             key,
-            churn_pipeline::engine::Snapshot::decode(&r.payload).expect("snapshot"),
+            churn_pipeline::engine::Snapshot::decode(
+                churn_pipeline::lineage::unwrap(&r.payload)
+                    .expect("lineage")
+                    .1,
+            )
+            .expect("snapshot"),
         );
     }
     latest
@@ -526,6 +531,46 @@ fn committed(
     c.committed_offsets(tpl, Duration::from_secs(5)).ok()
 }
 
+/// `group`'s committed offsets, read again and again through one client (a new client per
+/// read costs the broker a connection, metadata and a coordinator lookup each time).
+pub struct CommittedReader {
+    c: rdkafka::consumer::BaseConsumer,
+    tpl: rdkafka::TopicPartitionList,
+}
+
+impl CommittedReader {
+    pub fn new(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> Self {
+        let c = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.kafka.brokers)
+            .set("group.id", group)
+            .create()
+            .expect("offset reader");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in cfg.consumed_topics() {
+            for p in 0..parts {
+                tpl.add_partition(t, p);
+            }
+        }
+        CommittedReader { c, tpl }
+    }
+
+    /// Sum of the committed offsets (0 where none; 0 in all if the coordinator did not answer).
+    pub fn sum(&self) -> i64 {
+        self.c
+            .committed_offsets(self.tpl.clone(), Duration::from_secs(5))
+            .map(|l| {
+                l.elements()
+                    .iter()
+                    .map(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => o,
+                        _ => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// Publish `events` to `cfg`'s input topics (every one acknowledged).
 pub async fn publish(cfg: &churn_pipeline::Config, events: &[churn_events::Event]) {
     let mut publisher = churn_pipeline::kafka::Publisher::new(cfg).expect("publisher");
@@ -555,6 +600,20 @@ pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// [`wait_caught_up`], failing with the tail of the member's log.
+pub async fn wait_caught_up_logged(cfg: &churn_pipeline::Config, parts: i32, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !caught_up(cfg, &cfg.group_id(), parts) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {} did not catch up; log tail:\n{}",
+            cfg.group_id(),
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Wait (at most 180 s) until `cfg`'s consumer group ([`churn_pipeline::Config::group_id`]) has

@@ -553,14 +553,23 @@ pub fn read_partition(
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
+                let raw = m.payload().unwrap_or_default();
+                let (lineage, value) = crate::lineage::unwrap(raw).unwrap_or((None, raw));
+                let (writer, base) = match lineage {
+                    Some(l) => (Some(l.token), l.base),
+                    None => (
+                        header(&m, WRITER_HEADER).map(str::to_string),
+                        header(&m, BASE_HEADER).and_then(Lineage::parse_base),
+                    ),
+                };
                 by_offset.insert(
                     m.offset(),
                     Logged {
                         offset: m.offset(),
                         key,
-                        value: m.payload().unwrap_or_default().to_vec(),
-                        writer: header(&m, WRITER_HEADER).map(str::to_string),
-                        base: header(&m, BASE_HEADER).and_then(Lineage::parse_base),
+                        value: value.to_vec(),
+                        writer,
+                        base,
                     },
                 );
                 if m.offset() >= end - 1 {
@@ -915,25 +924,32 @@ async fn persist_state(
 ) -> Result<(), Error> {
     let lineages = ctx.lineages.lock().map(|m| m.clone()).unwrap_or_default();
     for r in engine.take_changelog()? {
-        let headers = lineages.get(&r.partition).map(|l| {
-            let h = OwnedHeaders::new().insert(Header {
-                key: WRITER_HEADER,
-                value: Some(l.token.as_str()),
-            });
-            match l.base_header() {
-                Some(b) => h.insert(Header {
-                    key: BASE_HEADER,
-                    value: Some(b.as_str()),
-                }),
-                None => h,
+        let lineage = lineages.get(&r.partition);
+        // An empty state record is a tombstone: a null value, so compaction drops the key; its
+        // lineage goes in headers. A state record carries it in its value (lineage::wrap).
+        let (value, headers) = match lineage {
+            Some(l) if !r.payload.is_empty() => (Some(crate::lineage::wrap(l, &r.payload)), None),
+            Some(l) => {
+                let h = OwnedHeaders::new().insert(Header {
+                    key: WRITER_HEADER,
+                    value: Some(l.token.as_str()),
+                });
+                let h = match l.base_header() {
+                    Some(b) => h.insert(Header {
+                        key: BASE_HEADER,
+                        value: Some(b.as_str()),
+                    }),
+                    None => h,
+                };
+                (None, Some(h))
             }
-        });
+            None => ((!r.payload.is_empty()).then(|| r.payload.clone()), None),
+        };
         sink.send_to(
             &cfg.topics.changelog,
             Some(r.partition),
             Some(r.key.as_bytes()),
-            // An empty state record is a tombstone: a null value, so compaction drops the key.
-            (!r.payload.is_empty()).then_some(r.payload.as_slice()),
+            value.as_deref(),
             headers,
             Kind::State,
             None,

@@ -1,8 +1,8 @@
 //! Which changelog records a restore applies when more than one member wrote a partition.
 //!
-//! Every state record carries its writer's *lineage*: header [`WRITER_HEADER`] names the state
-//! it belongs to (the token of the restore that began it), header [`BASE_HEADER`] the state that
-//! restore started from and where (`<token>@<marker offset>`). A lineage is one member's
+//! Every state record carries its writer's *lineage* ([`wrap`]; tombstones in the headers
+//! [`WRITER_HEADER`] and [`BASE_HEADER`]): the state it belongs to (the token of the restore that
+//! began it) and the state that restore started from and where (`<token>@<marker offset>`). A lineage is one member's
 //! in-memory state of the partition, consistent by construction: the records it restored below
 //! its marker, then everything it wrote itself.
 //!
@@ -25,10 +25,75 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-/// Header naming the lineage a state record belongs to.
+/// Header naming the lineage a tombstone belongs to (state records carry it in their value,
+/// see [`wrap`]).
 pub const WRITER_HEADER: &str = "churn.writer";
-/// Header naming the lineage (and the marker offset) a lineage's restore started from.
+/// Header naming the lineage (and the marker offset) a tombstone's lineage started from.
 pub const BASE_HEADER: &str = "churn.base";
+
+/// First byte of a state record wrapped with its lineage ([`wrap`]). The lineage goes in the
+/// value, not in record headers: tansu's sqlite engine keeps headers in a table without an
+/// index and scans it for every record it serves, so a header on every state record makes
+/// every fetch of every topic slower as the changelog grows (the broker stops answering within
+/// minutes). Tombstones, which have no value and are rare, carry it in headers.
+pub const LINEAGE_MAGIC: u8 = 0xC6;
+
+/// A state record's value: [`LINEAGE_MAGIC`], the lineage, then the state record itself.
+pub fn wrap(l: &Lineage, record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + l.token.len() + 32);
+    out.push(LINEAGE_MAGIC);
+    put_str(&mut out, &l.token);
+    match &l.base {
+        Some((t, o)) => {
+            out.push(1);
+            put_str(&mut out, t);
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(record);
+    out
+}
+
+/// The lineage of a wrapped value and the state record inside it; a value that is not wrapped
+/// (earlier versions) comes back whole with no lineage. `None` if a wrapped value is malformed.
+pub fn unwrap(value: &[u8]) -> Option<(Option<Lineage>, &[u8])> {
+    if value.first() != Some(&LINEAGE_MAGIC) {
+        return Some((None, value));
+    }
+    let mut rest = &value[1..];
+    let token = take_str(&mut rest)?;
+    let (&flag, tail) = rest.split_first()?;
+    rest = tail;
+    let base = match flag {
+        0 => None,
+        1 => {
+            let t = take_str(&mut rest)?;
+            let (o, tail) = rest.split_first_chunk::<8>()?;
+            rest = tail;
+            Some((t, i64::from_le_bytes(*o)))
+        }
+        _ => return None,
+    };
+    Some((Some(Lineage { token, base }), rest))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let n = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..n as usize]);
+}
+
+fn take_str(rest: &mut &[u8]) -> Option<String> {
+    let (n, tail) = rest.split_first_chunk::<4>()?;
+    let n = u32::from_le_bytes(*n) as usize;
+    if tail.len() < n {
+        return None;
+    }
+    let (s, tail) = tail.split_at(n);
+    *rest = tail;
+    String::from_utf8(s.to_vec()).ok()
+}
 
 /// The lineage a member's state records are written under (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +482,24 @@ mod tests {
         assert_eq!(r.records, vec![("a".to_string(), b"20".to_vec())]);
         // Absent from the log: the usual choice.
         assert_eq!(resolve(&log, &applied, Some("Z")).view, "A");
+    }
+
+    #[test]
+    fn wrapped_records_round_trip() {
+        for base in [None, Some(("7:8".to_string(), 42))] {
+            let l = Lineage {
+                token: "12:34".into(),
+                base,
+            };
+            let v = wrap(&l, b"state");
+            assert_eq!(unwrap(&v), Some((Some(l.clone()), &b"state"[..])));
+            // Truncated anywhere inside the lineage: malformed, never a panic.
+            let head = v.len() - b"state".len();
+            for cut in 1..head {
+                assert_eq!(unwrap(&v[..cut]), None, "cut at {cut}");
+            }
+        }
+        assert_eq!(unwrap(b"{\"v\":1}"), Some((None, &b"{\"v\":1}"[..])));
     }
 
     #[test]
