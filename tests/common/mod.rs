@@ -496,17 +496,7 @@ pub fn caught_up(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> bool 
 /// Sum of `group`'s committed offsets over the partitions `cfg` consumes (progress through a
 /// backlog).
 pub fn committed_sum(cfg: &churn_pipeline::Config, group: &str, parts: i32) -> i64 {
-    committed(cfg, group, parts)
-        .map(|l| {
-            l.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    CommittedReader::new(cfg, group, parts).sum()
 }
 
 /// `group`'s committed offsets of partitions `0..parts` of every topic `cfg` consumes (None if
@@ -516,19 +506,7 @@ fn committed(
     group: &str,
     parts: i32,
 ) -> Option<rdkafka::TopicPartitionList> {
-    use rdkafka::consumer::BaseConsumer;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in cfg.consumed_topics() {
-        for p in 0..parts {
-            tpl.add_partition(t, p);
-        }
-    }
-    c.committed_offsets(tpl, Duration::from_secs(5)).ok()
+    CommittedReader::new(cfg, group, parts).list()
 }
 
 /// `group`'s committed offsets, read again and again through one client (a new client per
@@ -554,10 +532,16 @@ impl CommittedReader {
         CommittedReader { c, tpl }
     }
 
-    /// Sum of the committed offsets (0 where none; 0 in all if the coordinator did not answer).
-    pub fn sum(&self) -> i64 {
+    /// The committed offsets (None if the coordinator did not answer).
+    pub fn list(&self) -> Option<rdkafka::TopicPartitionList> {
         self.c
             .committed_offsets(self.tpl.clone(), Duration::from_secs(5))
+            .ok()
+    }
+
+    /// Sum of the committed offsets (0 where none; 0 in all if the coordinator did not answer).
+    pub fn sum(&self) -> i64 {
+        self.list()
             .map(|l| {
                 l.elements()
                     .iter()
@@ -604,28 +588,24 @@ pub fn log_tail(log: &Path) -> String {
 
 /// [`wait_caught_up`], failing with the tail of the member's log.
 pub async fn wait_caught_up_logged(cfg: &churn_pipeline::Config, parts: i32, log: &Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while !caught_up(cfg, &cfg.group_id(), parts) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {} did not catch up; log tail:\n{}",
-            cfg.group_id(),
-            log_tail(log)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_caught_up_or(cfg, parts, || format!("log tail:\n{}", log_tail(log))).await
 }
 
 /// Wait (at most 180 s) until `cfg`'s consumer group ([`churn_pipeline::Config::group_id`]) has
 /// committed the end of every partition it consumes.
 pub async fn wait_caught_up(cfg: &churn_pipeline::Config, parts: i32) {
+    wait_caught_up_or(cfg, parts, || format!("on {:?}", cfg.consumed_topics())).await
+}
+
+/// The wait of [`wait_caught_up`]; `context` says more in the failure message.
+async fn wait_caught_up_or(cfg: &churn_pipeline::Config, parts: i32, context: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while !caught_up(cfg, &cfg.group_id(), parts) {
         assert!(
             std::time::Instant::now() < deadline,
-            "group {} did not catch up on {:?}",
+            "group {} did not catch up {}",
             cfg.group_id(),
-            cfg.consumed_topics()
+            context()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

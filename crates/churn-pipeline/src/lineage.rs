@@ -233,11 +233,8 @@ pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> 
                 upto = upto.min(*cut);
                 token = b.as_str();
             }
-            _ if token.is_empty() => break,
-            _ => {
-                // A lineage that resumed nothing (or a corrupt self-reference).
-                break;
-            }
+            // The legacy lineage, one that resumed nothing, or a corrupt self-reference.
+            _ => break,
         }
     }
     // Keys the chosen lineage lacks but the log holds: their newest record.
