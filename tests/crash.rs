@@ -67,8 +67,7 @@ async fn kill_9_and_restart_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Every source idle (2 s), a sweep closes the days, a checkpoint stores them.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::wait_alerts_settled(&cfg).await;
     let term = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -125,7 +124,7 @@ async fn kill_9_and_restart_loses_nothing() {
     let clean_log = dir.path().join("clean.log");
     let child = common::spawn_run(&clean_path, &clean_log);
     common::wait_caught_up_logged(&clean, PARTS, &clean_log).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::wait_alerts_settled(&clean).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -190,8 +190,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         second = Some(Member::spawn(&config, &log));
     }
     wait_progress(&reader, total, 1.0, &log).await;
-    // Every source idle (2 s), a sweep (1 s) closes the days, the checkpoint stores them.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    common::wait_alerts_settled(&cfg).await;
     terminate(a);
     if let Some(s) = second {
         terminate(s);

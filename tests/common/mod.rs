@@ -579,6 +579,30 @@ pub fn spawn_run(config: &Path, log: &Path) -> Child {
         .expect("spawn churnstream run")
 }
 
+/// After a member caught up with its input: wait until its alerts stop coming. Every source goes
+/// idle (`idle_source_ms`), a sweep closes the days, a checkpoint stores them; on a starved
+/// machine that takes longer than any fixed pause, so: at least 5 s, then until the alerts
+/// topic is unchanged for 5 s (at most a minute).
+#[allow(dead_code)]
+pub async fn wait_alerts_settled(cfg: &churn_pipeline::Config) {
+    let count = || {
+        tokio::task::block_in_place(|| {
+            read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts).len()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let mut seen = count();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let now = count();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 /// The last 40 lines of a log file.
 pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();

@@ -147,10 +147,12 @@ impl ServiceContext {
     }
 
     /// For each input topic: does its partition `p` hold records the group has not consumed
-    /// yet? Errors count as "no backlog" (the source then holds the clock only briefly).
+    /// yet? Errors count as a backlog: the source then holds the clock until it delivers, the
+    /// consumer's statistics show nothing waiting, or the assignment hold ends (holding too
+    /// long delays alerts; too briefly makes events late).
     fn backlog(&self, p: i32) -> Vec<(String, bool)> {
         let Ok(c) = self.group_reader.create::<BaseConsumer>() else {
-            return self.inputs.iter().map(|t| (t.clone(), false)).collect();
+            return self.inputs.iter().map(|t| (t.clone(), true)).collect();
         };
         let mut tpl = TopicPartitionList::new();
         for t in &self.inputs {
@@ -161,7 +163,7 @@ impl ServiceContext {
             .iter()
             .map(|t| {
                 let Ok((low, high)) = c.fetch_watermarks(t, p, Duration::from_secs(10)) else {
-                    return (t.clone(), false);
+                    return (t.clone(), true);
                 };
                 let from = committed
                     .as_ref()
@@ -199,6 +201,29 @@ impl ServiceContext {
     }
 }
 
+/// Are records of a partition waiting for the application although it delivered none since the
+/// partition was assigned (librdkafka resets the application position at every fetch start)?
+/// From the fetcher's position `next` and the high watermark `hi`: records the fetcher has not
+/// reached yet are waiting (`hi - next`); once it has reached the end, whatever it fetched sits
+/// in the consumer queue, whose length `queued` is librdkafka's `fetchq_cnt` (a partition's
+/// fetch queue forwards to the consumer's one queue, and its length is that queue's). A
+/// non-empty queue may hold this partition's records: waiting, conservatively (it only delays
+/// the clock). An empty queue with the fetcher at the end: nothing waiting. `None` before
+/// fetching starts (the backlog seen at assignment decides).
+///
+/// Without this, a source whose records sat in the queue behind other partitions' records for
+/// longer than the assignment hold (a slow member, a large backlog) was taken for idle, and
+/// its partition's clock passed its events: which events came late depended on timing.
+pub(crate) fn unread_before_first(next: i64, hi: i64, queued: i64) -> Option<i64> {
+    if next < 0 || hi < 0 {
+        None
+    } else if next < hi {
+        Some(hi - next)
+    } else {
+        Some(queued.max(0))
+    }
+}
+
 impl ClientContext for ServiceContext {
     /// librdkafka statistics (every `statistics.interval.ms`): consumer lag per input partition.
     fn stats(&self, stats: rdkafka::Statistics) {
@@ -227,7 +252,6 @@ impl ClientContext for ServiceContext {
                 } else if part.hi_offset >= 0 && position >= 0 {
                     Some(part.hi_offset - position)
                 } else {
-                    // Nothing delivered yet: unknown (the assignment's backlog decides).
                     None
                 };
                 match lag {
@@ -236,8 +260,15 @@ impl ClientContext for ServiceContext {
                         let _ = self.metrics.consumer_lag.remove_label_values(&labels);
                     }
                 }
+                // Nothing delivered since the assignment: whether records are waiting comes
+                // from the fetcher's position and the consumer queue (see `unread_before_first`).
+                let waiting = if position < 0 {
+                    unread_before_first(part.next_offset, part.hi_offset, part.fetchq_cnt)
+                } else {
+                    lag
+                };
                 if let Ok(mut m) = self.lag.lock() {
-                    match lag {
+                    match waiting {
                         Some(l) => m.insert((topic.clone(), *p), l),
                         None => m.remove(&(topic.clone(), *p)),
                     };
@@ -1776,5 +1807,33 @@ pub async fn tail(
         if !f(m.key(), m.payload().unwrap_or_default(), headers) {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unread_before_first;
+
+    #[test]
+    fn records_the_fetcher_has_not_reached_are_waiting() {
+        assert_eq!(unread_before_first(10, 250, 0), Some(240));
+        assert_eq!(unread_before_first(0, 1, 0), Some(1));
+    }
+
+    #[test]
+    fn fetched_records_still_queued_are_waiting_and_an_empty_queue_at_the_end_is_not() {
+        // The fetcher is at the end, the queue holds records (maybe of this partition).
+        assert_eq!(unread_before_first(250, 250, 3000), Some(3000));
+        // Fetched to the end, queue drained, nothing delivered: nothing is waiting.
+        assert_eq!(unread_before_first(250, 250, 0), Some(0));
+        // A watermark below the fetch position (tansu's memory engine): the queue decides.
+        assert_eq!(unread_before_first(300, 250, 0), Some(0));
+        assert_eq!(unread_before_first(300, 250, 5), Some(5));
+    }
+
+    #[test]
+    fn before_fetching_starts_nothing_is_known() {
+        assert_eq!(unread_before_first(-1001, 250, 9), None);
+        assert_eq!(unread_before_first(10, -1, 9), None);
     }
 }
