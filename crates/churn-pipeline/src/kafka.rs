@@ -78,8 +78,9 @@ pub struct ServiceContext {
     group_reader: ClientConfig,
     /// Writes the restore markers (see [`restore_partitions`]).
     marker: ClientConfig,
-    /// Consumer lag per consumed (topic, partition) from the latest statistics; absent where
-    /// unknown or where the broker's watermark was below the position.
+    /// Records waiting per consumed (topic, partition) from the latest statistics: the consumer
+    /// lag, or before the first delivery since the assignment [`unread_before_first`]; absent
+    /// where unknown or where the broker's watermark was below the position.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// The lineage of each partition whose state this instance holds (set when the service
     /// loop applies a restore, dropped on revoke): its state records are written under it, and
@@ -147,9 +148,9 @@ impl ServiceContext {
     }
 
     /// For each input topic: does its partition `p` hold records the group has not consumed
-    /// yet? Errors count as a backlog: the source then holds the clock until it delivers, the
-    /// consumer's statistics show nothing waiting, or the assignment hold ends (holding too
-    /// long delays alerts; too briefly makes events late).
+    /// yet? Errors count as a backlog: the source then holds the clock until it delivers, for as
+    /// long as the consumer's statistics show records waiting and at least for the assignment
+    /// hold (holding too long delays alerts; too briefly makes events late).
     fn backlog(&self, p: i32) -> Vec<(String, bool)> {
         let Ok(c) = self.group_reader.create::<BaseConsumer>() else {
             return self.inputs.iter().map(|t| (t.clone(), true)).collect();
