@@ -150,10 +150,6 @@ async fn alert_ids(cfg: &churn_pipeline::Config) -> BTreeSet<String> {
         common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
     })
     .iter()
-    .map(|r| {
-        serde_json::from_slice::<churn_events::CloudEvent<churn_events::AlertData>>(&r.payload)
-            .expect("alert")
-            .id
-    })
+    .map(|r| common::any_alert(&r.payload).id)
     .collect()
 }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use churn_events::{AlertData, CloudEvent};
 use churn_pipeline::Config;
 use common::{Broker, CommittedReader, Storage};
 
@@ -151,8 +150,8 @@ async fn wait_progress(r: &CommittedReader, total: i64, at: f64, log: &Path) {
     }
 }
 
-/// One run over the backlog; returns its alert ids and the log path.
-async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf) {
+/// One run over the backlog; returns its alert ids, the log path and the run's config.
+async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf, Config) {
     let (cfg, total, _broker) = published(b, sfx).await;
     let reader = CommittedReader::new(&cfg, &cfg.kafka.group_id, PARTS);
     let config = b.dir.path().join(format!("{sfx}.toml"));
@@ -199,12 +198,25 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
     })
     .iter()
-    .map(|r| {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
-        ev.id
-    })
+    .map(|r| common::any_alert(&r.payload).id)
     .collect();
-    (ids, log)
+    (ids, log, cfg)
+}
+
+/// The alert ids `churnstream backtest` gives for the backlog with the run's pipeline and alert
+/// settings: the CLI's code path (`backtest::replay` over one engine, the events in file order).
+fn backtest_ids(b: &Backlog, cfg: &Config) -> BTreeSet<String> {
+    let model = churn_model::ModelArtifact::load(&b.model).expect("model");
+    let mut engine = churn_pipeline::Engine::new(
+        std::sync::Arc::new(model),
+        cfg.pipeline.clone(),
+        cfg.alerts.clone(),
+    )
+    .expect("engine");
+    let (alerts, _) =
+        churn_pipeline::backtest::replay(&mut engine, &b.events, cfg.pipeline.batch_max_events)
+            .expect("backtest");
+    alerts.into_iter().map(|a| a.id).collect()
 }
 
 fn diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
@@ -222,15 +234,29 @@ fn diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
     let b = backlog();
-    let (solo1, _) = run(&b, "solo1", false).await;
-    let (solo2, _) = run(&b, "solo2", false).await;
-    eprintln!("solo runs: {} and {} alerts", solo1.len(), solo2.len());
+    let (solo1, _, cfg) = run(&b, "solo1", false).await;
+    let (solo2, _, _) = run(&b, "solo2", false).await;
+    let backtest = backtest_ids(&b, &cfg);
+    eprintln!(
+        "solo runs: {} and {} alerts; backtest: {}",
+        solo1.len(),
+        solo2.len(),
+        backtest.len()
+    );
     assert!(
         solo1.len() >= 20,
         "the backlog raises alerts ({})",
         solo1.len()
     );
     assert_eq!(solo1, solo2, "two solo runs: {}", diff(&solo1, &solo2));
+    // Live equals backtest (issue #13 item 6): the live run, four partitions consumed at full
+    // speed, alerts exactly what `churnstream backtest` alerts on the same history and model.
+    assert_eq!(
+        backtest,
+        solo1,
+        "backtest vs live: {}",
+        diff(&backtest, &solo1)
+    );
 }
 
 /// A member joining at 20 %, SIGKILL + restart of the first at 50 % and of the second at 80 %:
@@ -247,8 +273,8 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 #[ignore = "tansu's coordinator sometimes never reassigns a SIGKILLed member's partitions"]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     let b = backlog();
-    let (solo, _) = run(&b, "solo", false).await;
-    let (faulted, log) = run(&b, "faulted", true).await;
+    let (solo, _, _) = run(&b, "solo", false).await;
+    let (faulted, log, _) = run(&b, "faulted", true).await;
     eprintln!(
         "solo run: {} alerts, faulted run: {} alerts",
         solo.len(),

@@ -357,7 +357,6 @@ pub fn assert_exactly_once(
 pub async fn alert_ids_by_decision(
     cfg: &churn_pipeline::Config,
 ) -> std::collections::BTreeMap<(String, String, String), String> {
-    use churn_events::{AlertData, CloudEvent};
     let alerts = read_topic(
         &cfg.kafka.brokers,
         &cfg.topics.alerts,
@@ -368,12 +367,8 @@ pub async fn alert_ids_by_decision(
     let mut by_decision = std::collections::BTreeMap::new();
     let mut by_id = std::collections::BTreeMap::new();
     for a in &alerts {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&a.payload).expect("alert");
-        let decision = (
-            ev.data.customer_id.clone(),
-            ev.data.as_of.format("%F").to_string(),
-            ev.data.risk_band.clone(),
-        );
+        let ev = any_alert(&a.payload);
+        let decision = (ev.customer, ev.day, ev.band);
         let id = by_decision.entry(decision.clone()).or_insert(ev.id.clone());
         assert_eq!(*id, ev.id, "one id per (customer, day, band): {decision:?}");
         let d = by_id.entry(ev.id.clone()).or_insert(decision.clone());
@@ -637,7 +632,6 @@ async fn wait_caught_up_or(cfg: &churn_pipeline::Config, parts: i32, context: im
 
 /// The customers with at least one alert on `cfg`'s alerts topic.
 pub async fn alerted(cfg: &churn_pipeline::Config) -> std::collections::BTreeSet<String> {
-    use churn_events::{AlertData, CloudEvent};
     read_topic(
         &cfg.kafka.brokers,
         &cfg.topics.alerts,
@@ -646,11 +640,40 @@ pub async fn alerted(cfg: &churn_pipeline::Config) -> std::collections::BTreeSet
     )
     .await
     .iter()
-    .map(|r| {
-        let ev: CloudEvent<AlertData> = serde_json::from_slice(&r.payload).expect("alert");
-        ev.data.customer_id
-    })
+    .map(|r| any_alert(&r.payload).customer)
     .collect()
+}
+
+/// An alert of either kind (at risk or lapsed), as the tests compare them.
+pub struct AnyAlert {
+    /// CloudEvents `type`.
+    pub ty: String,
+    pub id: String,
+    pub customer: String,
+    /// `data.as_of` as `YYYY-MM-DD`.
+    pub day: String,
+    /// `data.risk_band` of an at-risk alert, `lapsed` for a lapsed one.
+    pub band: String,
+}
+
+/// Read an alert of either kind from the alerts topic (panics on anything else).
+pub fn any_alert(payload: &[u8]) -> AnyAlert {
+    let ev: churn_events::CloudEvent<serde_json::Value> =
+        serde_json::from_slice(payload).expect("alert is a CloudEvent");
+    let text = |k: &str| ev.data[k].as_str().unwrap_or_default().to_string();
+    let band = if ev.ty == churn_events::LAPSED_TYPE {
+        "lapsed".to_string()
+    } else {
+        assert_eq!(ev.ty, churn_events::ALERT_TYPE, "alert type");
+        text("risk_band")
+    };
+    AnyAlert {
+        customer: text("customer_id"),
+        day: text("as_of").chars().take(10).collect(),
+        ty: ev.ty,
+        id: ev.id,
+        band,
+    }
 }
 
 /// `cfg` with its own consumer group and fresh outputs (alerts, scores, DLQ, changelog), named

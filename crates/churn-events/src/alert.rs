@@ -1,12 +1,21 @@
 //! Output contracts: the CloudEvents 1.0 alert on `churn.alerts` and the latest-score record on
 //! the compacted `churn.scores` topic.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// CloudEvents `type` of an at-risk alert.
+/// CloudEvents `type` of an at-risk alert: a prediction about a customer who is still a
+/// customer (payload [`AlertData`]).
 pub const ALERT_TYPE: &str = "com.churnstream.customer.at_risk";
+
+/// CloudEvents `type` of a lapsed alert: the churn definition was met — a subscription
+/// `cancel`, or silence for the engine's churn window (payload [`LapsedData`]). Not a
+/// prediction: the customer has gone, and the action is a win-back.
+pub const LAPSED_TYPE: &str = "com.churnstream.customer.lapsed";
+
+/// `recommended_action` of every lapsed alert (never used by at-risk alerts).
+pub const WIN_BACK: &str = "win_back";
 
 /// A CloudEvents 1.0 structured-mode JSON envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +102,69 @@ impl CloudEvent<AlertData> {
             data,
         }
     }
+}
+
+/// Payload of a lapsed alert (CloudEvents type [`LAPSED_TYPE`]): sent once per lapse, on the
+/// day the engine closes with the churn definition met.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LapsedData {
+    pub customer_id: String,
+    /// `cancel` (the latest subscription event is a cancel: MRR 0 after a cancel) or
+    /// `inactivity` (no event for `inactivity_days`).
+    pub reason: String,
+    /// The day (UTC) the churn definition was met: the cancel's day, or the last active day +
+    /// `inactivity_days`. With the customer id it makes the alert id.
+    pub lapsed_on: NaiveDate,
+    /// The engine's inactivity churn window (`pipeline.churn_after_days`).
+    pub inactivity_days: i32,
+    /// Days from the customer's last active day to the day of `as_of`.
+    pub silent_days: i32,
+    /// Event time of the customer's newest event up to `as_of`.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// MRR the customer paid before the lapse: the last positive MRR before the cancel, or the
+    /// current MRR for an inactivity lapse (0 without a subscription).
+    pub last_mrr: f64,
+    /// The model's churn probability as of `as_of` (context, not the trigger).
+    pub risk: f64,
+    /// RFM-style segment as of `as_of`.
+    pub segment: String,
+    /// Always [`WIN_BACK`].
+    pub recommended_action: String,
+    pub model_version: String,
+    /// End of the day (UTC) the engine closed when it found the lapse.
+    pub as_of: DateTime<Utc>,
+    /// "event" when the day was closed with events of this customer (a cancel), "sweep" when
+    /// the silent-customer schedule scored it.
+    pub trigger: String,
+}
+
+impl CloudEvent<LapsedData> {
+    /// Build a lapsed-alert envelope; its id is a function of customer and lapse day only.
+    pub fn lapsed(source: &str, data: LapsedData) -> Self {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: lapsed_id(&data.customer_id, data.lapsed_on),
+            source: source.into(),
+            ty: LAPSED_TYPE.into(),
+            time: data.as_of,
+            subject: data.customer_id.clone(),
+            datacontenttype: "application/json".into(),
+            data,
+        }
+    }
+}
+
+/// Deterministic lapsed-alert id: hex SHA-256 of `LAPSED_TYPE \0 customer \0 YYYY-MM-DD \0`, 32
+/// hex chars (the type in the hash keeps it apart from every at-risk id).
+pub fn lapsed_id(customer_id: &str, lapsed_on: NaiveDate) -> String {
+    let day = lapsed_on.format("%Y-%m-%d").to_string();
+    let mut h = Sha256::new();
+    for part in [LAPSED_TYPE, customer_id, day.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Deterministic alert id: hex SHA-256 of `customer \0 model \0 window \0 band`, 32 hex chars.
@@ -182,5 +254,16 @@ mod tests {
         assert_ne!(a, alert_id("c1", "m1", "2026-02-01", "critical"));
         // Separator prevents ambiguity between ("ab","c") and ("a","bc").
         assert_ne!(alert_id("ab", "c", "w", "b"), alert_id("a", "bc", "w", "b"));
+    }
+
+    #[test]
+    fn lapsed_ids_are_per_customer_and_lapse_day() {
+        let d = NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
+        let a = lapsed_id("c1", d);
+        assert_eq!(a, lapsed_id("c1", d));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, lapsed_id("c2", d));
+        assert_ne!(a, lapsed_id("c1", d.succ_opt().expect("date")));
+        assert_ne!(a, alert_id("c1", LAPSED_TYPE, "2026-02-01", ""));
     }
 }

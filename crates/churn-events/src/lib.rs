@@ -13,7 +13,10 @@
 pub mod alert;
 mod decode;
 
-pub use alert::{AlertData, CloudEvent, Reason, ScoreRecord, ScoreRecordRef};
+pub use alert::{
+    AlertData, CloudEvent, LapsedData, Reason, ScoreRecord, ScoreRecordRef, ALERT_TYPE,
+    LAPSED_TYPE, WIN_BACK,
+};
 pub use decode::{decode, DecodeLimits, Rejection};
 
 use chrono::{DateTime, Utc};

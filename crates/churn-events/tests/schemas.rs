@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use churn_events::{decode, AlertData, CloudEvent, DecodeLimits, Reason, ScoreRecord};
+use churn_events::{
+    decode, AlertData, CloudEvent, DecodeLimits, LapsedData, Reason, ScoreRecord, LAPSED_TYPE,
+};
 use jsonschema::{Draft, Resource, Validator};
 use serde_json::{json, Map, Value};
 
@@ -24,13 +26,14 @@ const TOPIC_SCHEMAS: [(&str, &str); 4] = [
     ("subscriptions.schema.json", "subscription"),
 ];
 
-const ALL_SCHEMAS: [&str; 7] = [
+const ALL_SCHEMAS: [&str; 8] = [
     "purchases.schema.json",
     "engagement.schema.json",
     "feedback.schema.json",
     "subscriptions.schema.json",
     "event.schema.json",
     "alert.schema.json",
+    "lapsed.schema.json",
     "score.schema.json",
 ];
 
@@ -555,6 +558,78 @@ fn invalid_alerts_fail() {
     ];
     for (name, mutate) in mutations {
         let mut alert = alert_json(sample_alert_data());
+        mutate(&mut alert);
+        assert!(!v.is_valid(&alert), "{name} must be rejected");
+    }
+}
+
+fn sample_lapsed_data() -> LapsedData {
+    LapsedData {
+        customer_id: "c-42".into(),
+        reason: "cancel".into(),
+        lapsed_on: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).expect("date"),
+        inactivity_days: 30,
+        silent_days: 0,
+        last_event_at: Some(ts("2026-03-01T09:30:00Z")),
+        last_mrr: 49.0,
+        risk: 0.91,
+        segment: "loyal".into(),
+        recommended_action: "win_back".into(),
+        model_version: "logit-2026-02-28".into(),
+        as_of: ts("2026-03-01T23:59:59Z"),
+        trigger: "event".into(),
+    }
+}
+
+fn lapsed_json(data: LapsedData) -> Value {
+    serde_json::to_value(CloudEvent::lapsed("/churnstream/scorer", data)).expect("serializes")
+}
+
+#[test]
+fn real_lapsed_alerts_validate_and_are_no_at_risk_alerts() {
+    let v = validator("lapsed.schema.json");
+    let at_risk = validator("alert.schema.json");
+    let ok = lapsed_json(sample_lapsed_data());
+    assert_eq!(ok["type"], LAPSED_TYPE);
+    assert_eq!(ok["data"]["lapsed_on"], "2026-03-01", "a plain date");
+    assert!(v.is_valid(&ok), "{:?}\n{ok:#}", errors(&v, &ok));
+    assert!(
+        !at_risk.is_valid(&ok),
+        "the at-risk schema rejects a lapsed alert"
+    );
+    assert!(
+        !v.is_valid(&alert_json(sample_alert_data())),
+        "the lapsed schema rejects an at-risk alert"
+    );
+    // Inactivity, swept, no event known (null last_event_at).
+    let mut quiet = sample_lapsed_data();
+    quiet.reason = "inactivity".into();
+    quiet.silent_days = 30;
+    quiet.last_event_at = None;
+    quiet.last_mrr = 0.0;
+    quiet.trigger = "sweep".into();
+    let quiet = lapsed_json(quiet);
+    assert!(quiet["data"]["last_event_at"].is_null());
+    assert!(v.is_valid(&quiet), "{:?}\n{quiet:#}", errors(&v, &quiet));
+
+    let mutations: [Mutation; 6] = [
+        ("unknown reason", |a| a["data"]["reason"] = json!("moved")),
+        ("other action", |a| {
+            a["data"]["recommended_action"] = json!("engagement_nudge")
+        }),
+        ("lapsed_on with a time", |a| {
+            a["data"]["lapsed_on"] = json!("2026-03-01T00:00:00Z")
+        }),
+        ("negative mrr", |a| a["data"]["last_mrr"] = json!(-1.0)),
+        ("zero window", |a| a["data"]["inactivity_days"] = json!(0)),
+        ("missing last_event_at", |a| {
+            if let Some(d) = a["data"].as_object_mut() {
+                d.remove("last_event_at");
+            }
+        }),
+    ];
+    for (name, mutate) in mutations {
+        let mut alert = lapsed_json(sample_lapsed_data());
         mutate(&mut alert);
         assert!(!v.is_valid(&alert), "{name} must be rejected");
     }

@@ -53,7 +53,8 @@
 //! | `scoring_duration` | `churn_score_scoring_duration_seconds` | histogram (50 µs–5 s) | |
 //! | `event_to_alert_latency` | `churn_score_event_to_alert_latency_seconds` | histogram (0.001–60 s) | |
 //! | `scores` | `churn_score_scores_total` | counter | |
-//! | `alerts` | `churn_score_alerts_total` | counter | `band`, `action` |
+//! | `alerts` | `churn_score_alerts_total` (at-risk alerts) | counter | `band`, `action` |
+//! | `lapsed_cancel`, `lapsed_inactivity` | `churn_score_lapsed_alerts_total` | counter | `reason` |
 //! | `sweeps` | `churn_score_sweep_runs_total` | counter | |
 //! | `sweep_rescored` | `churn_score_sweep_rescored_total` | counter | |
 //! | `customers_tracked` | `churn_state_customers_tracked` | gauge | |
@@ -66,14 +67,15 @@
 //! | `nps_rolling` | `churn_business_nps_rolling_90d` | gauge (−100..100) | |
 //! | `customers_by_band` | `churn_business_customers_by_risk_band` | gauge | `band` |
 //! | `revenue_at_risk` | `churn_business_revenue_at_risk` | gauge | |
-//! | `churned_customers` | `churn_business_churned_customers_total` | counter | |
+//! | `churned_customers` | `churn_business_churned_customers_total` (one per lapsed alert) | counter | |
 //! | `churn_rate` | `churn_business_churn_rate_30d` | gauge (fraction) | |
 //! | `crm_deliveries` | `churn_crm_deliveries_total` | counter | `outcome` |
 //! | `crm_delivery_duration` | `churn_crm_delivery_duration_seconds` | histogram (0.005–300 s) | |
 //!
 //! `alerts` is pre-created for every [`ALERT_BANDS`] × [`ALERT_ACTIONS`] pair and
 //! `customers_by_band` for every [`RISK_BANDS`] value, `crm_deliveries` for every
-//! [`CRM_OUTCOMES`] value, so those series exist (at 0) from start-up.
+//! [`CRM_OUTCOMES`] value and `churn_score_lapsed_alerts_total` for every [`LAPSE_REASONS`]
+//! value, so those series exist (at 0) from start-up.
 //! Topics, reject reasons, partitions and model versions are configuration/data dependent and
 //! appear when first used.
 
@@ -84,7 +86,8 @@ pub mod metrics;
 pub use health::Health;
 pub use http::{bind, serve};
 pub use metrics::{
-    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, METRIC_NAMES, RISK_BANDS,
+    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES,
+    RISK_BANDS,
 };
 /// Re-exported so callers use the same prometheus version as the registry.
 pub use prometheus;

@@ -41,8 +41,12 @@ pub mod names {
     pub const SCORE_EVENT_TO_ALERT_LATENCY: &str = "churn_score_event_to_alert_latency_seconds";
     /// Customers scored.
     pub const SCORE_SCORES: &str = "churn_score_scores_total";
-    /// Alerts published, by risk `band` and recommended `action`.
+    /// At-risk alerts published (CloudEvents type `com.churnstream.customer.at_risk`), by risk
+    /// `band` and recommended `action`.
     pub const SCORE_ALERTS: &str = "churn_score_alerts_total";
+    /// Lapsed alerts published (CloudEvents type `com.churnstream.customer.lapsed`, action
+    /// `win_back`), by `reason` (`cancel`, `inactivity`).
+    pub const SCORE_LAPSED_ALERTS: &str = "churn_score_lapsed_alerts_total";
     /// Timer sweeps run.
     pub const SCORE_SWEEP_RUNS: &str = "churn_score_sweep_runs_total";
     /// Customers re-scored by timer sweeps.
@@ -70,7 +74,8 @@ pub mod names {
     pub const BUSINESS_CUSTOMERS_BY_BAND: &str = "churn_business_customers_by_risk_band";
     /// Sum over customers of risk × expected revenue over the horizon.
     pub const BUSINESS_REVENUE_AT_RISK: &str = "churn_business_revenue_at_risk";
-    /// Customers newly crossing the inactivity churn definition.
+    /// Customers newly meeting the churn definition (a subscription cancel, or silence for
+    /// `pipeline.churn_after_days`): one per lapsed alert published.
     pub const BUSINESS_CHURNED_CUSTOMERS: &str = "churn_business_churned_customers_total";
     /// Fraction of active customers that churned over the last 30 days.
     pub const BUSINESS_CHURN_RATE: &str = "churn_business_churn_rate_30d";
@@ -99,6 +104,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::SCORE_EVENT_TO_ALERT_LATENCY,
     names::SCORE_SCORES,
     names::SCORE_ALERTS,
+    names::SCORE_LAPSED_ALERTS,
     names::SCORE_SWEEP_RUNS,
     names::SCORE_SWEEP_RESCORED,
     names::STATE_CUSTOMERS_TRACKED,
@@ -120,6 +126,9 @@ pub const METRIC_NAMES: &[&str] = &[
 
 /// Outcomes of CRM webhook deliveries (`outcome` label of `churn_crm_deliveries_total`).
 pub const CRM_OUTCOMES: &[&str] = &["delivered", "retried", "dead_lettered"];
+
+/// Reasons of lapsed alerts (`reason` label of `churn_score_lapsed_alerts_total`).
+pub const LAPSE_REASONS: &[&str] = &["cancel", "inactivity"];
 
 /// Risk bands that raise alerts (`band` label of `churn_score_alerts_total`).
 pub const ALERT_BANDS: &[&str] = &["medium", "high", "critical"];
@@ -184,8 +193,12 @@ pub struct Metrics {
     pub event_to_alert_latency: Histogram,
     /// `churn_score_scores_total`.
     pub scores: IntCounter,
-    /// `churn_score_alerts_total{band,action}`.
+    /// `churn_score_alerts_total{band,action}` (at-risk alerts only).
     pub alerts: IntCounterVec,
+    /// `churn_score_lapsed_alerts_total{reason="cancel"}`.
+    pub lapsed_cancel: IntCounter,
+    /// `churn_score_lapsed_alerts_total{reason="inactivity"}`.
+    pub lapsed_inactivity: IntCounter,
     /// `churn_score_sweep_runs_total`.
     pub sweeps: IntCounter,
     /// `churn_score_sweep_rescored_total`.
@@ -247,6 +260,16 @@ impl Metrics {
                 Opts::new(
                     names::STATE_CUSTOMERS_FORGOTTEN,
                     "Customers forgotten by the sweep (state dropped, changelog tombstone), by reason.",
+                ),
+                &["reason"],
+            ),
+        );
+        let lapsed = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    names::SCORE_LAPSED_ALERTS,
+                    "Lapsed alerts published (type com.churnstream.customer.lapsed, action win_back), by reason (cancel, inactivity).",
                 ),
                 &["reason"],
             ),
@@ -329,11 +352,13 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         names::SCORE_ALERTS,
-                        "Alerts published, by risk band and recommended action.",
+                        "At-risk alerts published (type com.churnstream.customer.at_risk), by risk band and recommended action.",
                     ),
                     &["band", "action"],
                 ),
             ),
+            lapsed_cancel: lapsed.with_label_values(&["cancel"]),
+            lapsed_inactivity: lapsed.with_label_values(&["inactivity"]),
             sweeps: register(
                 r,
                 IntCounter::new(names::SCORE_SWEEP_RUNS, "Timer sweeps run."),
@@ -455,7 +480,7 @@ impl Metrics {
                 r,
                 IntCounter::new(
                     names::BUSINESS_CHURNED_CUSTOMERS,
-                    "Customers newly crossing the inactivity churn definition.",
+                    "Customers newly meeting the churn definition (subscription cancelled, or silent for pipeline.churn_after_days): one per lapsed alert published.",
                 ),
             ),
             churn_rate: register(
@@ -626,6 +651,8 @@ mod tests {
         m.event_to_alert_latency.observe(0.2);
         m.scores.inc();
         m.alert("high", "feedback_call").inc();
+        m.lapsed_cancel.inc();
+        m.lapsed_inactivity.inc();
         m.sweeps.inc();
         m.sweep_rescored.inc();
         m.forgotten_silent.inc();
@@ -732,6 +759,10 @@ mod tests {
                     format!("churn_score_alerts_total{{action=\"{action}\",band=\"{band}\"}} 0");
                 assert!(text.contains(&series), "missing {series}");
             }
+        }
+        for reason in LAPSE_REASONS {
+            let series = format!("churn_score_lapsed_alerts_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
         }
         for band in RISK_BANDS {
             let series = format!("churn_business_customers_by_risk_band{{band=\"{band}\"}} 0");

@@ -127,6 +127,14 @@ pub struct PipelineConfig {
     /// A customer whose last event is at least this many days older than the event-time
     /// watermark is re-scored by the sweep (once per watermark day).
     pub silent_after_days: i32,
+    /// The engine's inactivity churn definition: a customer with no event for this many days
+    /// (event time) has churned. On the day it is met the engine sends one lapsed alert
+    /// (`com.churnstream.customer.lapsed`, action `win_back`), counts the customer in
+    /// `churn_business_churned_customers_total`, and sends no at-risk alert while the silence
+    /// lasts. Keep it equal to the `--churn-days` the model was trained with (default 30; the
+    /// model artifact does not record it). A subscription `cancel` is churn as well, whatever
+    /// this value.
+    pub churn_after_days: i32,
     /// Event-time watermark source: "event" (newest event time seen, for replays and backtests)
     /// or "wall" (the clock, for live traffic).
     pub clock: Clock,
@@ -204,6 +212,7 @@ impl Default for PipelineConfig {
             max_future_hours: 24,
             sweep_interval_s: 5,
             silent_after_days: 7,
+            churn_after_days: 30,
             clock: Clock::Event,
             idle_source_ms: 5000,
             warmup_days: 56,
@@ -522,6 +531,9 @@ impl Config {
         }
         if self.pipeline.silent_after_days < 1 {
             return bad("pipeline.silent_after_days must be >= 1".into());
+        }
+        if self.pipeline.churn_after_days < 1 {
+            return bad("pipeline.churn_after_days must be >= 1".into());
         }
         self.crm.validate().or_else(bad)?;
         Ok(())

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{
-    AlertData, CloudEvent, DecodeLimits, Event, Payload, Rejection, ScoreRecordRef,
+    AlertData, CloudEvent, DecodeLimits, Event, LapsedData, Payload, Rejection, ScoreRecordRef,
+    WIN_BACK,
 };
 use churn_features::registry::{self, FEATURES};
 use churn_features::rollup::RETAIN_DAYS;
@@ -41,7 +42,9 @@ pub enum Ingest {
     Rejected(Rejection),
 }
 
-/// An alert ready to publish (key = customer id).
+/// An alert ready to publish (key = customer id): an at-risk alert (CloudEvents type
+/// [`churn_events::ALERT_TYPE`]) or a lapsed one ([`churn_events::LAPSED_TYPE`], `action` =
+/// [`WIN_BACK`], `band` = the band of the day's raw score); see [`AlertOut::is_lapsed`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertOut {
     pub key: String,
@@ -51,6 +54,13 @@ pub struct AlertOut {
     pub action: &'static str,
     /// When the oldest event behind this score was received (for latency metrics).
     pub received: Option<Instant>,
+}
+
+impl AlertOut {
+    /// A lapsed alert (the churn definition was met), not an at-risk prediction.
+    pub fn is_lapsed(&self) -> bool {
+        self.action == WIN_BACK
+    }
 }
 
 /// A latest-score record for the compacted scores topic.
@@ -69,6 +79,10 @@ pub struct Scored {
     /// `max_customers`.
     pub forgotten_silent: usize,
     pub forgotten_cap: usize,
+    /// Lapsed alerts among `alerts`, by reason: a subscription cancel, and silence for
+    /// `churn_after_days` (each is one customer newly meeting the churn definition).
+    pub lapsed_cancel: usize,
+    pub lapsed_inactivity: usize,
 }
 
 /// Business KPIs over the tracked population.
@@ -80,7 +94,8 @@ pub struct Kpis {
     pub nps_90d: Option<f64>,
     pub by_band: [usize; 4],
     pub revenue_at_risk: f64,
-    /// Customers silent for 30+ days (churned by the inactivity definition), as a fraction.
+    /// Customers silent for `churn_after_days`+ days (churned by the inactivity definition), as
+    /// a fraction.
     pub churned_fraction: f64,
 }
 
@@ -569,6 +584,60 @@ fn last_event_as_of(r: &CustomerRollups, day: i32) -> Option<DateTime<Utc>> {
     }
 }
 
+/// How a customer met the churn definition (see [`lapse_as_of`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Lapse {
+    /// A subscription cancel (else: inactivity).
+    cancel: bool,
+    /// The day the definition was met: the cancel's day, or last active day + the window.
+    day: i32,
+    /// The last positive MRR before the cancel; the current MRR for inactivity.
+    last_mrr: f64,
+    /// Days from the last active day to `as_of`.
+    silent_days: i32,
+}
+
+/// Has the customer churned as of the end of `day`, and since when? Churned = the latest
+/// subscription event up to `day` is a cancel (its day row's latest MRR is 0 and it has a
+/// cancel; later MRR-0 subscription events keep it cancelled, a positive MRR ends it), or no
+/// event for `churn_after` days. `mrr_now` is the row's `mrr` feature (the latest MRR): when it
+/// is positive the customer cannot be cancelled and the rows are not read. A cancel folded into
+/// the carry (older than [`RETAIN_DAYS`]) is no longer seen; its silence then is.
+fn lapse_as_of(r: &CustomerRollups, day: i32, churn_after: i32, mrr_now: f64) -> Option<Lapse> {
+    let last = last_active_on_or_before(r, day)?;
+    let silent_days = day - last;
+    if mrr_now.is_nan() || mrr_now <= 0.0 {
+        let mut cancelled_on: Option<i32> = None;
+        let mut last_positive = r.carry().mrr_last.map_or(0.0, |m| m.value).max(0.0);
+        for row in r.days() {
+            if row.day > day {
+                break;
+            }
+            let Some(m) = row.mrr_last else { continue };
+            if m.value > 0.0 {
+                cancelled_on = None;
+                last_positive = m.value;
+            } else if row.cancels > 0 && cancelled_on.is_none() {
+                cancelled_on = Some(row.day);
+            }
+        }
+        if let Some(c) = cancelled_on {
+            return Some(Lapse {
+                cancel: true,
+                day: c,
+                last_mrr: last_positive,
+                silent_days,
+            });
+        }
+    }
+    (silent_days >= churn_after).then_some(Lapse {
+        cancel: false,
+        day: last + churn_after,
+        last_mrr: mrr_now.max(0.0),
+        silent_days,
+    })
+}
+
 /// What closing days up to `through` means for one customer.
 enum Due {
     /// Score as of these days (ascending), each flagged active (true) or silent (false).
@@ -579,11 +648,12 @@ enum Due {
 
 /// The days in `(last scored day, through]` on which `c` must be scored: every day it had
 /// events, and the silent days of its schedule (daily from `silent` days of silence for
-/// [`SILENT_DAILY_DAYS`], then weekly). Pushes them to `out`.
+/// [`SILENT_DAILY_DAYS`], then weekly, and the day its silence reaches `churn` days: the day a
+/// lapsed alert is due). Pushes them to `out`.
 fn due_days(
     c: &Customer,
     through: i32,
-    silent: i32,
+    (silent, churn): (i32, i32),
     forget_after: i32,
     out: &mut Vec<(i32, bool)>,
 ) -> Due {
@@ -602,7 +672,7 @@ fn due_days(
         let Some(a) = newest else {
             return Due::Days;
         };
-        if through - a < silent && (forget_after == 0 || through - a < forget_after) {
+        if through - a < silent.min(churn) && (forget_after == 0 || through - a < forget_after) {
             return Due::Days;
         }
     }
@@ -628,7 +698,9 @@ fn due_days(
         if forget_after > 0 && gap >= forget_after {
             return Due::Forget;
         }
-        if gap >= silent && (gap - silent <= SILENT_DAILY_DAYS || (gap - silent) % 7 == 0) {
+        if gap == churn
+            || (gap >= silent && (gap - silent <= SILENT_DAILY_DAYS || (gap - silent) % 7 == 0))
+        {
             out.push((day, false));
         }
     }
@@ -988,7 +1060,10 @@ impl Engine {
         if through.is_empty() {
             return Ok(out);
         }
-        let silent = self.pipeline.silent_after_days;
+        let silent = (
+            self.pipeline.silent_after_days,
+            self.pipeline.churn_after_days,
+        );
         let forget_after = self.pipeline.forget_after_days;
         let mut due: std::collections::BTreeMap<i32, Vec<(Slot, bool)>> = Default::default();
         let mut gone = Vec::new();
@@ -1126,23 +1201,36 @@ impl Engine {
             let Some(c) = self.customers.get_mut(slot) else {
                 continue;
             };
+            let previous_day = c.last_scored_day;
             c.last_scored_day = Some(today);
             if !c.changed {
                 c.changed = true;
                 self.changed.push(slot);
             }
             let segment = policy::segment(&self.cols, raw);
-            c.revenue_at_risk =
-                p * policy::expected_revenue(&self.cols, raw, self.alerts.horizon_days);
-            let decision = policy::decide(
-                &mut c.mem,
-                &self.model.thresholds,
-                &self.alerts,
-                self.min_band,
-                p,
-                today,
-                warm,
-            );
+            // A customer who has churned (cancelled, or silent for `churn_after_days`) is no
+            // longer at risk: no at-risk decision, no revenue at risk, and the band memory is
+            // cleared so that after a comeback entering a band alerts again.
+            let churn_after = self.pipeline.churn_after_days;
+            let lapse = lapse_as_of(&c.rollups, today, churn_after, self.cols.mrr(raw));
+            let decision = if lapse.is_some() {
+                c.revenue_at_risk = 0.0;
+                c.mem.band = None;
+                c.mem.risk = None;
+                None
+            } else {
+                c.revenue_at_risk =
+                    p * policy::expected_revenue(&self.cols, raw, self.alerts.horizon_days);
+                policy::decide(
+                    &mut c.mem,
+                    &self.model.thresholds,
+                    &self.alerts,
+                    self.min_band,
+                    p,
+                    today,
+                    warm,
+                )
+            };
             // During the warm-up the memory is untouched: publish the raw band.
             let band = c.mem.band.unwrap_or_else(|| self.model.thresholds.band(p));
             let score = ScoreRecordRef {
@@ -1157,6 +1245,43 @@ impl Engine {
                 key: key.clone(),
                 payload: serde_json::to_vec(&score)?,
             });
+            // A lapse is alerted on the first scored day on or after the day it happened: the
+            // day itself (a cancel's day has its events; the silent schedule includes the day
+            // the silence reaches `churn_after_days`). So "already sent" is a function of the
+            // last scored day, which the state records carry: a restore neither repeats nor
+            // skips it. Lapses of the warm-up are not alerted later.
+            if let Some(l) = lapse.filter(|l| warm && previous_day.is_none_or(|d| l.day > d)) {
+                let data = LapsedData {
+                    customer_id: key.clone(),
+                    reason: if l.cancel { "cancel" } else { "inactivity" }.into(),
+                    lapsed_on: day_start(l.day).date_naive(),
+                    inactivity_days: churn_after,
+                    silent_days: l.silent_days,
+                    last_event_at: last_event_as_of(&c.rollups, today),
+                    last_mrr: l.last_mrr,
+                    risk: p,
+                    segment: segment.into(),
+                    recommended_action: WIN_BACK.into(),
+                    model_version: self.model.model_version.clone(),
+                    as_of,
+                    trigger: trigger.into(),
+                };
+                let ev = CloudEvent::lapsed(&self.alerts.source, data);
+                if l.cancel {
+                    out.lapsed_cancel += 1;
+                } else {
+                    out.lapsed_inactivity += 1;
+                }
+                out.alerts.push(AlertOut {
+                    key: key.clone(),
+                    id: ev.id.clone(),
+                    payload: serde_json::to_vec(&ev)?,
+                    band: self.model.thresholds.band(p),
+                    action: WIN_BACK,
+                    received,
+                });
+                continue;
+            }
             let Some((previous_risk, previous_band)) = decision.filter(|_| warm) else {
                 continue;
             };
@@ -1355,7 +1480,7 @@ impl Engine {
             k.revenue_at_risk += c.revenue_at_risk;
             if let (Some(t), Some(last)) = (today, c.rollups.last_event) {
                 let d = day_of(DateTime::from_timestamp_micros(last).unwrap_or_default());
-                if t - d >= 30 {
+                if t - d >= self.pipeline.churn_after_days {
                     churned += 1;
                 }
             }

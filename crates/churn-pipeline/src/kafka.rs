@@ -929,8 +929,18 @@ async fn publish(
             a.received,
         )
         .await?;
-        metrics.alert(a.band.as_str(), a.action).inc();
+        if !a.is_lapsed() {
+            metrics.alert(a.band.as_str(), a.action).inc();
+        }
     }
+    // Lapsed alerts: each one is a customer newly meeting the churn definition.
+    metrics.lapsed_cancel.inc_by(scored.lapsed_cancel as u64);
+    metrics
+        .lapsed_inactivity
+        .inc_by(scored.lapsed_inactivity as u64);
+    metrics
+        .churned_customers
+        .inc_by((scored.lapsed_cancel + scored.lapsed_inactivity) as u64);
     for s in &scored.scores {
         sink.send(
             &cfg.topics.scores,

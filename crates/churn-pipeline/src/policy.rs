@@ -48,6 +48,13 @@ impl Default for PolicyColumns {
     }
 }
 
+impl PolicyColumns {
+    /// Current MRR (the latest subscription event's) of a raw feature row.
+    pub fn mrr(&self, raw: &[f64]) -> f64 {
+        raw[self.mrr]
+    }
+}
+
 /// RFM-style segment from raw features.
 pub fn segment(cols: &PolicyColumns, raw: &[f64]) -> &'static str {
     let r = raw[cols.recency];

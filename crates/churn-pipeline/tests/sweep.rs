@@ -35,7 +35,7 @@ fn silent_customers_are_alerted_by_the_sweep_alone() {
             .push(e.occurred_at);
     }
     let mut by_sweep = 0;
-    for a in &alerts {
+    for a in alerts.iter().filter(|a| !a.is_lapsed()) {
         let ev: CloudEvent<AlertData> = serde_json::from_slice(&a.payload).expect("alert");
         if ev.data.trigger != "sweep" {
             continue;
