@@ -12,6 +12,9 @@
 #                    fails tansu's ApiVersion handshake) and the broker's native dependencies
 #   pkg-config       librdkafka's build (rdkafka-sys, feature libz) looks zlib up with it
 #   zlib1g-dev       zlib headers and library for librdkafka
+#   libssl-dev       OpenSSL for librdkafka's TLS and SASL/SCRAM (rdkafka feature `ssl`)
+#   openssl, socat   tests/secure.rs: a self-signed certificate, and TLS in front of tansu (tansu
+#                    0.6.0's CLI cannot enable its own TLS listener)
 #   perl             build scripts of native dependencies (librdkafka's configure, the broker's)
 #   python3          scripts/broker.sh picks a free port with it
 #   curl             HTTP checks of /metrics
@@ -35,6 +38,9 @@ PACKAGES=(
   "build-essential:dpkg"
   "pkg-config:cmd=pkg-config"
   "zlib1g-dev:dpkg"
+  "libssl-dev:dpkg"
+  "openssl:cmd=openssl"
+  "socat:cmd=socat"
   "perl:cmd=perl"
   "python3:cmd=python3"
   "curl:cmd=curl"

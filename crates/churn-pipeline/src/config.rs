@@ -22,7 +22,7 @@ pub struct Config {
     pub crm: CrmConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
@@ -36,6 +36,66 @@ pub struct KafkaConfig {
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producer only.
     pub producer: BTreeMap<String, String>,
+}
+
+/// librdkafka properties whose values are secrets: never printed (`Debug`, errors, logs).
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        "ssl.key.pem",
+        "ssl.keystore.key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// The properties with secret values replaced by `***`.
+fn redacted(m: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    m.iter()
+        .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
+        .collect()
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("client", &redacted(&self.client))
+            .field("consumer", &redacted(&self.consumer))
+            .field("producer", &redacted(&self.producer))
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// How the clients authenticate, for error messages: `security.protocol`, `sasl.mechanism`
+    /// and `sasl.username` as configured (librdkafka's defaults when absent), never a secret.
+    pub fn security(&self) -> String {
+        let get = |k: &str| {
+            self.client
+                .get(k)
+                .or_else(|| self.consumer.get(k))
+                .or_else(|| self.producer.get(k))
+                .map(String::as_str)
+        };
+        let protocol = get("security.protocol").unwrap_or("plaintext");
+        let mut out = format!("security.protocol={protocol}");
+        if protocol.to_ascii_lowercase().starts_with("sasl") {
+            let mechanism = get("sasl.mechanism")
+                .or_else(|| get("sasl.mechanisms"))
+                .unwrap_or("GSSAPI");
+            out.push_str(&format!(", sasl.mechanism={mechanism}"));
+            if let Some(u) = get("sasl.username") {
+                out.push_str(&format!(", sasl.username={u}"));
+            }
+        }
+        out
+    }
 }
 
 impl Default for KafkaConfig {
@@ -624,6 +684,42 @@ mod tests {
         let e = Config::load_with_env(None, &env(&[("CHURN__CRM__BACKOFF_INITIAL_MS", "60000")]))
             .expect_err("initial > max");
         assert!(e.to_string().contains("backoff_initial_ms"), "{e}");
+    }
+
+    #[test]
+    fn kafka_secrets_never_print_and_the_security_summary_names_no_secret() {
+        let cfg = Config::load_with_env(
+            None,
+            &env(&[
+                ("CHURN__KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_SSL"),
+                ("CHURN__KAFKA__CLIENT__SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("CHURN__KAFKA__CLIENT__SASL_USERNAME", "svc"),
+                ("CHURN__KAFKA__CLIENT__SASL_PASSWORD", "hunter2-secret"),
+                ("CHURN__KAFKA__PRODUCER__SSL_KEY_PASSWORD", "keypass-9"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            cfg.kafka.client.get("sasl.password").map(String::as_str),
+            Some("hunter2-secret")
+        );
+        let debug = format!("{cfg:?}");
+        assert!(
+            !debug.contains("hunter2-secret") && !debug.contains("keypass-9"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("sasl.username") && debug.contains("svc"),
+            "{debug}"
+        );
+        assert_eq!(
+            cfg.kafka.security(),
+            "security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, sasl.username=svc"
+        );
+        assert_eq!(
+            Config::default().kafka.security(),
+            "security.protocol=plaintext"
+        );
     }
 
     #[test]

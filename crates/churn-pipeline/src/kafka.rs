@@ -652,9 +652,20 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
     let md = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(15))
-        .map_err(|e| Error::Config {
-            path: "kafka.brokers".into(),
-            message: format!("cannot reach brokers `{}`: {e}", cfg.kafka.brokers),
+        .map_err(|e| {
+            let security = cfg.kafka.security();
+            let hint = if security == "security.protocol=plaintext" {
+                ""
+            } else {
+                " (check the credentials and the CA / certificate settings; librdkafka's log lines before this one name the failure)"
+            };
+            Error::Config {
+                path: "kafka.brokers".into(),
+                message: format!(
+                    "cannot reach brokers `{}` with {security}: {e}{hint}",
+                    cfg.kafka.brokers
+                ),
+            }
         })?;
     let parts = |name: &str| {
         md.topics()
