@@ -34,8 +34,9 @@ const PARTS: i32 = 4;
 struct Member(Child);
 
 impl Member {
-    fn spawn(config: &Path, log: &Path) -> Member {
-        Member(common::spawn_run(config, log))
+    /// `churnstream run` as the static group member `instance` (None: dynamic membership).
+    fn spawn(config: &Path, log: &Path, instance: Option<&str>) -> Member {
+        Member(common::spawn_run_as(config, log, instance))
     }
 }
 
@@ -101,10 +102,20 @@ async fn published(b: &Backlog, sfx: &str) -> (Config, i64, Broker) {
     let mut cfg = common::pipeline_config_on(&broker.brokers(), "determinism", PARTS).await;
     common::quick_member(&mut cfg);
     // tansu's sqlite coordinator answers heartbeats slowly on a busy machine: 6 s sessions time
-    // out there and the group rebalances again and again.
-    cfg.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "10000".into());
+    // out there and the group rebalances again and again. Static members (see `run`) get 30 s: a
+    // restarted one must heartbeat before its old session ends, and on tansu its JoinGroup and
+    // its SyncGroup each take 3 s (the coordinator's pause for static members) after a start-up
+    // of 1-3 s. CHURN_DET_SESSION_MS overrides.
+    let session_ms: u32 = if dynamic() { 10_000 } else { 30_000 };
+    cfg.kafka.consumer.insert(
+        "session.timeout.ms".into(),
+        env_or("CHURN_DET_SESSION_MS", session_ms).to_string(),
+    );
+    // CHURN_DET_RDKAFKA_DEBUG=cgrp,protocol: librdkafka's debug contexts for the members (their
+    // log lines need CHURN_MEMBER_LOG=info,librdkafka=debug).
+    if let Ok(d) = std::env::var("CHURN_DET_RDKAFKA_DEBUG") {
+        cfg.kafka.consumer.insert("debug".into(), d);
+    }
     // Small batches and a short idle rule: the backlog takes long enough to fault it at chosen
     // points, and a run's end (every source idle) comes soon after it caught up.
     cfg.pipeline.batch_max_events = env_or("CHURN_DET_BATCH", 150);
@@ -127,6 +138,13 @@ async fn published(b: &Backlog, sfx: &str) -> (Config, i64, Broker) {
     (cfg, total, broker)
 }
 
+/// CHURN_DET_DYNAMIC=1: the members join with dynamic membership (a new member id at every
+/// start) instead of as static members; reproduces tansu 0.6's stall (see
+/// `a_join_and_two_sigkills_publish_the_fault_free_alerts`).
+fn dynamic() -> bool {
+    std::env::var_os("CHURN_DET_DYNAMIC").is_some()
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -139,47 +157,59 @@ fn progress(r: &CommittedReader, total: i64) -> f64 {
     r.sum() as f64 / total as f64
 }
 
-async fn wait_progress(r: &CommittedReader, total: i64, at: f64, log: &Path) {
+async fn wait_progress(r: &CommittedReader, total: i64, at: f64, logs: &[PathBuf]) {
     let deadline = Instant::now() + Duration::from_secs(240);
     while tokio::task::block_in_place(|| progress(r, total)) < at {
         assert!(
             Instant::now() < deadline,
-            "no progress to {at}; log tail:\n{}",
-            common::log_tail(log)
+            "no progress to {at}; {}",
+            tails(logs)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// One run over the backlog; returns its alert ids and the log path.
-async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf) {
+/// The tail of every member's log.
+fn tails(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .map(|l| format!("log tail of {}:\n{}", l.display(), common::log_tail(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One run over the backlog; returns its alert ids and the members' logs (one per process).
+async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, Vec<PathBuf>) {
     let (cfg, total, _broker) = published(b, sfx).await;
     let reader = CommittedReader::new(&cfg, &cfg.kafka.group_id, PARTS);
     let config = b.dir.path().join(format!("{sfx}.toml"));
     std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("config");
     // CHURN_KEEP_LOGS=DIR keeps the members' logs there (also when the test fails).
-    let log = std::env::var_os("CHURN_KEEP_LOGS")
-        .map_or_else(|| b.dir.path().to_path_buf(), PathBuf::from)
-        .join(format!("determinism-{sfx}.log"));
-    let mut a = Member::spawn(&config, &log);
+    let dir = std::env::var_os("CHURN_KEEP_LOGS")
+        .map_or_else(|| b.dir.path().to_path_buf(), PathBuf::from);
+    let mut logs = Vec::new();
+    let dynamic = dynamic();
+    let spawn = |name: &str, instance: &str, logs: &mut Vec<PathBuf>| {
+        let log = dir.join(format!("determinism-{sfx}-{name}.log"));
+        logs.push(log.clone());
+        Member::spawn(&config, &log, (!dynamic).then_some(instance))
+    };
+    let mut a = spawn("first", "first", &mut logs);
     let mut second = None;
     if faults {
-        wait_progress(&reader, total, 0.2, &log).await;
+        wait_progress(&reader, total, 0.2, &logs).await;
         eprintln!(
             "{sfx}: second member joins at {:.0} %",
             100.0 * progress(&reader, total)
         );
-        second = Some(Member::spawn(&config, &log));
-        wait_progress(&reader, total, 0.5, &log).await;
+        second = Some(spawn("second", "second", &mut logs));
+        wait_progress(&reader, total, 0.5, &logs).await;
         eprintln!(
             "{sfx}: SIGKILL the first at {:.0} %",
             100.0 * progress(&reader, total)
         );
         kill(a);
-        // Restarted at once: tansu keeps the dead member's partitions until its session times
-        // out (6 s), then hands them on.
-        a = Member::spawn(&config, &log);
-        wait_progress(&reader, total, 0.8, &log).await;
+        a = spawn("first-restarted", "first", &mut logs);
+        wait_progress(&reader, total, 0.8, &logs).await;
         eprintln!(
             "{sfx}: SIGKILL the second at {:.0} %",
             100.0 * progress(&reader, total)
@@ -187,9 +217,9 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         if let Some(s) = second.take() {
             kill(s);
         }
-        second = Some(Member::spawn(&config, &log));
+        second = Some(spawn("second-restarted", "second", &mut logs));
     }
-    wait_progress(&reader, total, 1.0, &log).await;
+    wait_progress(&reader, total, 1.0, &logs).await;
     common::wait_alerts_settled(&cfg).await;
     terminate(a);
     if let Some(s) = second {
@@ -204,7 +234,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         ev.id
     })
     .collect();
-    (ids, log)
+    (ids, logs)
 }
 
 fn diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
@@ -244,11 +274,10 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 /// empty assignments and never rebalance once the dead member's session expires (the group
 /// stops; seen as "no progress to 0.8"), a broker liveness defect, not an alert difference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu's coordinator sometimes never reassigns a SIGKILLed member's partitions"]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     let b = backlog();
     let (solo, _) = run(&b, "solo", false).await;
-    let (faulted, log) = run(&b, "faulted", true).await;
+    let (faulted, logs) = run(&b, "faulted", true).await;
     eprintln!(
         "solo run: {} alerts, faulted run: {} alerts",
         solo.len(),
@@ -257,8 +286,8 @@ async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     assert_eq!(
         solo,
         faulted,
-        "join at 20 %, SIGKILL at 50 % and 80 %: {}; log tail:\n{}",
+        "join at 20 %, SIGKILL at 50 % and 80 %: {}; {}",
         diff(&solo, &faulted),
-        common::log_tail(&log)
+        tails(&logs)
     );
 }

@@ -29,6 +29,13 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id; instances with the same id split the partitions.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`, KIP-345) of the group member consumer;
+    /// empty = dynamic membership. Unique per instance and stable across its restarts (a
+    /// StatefulSet pod name): an instance restarted within `session.timeout.ms` takes its old
+    /// member's place and assignment instead of waiting for that member's session to expire and
+    /// a rebalance (ARCHITECTURE.md, "Rebalances on tansu"). A static member does not leave the
+    /// group on shutdown, so its partitions wait for the session timeout unless it comes back.
+    pub group_instance_id: String,
     /// Extra librdkafka properties passed verbatim to consumer and producer
     /// (e.g. `security.protocol`, `sasl.mechanism`, `ssl.ca.location`).
     pub client: BTreeMap<String, String>,
@@ -43,6 +50,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "churnstream".into(),
+            group_instance_id: String::new(),
             client: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
