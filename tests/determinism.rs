@@ -5,7 +5,10 @@
 //! - two solo runs must publish the same set of alert ids;
 //! - a faulted run — a second member joins at 20 % of the backlog, the first member is killed
 //!   with SIGKILL at 50 % and restarted, the second at 80 % and restarted — must publish exactly
-//!   the fault-free set: no id missing, no id extra (ignored in `make test`, see its doc).
+//!   the fault-free set: no id missing, no id extra.
+//!
+//! The members are static group members (`kafka.group_instance_id` "first" and "second"; a
+//! restarted member keeps its instance id), see the faulted test's doc for why.
 //!
 //! Every run ends the same way: caught up with the backlog, then idle long enough for every
 //! source to go idle (each partition's clock then closes every day but its newest), then SIGTERM.
@@ -268,11 +271,14 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 /// previous owner revoked it, so both write its changelog for a moment; a restore applies one
 /// member's whole state (`churn_pipeline::lineage`), never a mix of the two.
 ///
-/// Not in `make test` (run it with `cargo nextest run -p churnstream --test determinism
-/// --run-ignored all`): every run that finished gave exactly the fault-free ids, but some runs
-/// do not finish — after a SIGKILL, tansu 0.6's coordinator can leave the live members with
-/// empty assignments and never rebalance once the dead member's session expires (the group
-/// stops; seen as "no progress to 0.8"), a broker liveness defect, not an alert difference.
+/// The members are static (`group.instance.id`): a restarted member takes back its killed
+/// incarnation's member id and assignment within the session timeout (30 s), restores those
+/// partitions from the changelog the killed one left mid-batch and resumes them; the join at
+/// 20 % is the rebalance that moves partitions between two live members. With dynamic members
+/// (`CHURN_DET_DYNAMIC=1`) the run stalls on tansu 0.6: once the SIGKILLed leader's session
+/// expires, its coordinator accepts a follower's SyncGroup, which carries no assignments, as the
+/// leader's — every member is then assigned nothing, heartbeats succeed, and the group never
+/// rebalances again ("no progress to 0.8"; ARCHITECTURE.md, "Rebalances on tansu").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     let b = backlog();

@@ -478,8 +478,9 @@ impl Config {
             if passthrough {
                 key = key.replace('_', ".");
             }
-            // A secret such as `0123` or `1e5` must not become a number.
-            let string_key = parts == ["crm", "secret"];
+            // A secret such as `0123` or `1e5`, or an instance id such as `7`, must not become a
+            // number.
+            let string_key = parts == ["crm", "secret"] || parts == ["kafka", "group_instance_id"];
             table.insert(key, env_value(v, passthrough || string_key));
         }
         let cfg: Config = toml::Value::Table(doc)
@@ -562,6 +563,17 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn group_instance_id_from_env_stays_a_string() {
+        let cfg = Config::load_with_env(None, &env(&[("CHURN__KAFKA__GROUP_INSTANCE_ID", "7")]))
+            .expect("load");
+        assert_eq!(cfg.kafka.group_instance_id, "7");
+        assert!(
+            Config::default().kafka.group_instance_id.is_empty(),
+            "dynamic by default"
+        );
     }
 
     #[test]
