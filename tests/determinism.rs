@@ -5,7 +5,10 @@
 //! - two solo runs must publish the same set of alert ids;
 //! - a faulted run — a second member joins at 20 % of the backlog, the first member is killed
 //!   with SIGKILL at 50 % and restarted, the second at 80 % and restarted — must publish exactly
-//!   the fault-free set: no id missing, no id extra (ignored in `make test`, see its doc).
+//!   the fault-free set: no id missing, no id extra.
+//!
+//! The members are static group members (`kafka.group_instance_id` "first" and "second"; a
+//! restarted member keeps its instance id), see the faulted test's doc for why.
 //!
 //! Every run ends the same way: caught up with the backlog, then idle long enough for every
 //! source to go idle (each partition's clock then closes every day but its newest), then SIGTERM.
@@ -33,8 +36,9 @@ const PARTS: i32 = 4;
 struct Member(Child);
 
 impl Member {
-    fn spawn(config: &Path, log: &Path) -> Member {
-        Member(common::spawn_run(config, log))
+    /// `churnstream run` as the static group member `instance` (None: dynamic membership).
+    fn spawn(config: &Path, log: &Path, instance: Option<&str>) -> Member {
+        Member(common::spawn_run_as(config, log, instance))
     }
 }
 
@@ -100,10 +104,20 @@ async fn published(b: &Backlog, sfx: &str) -> (Config, i64, Broker) {
     let mut cfg = common::pipeline_config_on(&broker.brokers(), "determinism", PARTS).await;
     common::quick_member(&mut cfg);
     // tansu's sqlite coordinator answers heartbeats slowly on a busy machine: 6 s sessions time
-    // out there and the group rebalances again and again.
-    cfg.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "10000".into());
+    // out there and the group rebalances again and again. Static members (see `run`) get 30 s: a
+    // restarted one must heartbeat before its old session ends, and on tansu its JoinGroup and
+    // its SyncGroup each take 3 s (the coordinator's pause for static members) after a start-up
+    // of 1-3 s. CHURN_DET_SESSION_MS overrides.
+    let session_ms: u32 = if dynamic() { 10_000 } else { 30_000 };
+    cfg.kafka.consumer.insert(
+        "session.timeout.ms".into(),
+        env_or("CHURN_DET_SESSION_MS", session_ms).to_string(),
+    );
+    // CHURN_DET_RDKAFKA_DEBUG=cgrp,protocol: librdkafka's debug contexts for the members (their
+    // log lines need CHURN_MEMBER_LOG=info,librdkafka=debug).
+    if let Ok(d) = std::env::var("CHURN_DET_RDKAFKA_DEBUG") {
+        cfg.kafka.consumer.insert("debug".into(), d);
+    }
     // Small batches and a short idle rule: the backlog takes long enough to fault it at chosen
     // points, and a run's end (every source idle) comes soon after it caught up.
     cfg.pipeline.batch_max_events = env_or("CHURN_DET_BATCH", 150);
@@ -126,6 +140,13 @@ async fn published(b: &Backlog, sfx: &str) -> (Config, i64, Broker) {
     (cfg, total, broker)
 }
 
+/// CHURN_DET_DYNAMIC=1: the members join with dynamic membership (a new member id at every
+/// start) instead of as static members; reproduces tansu 0.6's stall (see
+/// `a_join_and_two_sigkills_publish_the_fault_free_alerts`).
+fn dynamic() -> bool {
+    std::env::var_os("CHURN_DET_DYNAMIC").is_some()
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -138,47 +159,60 @@ fn progress(r: &CommittedReader, total: i64) -> f64 {
     r.sum() as f64 / total as f64
 }
 
-async fn wait_progress(r: &CommittedReader, total: i64, at: f64, log: &Path) {
+async fn wait_progress(r: &CommittedReader, total: i64, at: f64, logs: &[PathBuf]) {
     let deadline = Instant::now() + Duration::from_secs(240);
     while tokio::task::block_in_place(|| progress(r, total)) < at {
         assert!(
             Instant::now() < deadline,
-            "no progress to {at}; log tail:\n{}",
-            common::log_tail(log)
+            "no progress to {at}; {}",
+            tails(logs)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// One run over the backlog; returns its alert ids, the log path and the run's config.
-async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf, Config) {
+/// The tail of every member's log.
+fn tails(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .map(|l| format!("log tail of {}:\n{}", l.display(), common::log_tail(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One run over the backlog; returns its alert ids, the members' logs (one per process) and
+/// the run's config.
+async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, Vec<PathBuf>, Config) {
     let (cfg, total, _broker) = published(b, sfx).await;
     let reader = CommittedReader::new(&cfg, &cfg.kafka.group_id, PARTS);
     let config = b.dir.path().join(format!("{sfx}.toml"));
     std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("config");
     // CHURN_KEEP_LOGS=DIR keeps the members' logs there (also when the test fails).
-    let log = std::env::var_os("CHURN_KEEP_LOGS")
-        .map_or_else(|| b.dir.path().to_path_buf(), PathBuf::from)
-        .join(format!("determinism-{sfx}.log"));
-    let mut a = Member::spawn(&config, &log);
+    let dir = std::env::var_os("CHURN_KEEP_LOGS")
+        .map_or_else(|| b.dir.path().to_path_buf(), PathBuf::from);
+    let mut logs = Vec::new();
+    let dynamic = dynamic();
+    let spawn = |name: &str, instance: &str, logs: &mut Vec<PathBuf>| {
+        let log = dir.join(format!("determinism-{sfx}-{name}.log"));
+        logs.push(log.clone());
+        Member::spawn(&config, &log, (!dynamic).then_some(instance))
+    };
+    let mut a = spawn("first", "first", &mut logs);
     let mut second = None;
     if faults {
-        wait_progress(&reader, total, 0.2, &log).await;
+        wait_progress(&reader, total, 0.2, &logs).await;
         eprintln!(
             "{sfx}: second member joins at {:.0} %",
             100.0 * progress(&reader, total)
         );
-        second = Some(Member::spawn(&config, &log));
-        wait_progress(&reader, total, 0.5, &log).await;
+        second = Some(spawn("second", "second", &mut logs));
+        wait_progress(&reader, total, 0.5, &logs).await;
         eprintln!(
             "{sfx}: SIGKILL the first at {:.0} %",
             100.0 * progress(&reader, total)
         );
         kill(a);
-        // Restarted at once: tansu keeps the dead member's partitions until its session times
-        // out (6 s), then hands them on.
-        a = Member::spawn(&config, &log);
-        wait_progress(&reader, total, 0.8, &log).await;
+        a = spawn("first-restarted", "first", &mut logs);
+        wait_progress(&reader, total, 0.8, &logs).await;
         eprintln!(
             "{sfx}: SIGKILL the second at {:.0} %",
             100.0 * progress(&reader, total)
@@ -186,9 +220,9 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
         if let Some(s) = second.take() {
             kill(s);
         }
-        second = Some(Member::spawn(&config, &log));
+        second = Some(spawn("second-restarted", "second", &mut logs));
     }
-    wait_progress(&reader, total, 1.0, &log).await;
+    wait_progress(&reader, total, 1.0, &logs).await;
     common::wait_alerts_settled(&cfg).await;
     terminate(a);
     if let Some(s) = second {
@@ -200,7 +234,7 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, PathBuf
     .iter()
     .map(|r| common::any_alert(&r.payload).id)
     .collect();
-    (ids, log, cfg)
+    (ids, logs, cfg)
 }
 
 /// The alert ids `churnstream backtest` gives for the backlog with the run's pipeline and alert
@@ -264,17 +298,19 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 /// previous owner revoked it, so both write its changelog for a moment; a restore applies one
 /// member's whole state (`churn_pipeline::lineage`), never a mix of the two.
 ///
-/// Not in `make test` (run it with `cargo nextest run -p churnstream --test determinism
-/// --run-ignored all`): every run that finished gave exactly the fault-free ids, but some runs
-/// do not finish — after a SIGKILL, tansu 0.6's coordinator can leave the live members with
-/// empty assignments and never rebalance once the dead member's session expires (the group
-/// stops; seen as "no progress to 0.8"), a broker liveness defect, not an alert difference.
+/// The members are static (`group.instance.id`): a restarted member takes back its killed
+/// incarnation's member id and assignment within the session timeout (30 s), restores those
+/// partitions from the changelog the killed one left mid-batch and resumes them; the join at
+/// 20 % is the rebalance that moves partitions between two live members. With dynamic members
+/// (`CHURN_DET_DYNAMIC=1`) the run stalls on tansu 0.6: once the SIGKILLed leader's session
+/// expires, its coordinator accepts a follower's SyncGroup, which carries no assignments, as the
+/// leader's — every member is then assigned nothing, heartbeats succeed, and the group never
+/// rebalances again ("no progress to 0.8"; ARCHITECTURE.md, "Rebalances on tansu").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu's coordinator sometimes never reassigns a SIGKILLed member's partitions"]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     let b = backlog();
     let (solo, _, _) = run(&b, "solo", false).await;
-    let (faulted, log, _) = run(&b, "faulted", true).await;
+    let (faulted, logs, _) = run(&b, "faulted", true).await;
     eprintln!(
         "solo run: {} alerts, faulted run: {} alerts",
         solo.len(),
@@ -283,8 +319,8 @@ async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     assert_eq!(
         solo,
         faulted,
-        "join at 20 %, SIGKILL at 50 % and 80 %: {}; log tail:\n{}",
+        "join at 20 %, SIGKILL at 50 % and 80 %: {}; {}",
         diff(&solo, &faulted),
-        common::log_tail(&log)
+        tails(&logs)
     );
 }

@@ -559,15 +559,28 @@ pub async fn publish(cfg: &churn_pipeline::Config, events: &[churn_events::Event
 
 /// Start `churnstream run --config <config>` (the real binary), its log appended to `log`.
 pub fn spawn_run(config: &Path, log: &Path) -> Child {
+    spawn_run_as(config, log, None)
+}
+
+/// [`spawn_run`] as the static group member `instance` (`kafka.group_instance_id`), if given.
+pub fn spawn_run_as(config: &Path, log: &Path, instance: Option<&str>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_churnstream"))
-        .args(["run", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_churnstream"));
+    if let Some(id) = instance {
+        cmd.env("CHURN__KAFKA__GROUP_INSTANCE_ID", id);
+    }
+    cmd.args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        // CHURN_MEMBER_LOG overrides the members' RUST_LOG (e.g. `info,librdkafka=debug` with a
+        // librdkafka `debug` context in the config).
+        .env(
+            "RUST_LOG",
+            std::env::var("CHURN_MEMBER_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -810,5 +823,15 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        // CHURN_KEEP_LOGS=DIR keeps the broker's log there too (its directory is usually a
+        // temporary one), as `<broker dir name>.log`.
+        if let (Some(keep), Some(name)) =
+            (std::env::var_os("CHURN_KEEP_LOGS"), self.dir.file_name())
+        {
+            let _ = std::fs::create_dir_all(&keep);
+            let mut to = PathBuf::from(keep).join(name);
+            to.set_extension("log");
+            let _ = std::fs::copy(self.dir.join("broker.log"), to);
+        }
     }
 }

@@ -29,6 +29,13 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id; instances with the same id split the partitions.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`, KIP-345) of the group member consumer;
+    /// empty = dynamic membership. Unique per instance and stable across its restarts (a
+    /// StatefulSet pod name): an instance restarted within `session.timeout.ms` takes its old
+    /// member's place and assignment instead of waiting for that member's session to expire and
+    /// a rebalance (ARCHITECTURE.md, "Rebalances on tansu"). A static member does not leave the
+    /// group on shutdown, so its partitions wait for the session timeout unless it comes back.
+    pub group_instance_id: String,
     /// Extra librdkafka properties passed verbatim to consumer and producer
     /// (e.g. `security.protocol`, `sasl.mechanism`, `ssl.ca.location`).
     pub client: BTreeMap<String, String>,
@@ -65,6 +72,7 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
+            .field("group_instance_id", &self.group_instance_id)
             .field("client", &redacted(&self.client))
             .field("consumer", &redacted(&self.consumer))
             .field("producer", &redacted(&self.producer))
@@ -103,6 +111,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "churnstream".into(),
+            group_instance_id: String::new(),
             client: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
@@ -539,8 +548,9 @@ impl Config {
             if passthrough {
                 key = key.replace('_', ".");
             }
-            // A secret such as `0123` or `1e5` must not become a number.
-            let string_key = parts == ["crm", "secret"];
+            // A secret such as `0123` or `1e5`, or an instance id such as `7`, must not become a
+            // number.
+            let string_key = parts == ["crm", "secret"] || parts == ["kafka", "group_instance_id"];
             table.insert(key, env_value(v, passthrough || string_key));
         }
         let cfg: Config = toml::Value::Table(doc)
@@ -626,6 +636,17 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn group_instance_id_from_env_stays_a_string() {
+        let cfg = Config::load_with_env(None, &env(&[("CHURN__KAFKA__GROUP_INSTANCE_ID", "7")]))
+            .expect("load");
+        assert_eq!(cfg.kafka.group_instance_id, "7");
+        assert!(
+            Config::default().kafka.group_instance_id.is_empty(),
+            "dynamic by default"
+        );
     }
 
     #[test]

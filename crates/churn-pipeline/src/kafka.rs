@@ -764,6 +764,9 @@ pub fn consumer(
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "range")
         .set("statistics.interval.ms", "1000");
+    if !cfg.kafka.group_instance_id.is_empty() {
+        c.set("group.instance.id", &cfg.kafka.group_instance_id);
+    }
     for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
         c.set(k, v);
     }
