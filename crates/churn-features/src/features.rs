@@ -9,7 +9,7 @@
 use polars::prelude::*;
 
 use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
-use crate::rollup::{Carry, CustomerRollups, DayRollup, LOGIN_INDEX};
+use crate::rollup::{Carry, CustomerRollups, DayRollup, COMPLAINT_INDEX, LOGIN_INDEX};
 use crate::Error;
 
 /// Rollups laid out for polars, as of the end of one UTC day. `cid` is the position of the
@@ -300,6 +300,107 @@ pub(crate) const LIFETIME_FEATURES: [&str; 16] = [
     "activity_rate_vs_normal_7d",
 ];
 
+/// Days a trigger's timing looks back (the latest complaint, detractor answer or downgrade of
+/// this many days, and the activity before it): the longest feature window, so the timing
+/// features are the same with or without expiry.
+const TIMING_DAYS: i32 = 90;
+/// Days before a trigger whose activity is compared with the customer's normal.
+const TIMING_PRE_DAYS: i32 = 14;
+/// Active-day rate in the days before a trigger, over the customer's normal before that, at or
+/// above which the trigger came "before the decline" (the customer was still about as active as
+/// usual when it happened).
+const TIMING_AS_USUAL: f64 = 0.7;
+
+/// When the latest triggers of one customer happened, relative to their activity (one pass over
+/// the day rows of the last [`TIMING_DAYS`], no state of its own): a complaint, a detractor
+/// answer or a downgrade that came while the customer was still active as usual may have set a
+/// decline off; one that came when activity had already fallen is part of the decline.
+#[derive(Default)]
+struct Timing {
+    /// Bit `k`: the customer was active (a purchase or any engagement) on day `as_of - k`.
+    active: u128,
+    last_complaint: Option<i32>,
+    /// Day and score of the latest NPS answer.
+    last_nps: Option<(i32, u8)>,
+    last_downgrade: Option<i32>,
+}
+
+impl Timing {
+    /// Add a day row (increasing day order, `<= as_of`).
+    fn add(&mut self, r: &DayRollup, as_of: i32) {
+        let age = as_of - r.day;
+        if !(0..TIMING_DAYS).contains(&age) {
+            return;
+        }
+        if r.purchases > 0 || r.engagement.iter().any(|&n| n > 0) {
+            self.active |= 1u128 << age;
+        }
+        if r.engagement[COMPLAINT_INDEX] > 0 {
+            self.last_complaint = Some(r.day);
+        }
+        if let Some(n) = r.nps_last {
+            self.last_nps = Some((r.day, n.value));
+        }
+        if r.downgrades > 0 {
+            self.last_downgrade = Some(r.day);
+        }
+    }
+
+    /// Active days among days `from..=to` (as of `as_of`).
+    fn active_days(&self, as_of: i32, from: i32, to: i32) -> u32 {
+        let (lo, hi) = (as_of - to, as_of - from);
+        if hi < lo {
+            return 0;
+        }
+        let width = (hi - lo + 1) as u32;
+        let mask = if width >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << width) - 1
+        };
+        ((self.active >> lo) & mask).count_ones()
+    }
+
+    /// 1 if a trigger on `day` came while the customer was still active as usual: active days
+    /// in the [`TIMING_PRE_DAYS`] before it at least [`TIMING_AS_USUAL`] × their rate from the
+    /// start of the window (the first day, or [`TIMING_DAYS`] ago) up to then, both smoothed by
+    /// 0.02. With fewer than 14 days of normal to compare with it cannot tell: 1.
+    fn before_decline(&self, day: i32, first_day: i32, as_of: i32) -> f64 {
+        let lo = first_day.max(as_of - TIMING_DAYS + 1);
+        let normal_to = day - TIMING_PRE_DAYS - 1;
+        if normal_to - lo + 1 < 14 {
+            return 1.0;
+        }
+        let normal =
+            f64::from(self.active_days(as_of, lo, normal_to)) / f64::from(normal_to - lo + 1);
+        let pre = f64::from(self.active_days(as_of, day - TIMING_PRE_DAYS, day - 1))
+            / f64::from(TIMING_PRE_DAYS);
+        if (pre + 0.02) / (normal + 0.02) >= TIMING_AS_USUAL {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// The timing features, in [`TIMING_FEATURES`] order.
+    fn features(&self, first_day: i32, as_of: i32) -> [f64; TIMING_FEATURES.len()] {
+        let at = |d: Option<i32>| d.map_or(0.0, |d| self.before_decline(d, first_day, as_of));
+        let detractor = self.last_nps.filter(|(_, v)| *v <= 6).map(|(d, _)| d);
+        [
+            at(self.last_complaint),
+            at(detractor),
+            at(self.last_downgrade),
+        ]
+    }
+}
+
+/// Names of the features [`Timing::features`] computes (columns of the `customers` frame).
+pub(crate) const TIMING_FEATURES: [&str; 3] = [
+    "complaint_before_decline",
+    "detractor_before_decline",
+    "downgrade_before_decline",
+];
+
 impl RollupFrames {
     /// Lay out the given customers' rollups as of the end of day `as_of` (cid = index in
     /// `customers`). Day rows after `as_of` are left out, so no later event can leak in.
@@ -319,6 +420,8 @@ impl RollupFrames {
         let mut c_mrr = Vec::with_capacity(n);
         let mut life: [Vec<f64>; LIFETIME_FEATURES.len()] =
             std::array::from_fn(|_| Vec::with_capacity(n));
+        let mut timing: [Vec<f64>; TIMING_FEATURES.len()] =
+            std::array::from_fn(|_| Vec::with_capacity(n));
 
         for (i, c) in customers.into_iter().enumerate() {
             let i = i as u32;
@@ -331,8 +434,10 @@ impl RollupFrames {
             c_mrr.push(c.carry().mrr_last.map(|s| s.value));
             let mut current: Option<(u8, Bucket)> = None;
             let mut lt = Lifetime::start(c.carry());
+            let mut tm = Timing::default();
             for r in c.days().take_while(|r| r.day <= as_of) {
                 lt.add(&r, as_of);
+                tm.add(&r, as_of);
                 let b = bucket(as_of, r.day);
                 match &mut current {
                     Some((cb, acc)) if *cb == b => acc.add(&r),
@@ -353,6 +458,10 @@ impl RollupFrames {
             for (col, v) in life.iter_mut().zip(f) {
                 col.push(v);
             }
+            let f = tm.features(c.first_day.unwrap_or(as_of), as_of);
+            for (col, v) in timing.iter_mut().zip(f) {
+                col.push(v);
+            }
         }
         let days = days.into_frame()?;
         let mut cols = vec![
@@ -368,6 +477,12 @@ impl RollupFrames {
             LIFETIME_FEATURES
                 .iter()
                 .zip(life)
+                .map(|(name, v)| Column::new((*name).into(), v)),
+        );
+        cols.extend(
+            TIMING_FEATURES
+                .iter()
+                .zip(timing)
                 .map(|(name, v)| Column::new((*name).into(), v)),
         );
         let customers = DataFrame::new_infer_height(cols)?;
@@ -574,6 +689,7 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
             ]
             .into_iter()
             .chain(LIFETIME_FEATURES.iter().map(|n| col(*n)))
+            .chain(TIMING_FEATURES.iter().map(|n| col(*n)))
             .collect::<Vec<_>>(),
         )
         .sort(["cid"], SortMultipleOptions::default())
@@ -655,5 +771,75 @@ impl FeatureMatrix {
             }
         }
         Ok(FeatureMatrix { cids, values })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An edit of one day row.
+    type Edit = (i32, fn(&mut DayRollup));
+
+    /// Day rows of the given days (activity: one session each), as of `as_of`.
+    fn timing(as_of: i32, active: impl IntoIterator<Item = i32>, edit: &[Edit]) -> Timing {
+        let mut rows: std::collections::BTreeMap<i32, DayRollup> = active
+            .into_iter()
+            .map(|d| {
+                let mut r = DayRollup {
+                    day: d,
+                    ..DayRollup::default()
+                };
+                r.engagement[1] = 1;
+                (d, r)
+            })
+            .collect();
+        for (d, f) in edit {
+            f(rows.entry(*d).or_insert_with(|| DayRollup {
+                day: *d,
+                ..DayRollup::default()
+            }));
+        }
+        let mut t = Timing::default();
+        for r in rows.values() {
+            t.add(r, as_of);
+        }
+        t
+    }
+
+    #[test]
+    fn a_trigger_is_before_the_decline_when_activity_was_as_usual_before_it() {
+        let as_of = 1000;
+        let complaint: fn(&mut DayRollup) = |r| r.engagement[COMPLAINT_INDEX] += 1;
+        // Active every other day for 60 days, then silent for the last 30.
+        let active = (as_of - 89..=as_of - 30).filter(|d| d % 2 == 0);
+        // A complaint on the last active stretch: as usual before it.
+        let t = timing(as_of, active.clone(), &[(as_of - 32, complaint)]);
+        assert_eq!(t.features(as_of - 200, as_of)[0], 1.0);
+        // A complaint after 20 silent days: the decline had started.
+        let t = timing(as_of, active.clone(), &[(as_of - 10, complaint)]);
+        assert_eq!(t.features(as_of - 200, as_of)[0], 0.0);
+        // Too little history before it to tell (a new customer): counts as before.
+        let t = timing(as_of, active, &[(as_of - 10, complaint)]);
+        assert_eq!(t.features(as_of - 30, as_of)[0], 1.0);
+        // No complaint, no detractor answer, no downgrade.
+        assert_eq!(t.features(as_of - 30, as_of)[1..], [0.0, 0.0]);
+        // A detractor answer counts; a passive one does not.
+        let detractor: fn(&mut DayRollup) =
+            |r| r.nps_last = Some(crate::rollup::Stamped { ts: 0, value: 4 });
+        let passive: fn(&mut DayRollup) =
+            |r| r.nps_last = Some(crate::rollup::Stamped { ts: 0, value: 7 });
+        let active = (as_of - 89..=as_of).filter(|d| d % 2 == 0);
+        let t = timing(as_of, active.clone(), &[(as_of - 20, detractor)]);
+        assert_eq!(t.features(as_of - 200, as_of)[1], 1.0);
+        let t = timing(
+            as_of,
+            active.clone(),
+            &[(as_of - 30, detractor), (as_of - 20, passive)],
+        );
+        assert_eq!(t.features(as_of - 200, as_of)[1], 0.0);
+        // Older than the window: ignored (same with or without expiry).
+        let t = timing(as_of, active, &[(as_of - 95, complaint)]);
+        assert_eq!(t.features(as_of - 200, as_of)[0], 0.0);
     }
 }

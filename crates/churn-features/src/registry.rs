@@ -243,6 +243,10 @@ pub const FEATURES: &[FeatureDef] = &[
     f("purchase_rate_vs_normal_28d", R, Id, Spend, Dn, "Orders per day over the last 28 d (or the tenure, if shorter) / lifetime orders per day, both +0.5 smoothed; < 1 = buying less than usual (capped at 10)"),
     f("activity_rate_vs_normal_28d", E, Id, Eng, Dn, "Active days per day over the last 28 d (or the tenure) / lifetime active days per day, +0.5 smoothed; < 1 = less active than usual (capped at 10)"),
     f("activity_rate_vs_normal_7d", E, Id, Eng, Dn, "As activity_rate_vs_normal_28d over the last 7 days"),
+    // Trigger timing (the day rows of the last 90 days): did the trigger come before the decline?
+    f("complaint_before_decline", E, Id, Comp, Up, "1 if the latest complaint of the last 90 days came while the customer was still active as usual (active days in the 14 days before it at least 0.7x their rate before that, within the 90 days; 1 with too little history to tell); 0 without one"),
+    f("detractor_before_decline", E, Id, Det, Up, "As complaint_before_decline for the latest NPS answer of the last 90 days, if it is a detractor (0-6)"),
+    f("downgrade_before_decline", R, Id, Down, Up, "As complaint_before_decline for the latest plan downgrade of the last 90 days"),
 ];
 
 /// Feature names in model-input order.

@@ -929,6 +929,10 @@ impl CustomerRollups {
 /// the hot loops; a test keeps them equal).
 pub(crate) const LOGIN_INDEX: usize = 0;
 
+/// Index of the complaint count in [`DayRollup::engagement`] (`kind_index(Complaint)`; a test
+/// keeps them equal).
+pub(crate) const COMPLAINT_INDEX: usize = 7;
+
 fn kind_index(kind: EngagementKind) -> usize {
     EngagementKind::ALL
         .iter()
@@ -1086,6 +1090,7 @@ mod tests {
     #[test]
     fn login_index_is_the_login_kind() {
         assert_eq!(kind_index(EngagementKind::Login), LOGIN_INDEX);
+        assert_eq!(kind_index(EngagementKind::Complaint), COMPLAINT_INDEX);
     }
 
     #[test]

@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(lines[0], csv_header().join(","));
         assert_eq!(csv_header().len(), FEATURES.len() + 4);
         assert!(lines[0].starts_with("customer_id,as_of,recency_purchase_days,"));
-        assert!(lines[0].ends_with(",activity_rate_vs_normal_7d,label,split"));
+        assert!(lines[0].ends_with(",downgrade_before_decline,label,split"));
         assert!(lines[1].starts_with("cust-1,2024-10-04,"), "{}", lines[1]);
         assert!(lines[1].ends_with(",0,train"));
         assert!(

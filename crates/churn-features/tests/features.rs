@@ -150,6 +150,13 @@ fn hand_computed_values() {
     close("purchase_rate_vs_normal_28d", (0.5 / 28.0) / (2.5 / 71.0));
     close("activity_rate_vs_normal_28d", (5.5 / 28.0) / (8.5 / 71.0));
     close("activity_rate_vs_normal_7d", (0.5 / 7.0) / (8.5 / 71.0));
+    // The complaint (day 62), the detractor answer (60) and the downgrade (61) came while the
+    // customer was as active as usual: e.g. for the complaint, 1 active day (50) in 48..=61 vs
+    // 3 (0, 40, 45) in 0..=47: (1/14 + 0.02) / (3/48 + 0.02) >= 0.7. NPS answers and
+    // subscription events are no activity.
+    close("complaint_before_decline", 1.0);
+    close("detractor_before_decline", 1.0);
+    close("downgrade_before_decline", 1.0);
 }
 
 /// Lifetime totals and the inter-purchase spread survive expiry exactly, also when the cut

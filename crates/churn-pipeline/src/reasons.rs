@@ -16,9 +16,13 @@
 //!   decline group is large for nearly everyone the model alerts and would drown out what set
 //!   the decline off. A *trigger* group (detractor feedback, complaints and support, plan
 //!   downgrade, price sensitivity: something that happened to or was said by the customer)
-//!   whose contribution is at least [`TRIGGER_MIN_LOGIT`] therefore ranks before the *symptom*
-//!   groups (engagement decline, spend decline, tenure/new customer); within each tier groups
-//!   rank by contribution. Each reason names its lead member (the largest contribution) and
+//!   whose contribution is at least [`TRIGGER_MIN_LOGIT`] and whose latest event came *before*
+//!   the decline ([`trigger_gate`]: the customer was still active as usual in the two weeks
+//!   before it) therefore ranks before the *symptom* groups (engagement decline, spend decline,
+//!   tenure/new customer); a complaint, detractor answer or downgrade that came when activity
+//!   had already fallen is part of the decline and ranks with the symptoms by its contribution.
+//!   Support tickets alone never make `complaints_support` a trigger (the gate needs a
+//!   complaint). Within each tier groups rank by contribution. Each reason names its lead member (the largest contribution) and
 //!   says in words how the customer differs from their own normal or from the population, from
 //!   the templates of a locale file (`locales/en.toml`, `locales/nl.toml`).
 
@@ -39,6 +43,21 @@ const LOCALES: [(&str, &str); 2] = [
 /// least this (module docs). 0.2 is about what one complaint, one downgrade or a detractor
 /// answer adds with the default data's models; a never-answered survey (≈ 0.05) stays below.
 pub const TRIGGER_MIN_LOGIT: f64 = 0.2;
+
+/// The registry feature that says whether a trigger group's latest event came before the
+/// activity decline (1) or during it (0): a complaint, detractor answer or downgrade that came
+/// while the customer was still active as usual may have set the decline off; one that came
+/// after activity had already fallen is part of the decline (disengaging customers complain,
+/// answer surveys lower and downgrade more), so it does not rank as a trigger. Price sensitivity
+/// has no dated event and no gate.
+pub fn trigger_gate(g: Group) -> Option<&'static str> {
+    match g {
+        Group::DetractorFeedback => Some("detractor_before_decline"),
+        Group::ComplaintsSupport => Some("complaint_before_decline"),
+        Group::PlanDowngrade => Some("downgrade_before_decline"),
+        _ => None,
+    }
+}
 
 /// Whether a group is a trigger (something that happened) rather than a symptom.
 pub fn is_trigger(g: Group) -> bool {
@@ -207,8 +226,9 @@ impl Explainer {
     }
 
     /// Every reason group with its contribution for one row (`input`: model input in registry
-    /// order), in reason order (module docs: triggers over [`TRIGGER_MIN_LOGIT`] first, then by
-    /// contribution; ties in [`Group::REASONS`] order).
+    /// order), in reason order (module docs: triggers over [`TRIGGER_MIN_LOGIT`] whose event
+    /// came before the decline ([`trigger_gate`]) first, then by contribution; ties in
+    /// [`Group::REASONS`] order).
     pub fn groups(&self, input: &[f64]) -> Vec<GroupContribution> {
         let mut out: Vec<GroupContribution> = Group::REASONS
             .iter()
@@ -241,9 +261,17 @@ impl Explainer {
             })
             .filter(|g| g.lead != usize::MAX)
             .collect();
-        // Triggers over the bar first, then by contribution; stable: ties keep REASONS order.
+        // Triggers over the bar whose event came before the decline first, then by
+        // contribution; stable: ties keep REASONS order.
+        let before_decline = |g: Group| {
+            trigger_gate(g).is_none_or(|name| input.get(col(name)).is_some_and(|&v| v > 0.0))
+        };
         let tier = |g: &GroupContribution| {
-            u8::from(!(is_trigger(g.group) && g.contribution >= TRIGGER_MIN_LOGIT))
+            u8::from(
+                !(is_trigger(g.group)
+                    && g.contribution >= TRIGGER_MIN_LOGIT
+                    && before_decline(g.group)),
+            )
         };
         out.sort_by(|a, b| {
             tier(a)
@@ -503,11 +531,14 @@ mod tests {
             ("nps_detractor", 1.0),
         ]);
         let e = Explainer::new(&m, Locale::default());
-        // Engagement 3.0, complaints 0.5 (over the bar), detractor 0.1 (under it).
+        // Engagement 3.0, complaints 0.5 (over the bar, before the decline), detractor 0.1
+        // (under it).
         let input = row(&[
             ("activity_rate_vs_normal_7d", -3.0),
             ("complaints_28d", 0.5),
+            ("complaint_before_decline", 1.0),
             ("nps_detractor", 0.1),
+            ("detractor_before_decline", 1.0),
         ]);
         let order: Vec<Group> = e.groups(&input).iter().map(|g| g.group).collect();
         assert_eq!(
@@ -520,6 +551,51 @@ mod tests {
         );
         // Without the complaint, the symptom leads.
         let input = row(&[("activity_rate_vs_normal_7d", -3.0), ("nps_detractor", 0.1)]);
+        assert_eq!(e.groups(&input)[0].group, Group::EngagementDecline);
+    }
+
+    #[test]
+    fn a_trigger_that_came_during_the_decline_ranks_with_the_symptoms() {
+        let m = model(&[
+            ("activity_rate_vs_normal_7d", -1.0),
+            ("complaints_28d", 1.0),
+            ("support_tickets_28d", 1.0),
+            ("nps_detractor", 1.0),
+        ]);
+        let e = Explainer::new(&m, Locale::default());
+        // A complaint (1.0) after activity had fallen; a detractor answer (0.5) before it.
+        let mut input = row(&[
+            ("activity_rate_vs_normal_7d", -3.0),
+            ("complaints_28d", 1.0),
+            ("complaint_before_decline", 0.0),
+            ("nps_detractor", 0.5),
+            ("detractor_before_decline", 1.0),
+        ]);
+        let order: Vec<Group> = e.groups(&input).iter().map(|g| g.group).collect();
+        assert_eq!(
+            &order[..3],
+            [
+                Group::DetractorFeedback,
+                Group::EngagementDecline,
+                Group::ComplaintsSupport
+            ]
+        );
+        // Neither before the decline: ranked by contribution, the symptom first.
+        input[col("detractor_before_decline")] = 0.0;
+        let order: Vec<Group> = e.groups(&input).iter().map(|g| g.group).collect();
+        assert_eq!(
+            &order[..3],
+            [
+                Group::EngagementDecline,
+                Group::ComplaintsSupport,
+                Group::DetractorFeedback
+            ]
+        );
+        // Support tickets alone (no complaint, so the gate is 0) are no trigger either.
+        let input = row(&[
+            ("activity_rate_vs_normal_7d", -3.0),
+            ("support_tickets_28d", 2.0),
+        ]);
         assert_eq!(e.groups(&input)[0].group, Group::EngagementDecline);
     }
 
