@@ -644,20 +644,57 @@ pub fn restore_records(
     Ok(resolve(&log, &crate::engine::Snapshot::applied_of, held))
 }
 
-/// Check that the topics this stage reads and writes exist (clear error naming the brokers tried)
-/// and, for the stages that keep state, create the changelog topic, co-partitioned with the
-/// consumed topics, if it is missing.
-pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new()).create()?;
-    let md = admin
-        .inner()
+/// Client context of the start-up metadata probe ([`startup_metadata`]): logs librdkafka's global errors as the default
+/// context does, and keeps the latest one, so that a start-up failure names its cause (an SSL
+/// handshake or a SASL authentication error) instead of only "transport failure".
+#[derive(Default)]
+struct StartupContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for StartupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+/// The probe produces nothing: no deliveries to handle.
+impl rdkafka::producer::ProducerContext for StartupContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// The cluster's metadata at start-up, through a client whose main queue is served here (an
+/// admin client's is not, so its errors and log lines would never surface): when the brokers
+/// cannot be reached, the error names the brokers, how the client authenticates
+/// ([`crate::config::KafkaConfig::security`], never a secret) and librdkafka's own cause.
+fn startup_metadata(cfg: &Config) -> Result<rdkafka::metadata::Metadata, Error> {
+    let probe: rdkafka::producer::BaseProducer<StartupContext> =
+        client_config(cfg, &BTreeMap::new()).create_with_context(StartupContext::default())?;
+    probe
+        .client()
         .fetch_metadata(None, Duration::from_secs(15))
         .map_err(|e| {
+            // Serve the queued error and log events (the handshake or authentication failure).
+            for _ in 0..5 {
+                probe.poll(Duration::from_millis(50));
+            }
             let security = cfg.kafka.security();
+            let cause = probe
+                .context()
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .map(|e| format!("; the client's last error: {e}"))
+                .unwrap_or_default();
             let hint = if security == "security.protocol=plaintext" {
-                ""
+                cause
             } else {
-                " (check the credentials and the CA / certificate settings; librdkafka's log lines before this one name the failure)"
+                format!("{cause} (check the credentials and the CA / certificate settings)")
             };
             Error::Config {
                 path: "kafka.brokers".into(),
@@ -666,7 +703,15 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
                     cfg.kafka.brokers
                 ),
             }
-        })?;
+        })
+}
+
+/// Check that the topics this stage reads and writes exist (clear error naming the brokers tried)
+/// and, for the stages that keep state, create the changelog topic, co-partitioned with the
+/// consumed topics, if it is missing.
+pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
+    let md = startup_metadata(cfg)?;
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new()).create()?;
     let parts = |name: &str| {
         md.topics()
             .iter()
