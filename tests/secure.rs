@@ -154,8 +154,8 @@ fn client(cfg: &churn_pipeline::Config, group: &str) -> BaseConsumer {
     c.create().expect("secured client")
 }
 
-/// Records of `topic` (every partition), read through the secured listener until `want` or a
-/// quiet timeout.
+/// How many records `topic` holds (every partition), read through the secured listener until
+/// nothing arrives for 5 s.
 fn count_records(cfg: &churn_pipeline::Config, topic: &str) -> usize {
     let c = client(cfg, &common::unique("secure_reader"));
     let mut tpl = TopicPartitionList::new();
