@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
+
+use common::{Broker, Storage};
 
 const PARTS: i32 = 2;
 
@@ -37,13 +39,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn wait_listening(port: u16, what: &str, log: &Path) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -55,33 +50,6 @@ fn wait_listening(port: u16, what: &str, log: &Path) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn tansu(dir: &Path, port: u16, advertised: u16, auth: bool) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("broker.log"))
-        .expect("broker log");
-    let mut cmd = Command::new(common::tansu_bin());
-    cmd.current_dir(dir)
-        .args(["broker", "--listener-url"])
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .arg("--advertised-listener-url")
-        .arg(format!("tcp://127.0.0.1:{advertised}"))
-        .args(["--storage-engine", "sqlite://tansu.db"]);
-    if auth {
-        cmd.arg("--authentication");
-    }
-    let child = cmd
-        .stdout(log.try_clone().expect("log fd"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn tansu (set CHURN_TANSU)");
-    let p = Proc(child);
-    wait_listening(port, "tansu", &dir.join("broker.log"));
-    p
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, `<name>.pem` with key `<name>-key.pem`;
@@ -207,10 +175,10 @@ fn spawn_run(config: &Path, log: &Path) -> Proc {
 async fn the_pipeline_runs_through_tls() {
     let dir = tempfile::tempdir().expect("tmp");
     let ca = certificate(dir.path(), "server");
-    let (plain, tls) = (free_port(), free_port());
+    let (plain, tls) = (common::free_port(), common::free_port());
 
     // Topics first, on the open port (the broker's storage keeps them across the restart).
-    let mut broker = tansu(dir.path(), plain, plain, false);
+    let mut broker = Broker::on(dir.path(), Storage::Sqlite, plain, plain);
     let mut cfg = common::pipeline_config_on(&format!("127.0.0.1:{plain}"), "secure", PARTS).await;
     common::quick_member(&mut cfg);
     let (pop, model, _) = common::population_and_model(80, 100, 3, 28);
@@ -218,7 +186,7 @@ async fn the_pipeline_runs_through_tls() {
     model.save(&model_path).expect("save model");
     cfg.model.path = model_path;
     drop(broker);
-    broker = tansu(dir.path(), plain, tls, false);
+    broker = Broker::on(dir.path(), Storage::Sqlite, plain, tls);
     let _tls = tls_terminator(dir.path(), tls, plain);
     secured(&mut cfg, tls, &ca);
 

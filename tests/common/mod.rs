@@ -733,23 +733,36 @@ pub enum Storage {
     Sqlite,
 }
 
+/// A port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A private tansu broker on a fixed port with its storage in `dir`; killed on drop.
 pub struct Broker {
     dir: PathBuf,
     addr: SocketAddr,
+    /// The port the broker advertises in metadata (its own unless something fronts it).
+    advertised: u16,
     storage: Storage,
     child: Option<Child>,
 }
 
 impl Broker {
     pub fn new(dir: &Path, storage: Storage) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
+        Broker::on(dir, storage, port, port)
+    }
+
+    /// Listening on `port` and advertising `advertised` (e.g. a TLS terminator in front of it).
+    pub fn on(dir: &Path, storage: Storage, port: u16, advertised: u16) -> Self {
         let mut b = Broker {
             dir: dir.to_path_buf(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            advertised,
             storage,
             child: None,
         };
@@ -783,7 +796,7 @@ impl Broker {
                 &url,
                 "--advertised-listener-url",
             ])
-            .arg(&url)
+            .arg(format!("tcp://127.0.0.1:{}", self.advertised))
             .args([
                 "--storage-engine",
                 match self.storage {

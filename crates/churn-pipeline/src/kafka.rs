@@ -644,9 +644,10 @@ pub fn restore_records(
     Ok(resolve(&log, &crate::engine::Snapshot::applied_of, held))
 }
 
-/// Client context of the start-up metadata probe ([`startup_metadata`]): logs librdkafka's global errors as the default
-/// context does, and keeps the latest one, so that a start-up failure names its cause (an SSL
-/// handshake or a SASL authentication error) instead of only "transport failure".
+/// Client context of the start-up metadata probe ([`startup_metadata`]): logs librdkafka's
+/// global errors as the default context does, and keeps the latest one, so that a start-up
+/// failure names its cause (an SSL handshake or a SASL authentication error) instead of only
+/// "transport failure".
 #[derive(Default)]
 struct StartupContext {
     last_error: Mutex<Option<String>>,
