@@ -25,7 +25,18 @@ pub struct DecodeLimits {
     pub max_future: Duration,
     /// Longest accepted id/string field, in bytes.
     pub max_field_len: usize,
+    /// How far in the past `occurred_at` may be relative to the decoder's clock (`None`: no
+    /// bound). An ancient timestamp would skip the warm-up and make day scans O(days).
+    pub max_past: Option<Duration>,
+    /// Largest accepted value of a numeric field (`amount`, `discount`, `duration_s`, `mrr`):
+    /// a value near `f64::MAX` overflows sums and features to infinity and the risk to NaN.
+    pub max_number: f64,
 }
+
+/// Default of [`DecodeLimits::max_past`]: ten years, in days.
+pub const DEFAULT_MAX_PAST_DAYS: i64 = 3653;
+/// Default of [`DecodeLimits::max_number`].
+pub const DEFAULT_MAX_NUMBER: f64 = 1e9;
 
 impl Default for DecodeLimits {
     fn default() -> Self {
@@ -33,6 +44,8 @@ impl Default for DecodeLimits {
             max_bytes: 64 * 1024,
             max_future: Duration::hours(24),
             max_field_len: 256,
+            max_past: Some(Duration::days(DEFAULT_MAX_PAST_DAYS)),
+            max_number: DEFAULT_MAX_NUMBER,
         }
     }
 }
@@ -82,6 +95,20 @@ pub enum Rejection {
         now: DateTime<Utc>,
         max_hours: i64,
     },
+    #[error("ancient_timestamp: occurred_at {at} is more than {max_days} days before now ({now}; `pipeline.max_past_days`, 0 = no bound)")]
+    AncientTimestamp {
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max_days: i64,
+    },
+    #[error("out_of_range: `{field}` = {value} is larger than {max}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        max: f64,
+    },
+    #[error("key_mismatch: message key `{key}` is not the event's customer_id `{customer_id}` (input topics must be keyed by customer_id, or a customer's events land on another partition than its state)")]
+    KeyMismatch { key: String, customer_id: String },
 }
 
 impl Rejection {
@@ -102,11 +129,14 @@ impl Rejection {
             Rejection::NpsOutOfRange(_) => "nps_out_of_range",
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::FutureTimestamp { .. } => "future_timestamp",
+            Rejection::AncientTimestamp { .. } => "ancient_timestamp",
+            Rejection::OutOfRange { .. } => "out_of_range",
+            Rejection::KeyMismatch { .. } => "key_mismatch",
         }
     }
 
     /// Every reason code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 17] = [
         "oversize",
         "invalid_utf8",
         "malformed_json",
@@ -121,6 +151,9 @@ impl Rejection {
         "nps_out_of_range",
         "bad_timestamp",
         "future_timestamp",
+        "ancient_timestamp",
+        "out_of_range",
+        "key_mismatch",
     ];
 }
 
@@ -320,21 +353,58 @@ fn number(name: &'static str, f: Option<Field<'_>>) -> Result<f64, Rejection> {
     }
 }
 
-fn non_negative(name: &'static str, v: f64) -> Result<f64, Rejection> {
-    if v < 0.0 {
-        Err(Rejection::NegativeAmount {
-            field: name,
-            value: v,
-        })
-    } else {
-        Ok(v)
+impl Ctx<'_> {
+    /// A number in `0..=max_number`.
+    fn bounded(&self, name: &'static str, v: f64) -> Result<f64, Rejection> {
+        if v < 0.0 {
+            Err(Rejection::NegativeAmount {
+                field: name,
+                value: v,
+            })
+        } else if v > self.limits.max_number {
+            Err(Rejection::OutOfRange {
+                field: name,
+                value: v,
+                max: self.limits.max_number,
+            })
+        } else {
+            Ok(v)
+        }
+    }
+
+    fn opt_bounded(
+        &self,
+        name: &'static str,
+        f: Option<Field<'_>>,
+    ) -> Result<Option<f64>, Rejection> {
+        match f {
+            None | Some(Field::Null) => Ok(None),
+            other => self.bounded(name, number(name, other)?).map(Some),
+        }
     }
 }
 
-fn opt_non_negative(name: &'static str, f: Option<Field<'_>>) -> Result<Option<f64>, Rejection> {
-    match f {
-        None | Some(Field::Null) => Ok(None),
-        other => non_negative(name, number(name, other)?).map(Some),
+/// Longest part of a message key quoted in a [`Rejection::KeyMismatch`].
+const KEY_QUOTE_MAX: usize = 64;
+
+/// A Kafka message's key must be its event's `customer_id`: input topics are keyed by it, so
+/// that all of a customer's events share one partition (and the instance holding its state). A
+/// message without a key passes (it cannot be checked); one with another key is a
+/// [`Rejection::KeyMismatch`].
+pub fn check_key(key: Option<&[u8]>, ev: &Event) -> Result<(), Rejection> {
+    match key {
+        Some(k) if k != ev.customer_id.as_bytes() => {
+            let shown = &k[..k.len().min(KEY_QUOTE_MAX)];
+            let mut key = String::from_utf8_lossy(shown).into_owned();
+            if k.len() > KEY_QUOTE_MAX {
+                key.push('…');
+            }
+            Err(Rejection::KeyMismatch {
+                key,
+                customer_id: ev.customer_id.clone(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -354,9 +424,18 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             max_hours: limits.max_future.num_hours(),
         });
     }
+    if let Some(oldest) = limits.max_past.and_then(|p| now.checked_sub_signed(p)) {
+        if occurred_at < oldest {
+            return Err(Rejection::AncientTimestamp {
+                at: occurred_at,
+                now,
+                max_days: limits.max_past.map_or(0, |p| p.num_days()),
+            });
+        }
+    }
     let payload = match &*ty {
         "purchase" => {
-            let amount = non_negative("amount", number("amount", raw.amount)?)?;
+            let amount = cx.bounded("amount", number("amount", raw.amount)?)?;
             let items = number("items", raw.items)?;
             if items < 0.0 || items.fract() != 0.0 || items > u32::MAX as f64 {
                 return Err(Rejection::WrongType {
@@ -369,7 +448,7 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
                 amount,
                 currency: cx.string("currency", raw.currency)?,
                 items: items as u32,
-                discount: opt_non_negative("discount", raw.discount)?,
+                discount: cx.opt_bounded("discount", raw.discount)?,
             })
         }
         "engagement" => {
@@ -380,7 +459,7 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             })?;
             Payload::Engagement(Engagement {
                 kind,
-                duration_s: opt_non_negative("duration_s", raw.duration_s)?,
+                duration_s: cx.opt_bounded("duration_s", raw.duration_s)?,
                 feature: cx.opt_string("feature", raw.feature)?,
             })
         }
@@ -405,7 +484,7 @@ fn validate(raw: Raw<'_>, now: DateTime<Utc>, limits: &DecodeLimits) -> Result<E
             Payload::Subscription(Subscription {
                 action,
                 plan: cx.string("plan", raw.plan)?,
-                mrr: non_negative("mrr", number("mrr", raw.mrr)?)?,
+                mrr: cx.bounded("mrr", number("mrr", raw.mrr)?)?,
             })
         }
         _ => return Err(Rejection::UnknownType(ty.into_owned())),
@@ -510,6 +589,34 @@ mod tests {
             ),
             (r#"[1,2,3]"#, "malformed_json"),
             (r#"{"amount": NaN}"#, "malformed_json"),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2026-02-01T10:00:00Z","type":"purchase","order_id":"o","amount":1e308,"currency":"EUR","items":1}"#,
+                "out_of_range",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2026-02-01T10:00:00Z","type":"purchase","order_id":"o","amount":1e9,"currency":"EUR","items":1,"discount":1e10}"#,
+                "out_of_range",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2026-02-01T10:00:00Z","type":"subscription","action":"start","plan":"p","mrr":2e9}"#,
+                "out_of_range",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2026-02-01T10:00:00Z","type":"engagement","kind":"login","duration_s":1e12}"#,
+                "out_of_range",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"1970-01-01T00:00:00Z","type":"feedback","nps_score":7}"#,
+                "ancient_timestamp",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2016-02-28T00:00:00Z","type":"feedback","nps_score":7}"#,
+                "ancient_timestamp",
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"2016-03-02T00:00:00Z","type":"feedback","nps_score":7}"#,
+                "ok",
+            ),
         ];
         for (input, want) in cases {
             let got = match dec(input) {
@@ -518,6 +625,35 @@ mod tests {
             };
             assert_eq!(got, *want, "input: {input}");
         }
+    }
+
+    #[test]
+    fn the_past_bound_can_be_lifted() {
+        let old = r#"{"event_id":"e","customer_id":"c","occurred_at":"1999-12-31T00:00:00Z","type":"feedback","nps_score":7}"#;
+        let open = DecodeLimits {
+            max_past: None,
+            ..DecodeLimits::default()
+        };
+        assert!(decode(old.as_bytes(), now(), &open).is_ok());
+        let huge = DecodeLimits {
+            max_past: Some(Duration::MAX),
+            ..DecodeLimits::default()
+        };
+        assert!(decode(old.as_bytes(), now(), &huge).is_ok(), "no overflow");
+    }
+
+    #[test]
+    fn a_key_other_than_the_customer_id_is_rejected() {
+        let ev = dec(r#"{"event_id":"e","customer_id":"c-1","occurred_at":"2026-02-01T10:00:00Z","type":"feedback","nps_score":7}"#)
+            .expect("valid");
+        assert_eq!(check_key(Some(b"c-1"), &ev), Ok(()));
+        assert_eq!(check_key(None, &ev), Ok(()), "no key: nothing to check");
+        let r = check_key(Some(b"c-2"), &ev).expect_err("other key");
+        assert_eq!(r.code(), "key_mismatch");
+        assert!(r.to_string().contains("`c-2`") && r.to_string().contains("`c-1`"));
+        let long = vec![b'k'; 10_000];
+        let r = check_key(Some(&long), &ev).expect_err("long key");
+        assert!(r.to_string().len() < 400, "the key is quoted truncated");
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub use alert::{
     AlertData, CloudEvent, LapsedData, Reason, ScoreRecord, ScoreRecordRef, ALERT_TYPE,
     LAPSED_TYPE, WIN_BACK,
 };
-pub use decode::{decode, DecodeLimits, Rejection};
+pub use decode::{
+    check_key, decode, DecodeLimits, Rejection, DEFAULT_MAX_NUMBER, DEFAULT_MAX_PAST_DAYS,
+};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

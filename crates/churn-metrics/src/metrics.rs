@@ -25,6 +25,11 @@ pub mod names {
     pub const INGEST_WATERMARK_ANOMALIES: &str = "churn_ingest_watermark_anomalies_total";
     /// Events that arrived for an event-time day their partition had already closed.
     pub const INGEST_LATE_EVENTS: &str = "churn_ingest_late_events_total";
+    /// A consumed partition's offsets went back below the next expected offset (topic deleted
+    /// and recreated, or the broker lost its log), by `topic`.
+    pub const INGEST_OFFSET_RESETS: &str = "churn_ingest_offset_resets_total";
+    /// Customers whose events arrived on another input partition than their state's.
+    pub const INGEST_PARTITION_MOVES: &str = "churn_ingest_partition_moves_total";
     /// Source offsets stored after all their outputs were acknowledged.
     pub const INGEST_OFFSETS_STORED: &str = "churn_ingest_offsets_stored_total";
     /// Wall time to process one micro-batch.
@@ -91,6 +96,8 @@ pub const METRIC_NAMES: &[&str] = &[
     names::INGEST_EVENTS_CONSUMED,
     names::INGEST_EVENTS_REJECTED,
     names::INGEST_DUPLICATES_DROPPED,
+    names::INGEST_OFFSET_RESETS,
+    names::INGEST_PARTITION_MOVES,
     names::INGEST_DLQ_PUBLISHED,
     names::INGEST_CONSUMER_LAG,
     names::INGEST_WATERMARK_ANOMALIES,
@@ -223,6 +230,10 @@ pub struct Metrics {
     pub late_events: IntCounter,
     /// `churn_ingest_offsets_stored_total`.
     pub offsets_stored: IntCounter,
+    /// `churn_ingest_offset_resets_total{topic}`.
+    pub offset_resets: IntCounterVec,
+    /// `churn_ingest_partition_moves_total`.
+    pub partition_moves: IntCounter,
     /// `churn_sink_produce_errors_total`.
     pub produce_errors: IntCounter,
     /// `churn_model_info{version}`; see [`Metrics::set_model`].
@@ -425,6 +436,23 @@ impl Metrics {
                 IntCounter::new(
                     names::INGEST_LATE_EVENTS,
                     "Events for an event-time day their partition's clock had already closed.",
+                ),
+            ),
+            offset_resets: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::INGEST_OFFSET_RESETS,
+                        "Times a consumed partition's offsets went back (topic recreated, broker log lost): the state's offsets of the old log were forgotten.",
+                    ),
+                    &["topic"],
+                ),
+            ),
+            partition_moves: register(
+                r,
+                IntCounter::new(
+                    names::INGEST_PARTITION_MOVES,
+                    "Customers whose events arrived on another input partition than their state's (co-partitioning changed).",
                 ),
             ),
             offsets_stored: register(
@@ -667,6 +695,8 @@ mod tests {
             .inc();
         m.late_events.inc();
         m.offsets_stored.inc();
+        m.offset_resets.with_label_values(&["purchases"]).inc();
+        m.partition_moves.inc();
         m.produce_errors.inc();
         m.set_model("2024-06-01-abc", 0.81);
         m.nps_rolling.set(12.5);

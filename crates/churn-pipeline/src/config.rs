@@ -187,12 +187,29 @@ pub struct PipelineConfig {
     /// How many recent `event_id`s are at least remembered for duplicate dropping (up to twice
     /// as many are: the window is two generations of this size).
     pub dedupe_window: usize,
+    /// Input topics whose offsets the restored state applied must be forgotten at the next
+    /// assignment when the group has no committed offset for them: set this (once) after
+    /// deleting and recreating an input topic, whose new log starts again at offset 0 — Kafka
+    /// and tansu drop a deleted topic's committed offsets, so this cannot be told apart from a
+    /// crash before the first commit, where the state's offsets are right. Without it, the
+    /// new log's events up to the old log's end are skipped as replays (the service warns).
+    #[serde(default)]
+    pub recreated_topics: Vec<String>,
     /// Largest accepted message in bytes (larger ones go to the DLQ).
     pub max_event_bytes: usize,
     /// How far in the future an `occurred_at` may be, in hours.
     pub max_future_hours: i64,
+    /// How far in the past an `occurred_at` may be, in days (0: no bound). Default ten years:
+    /// an ancient timestamp skips the warm-up and makes the engine's day scans long.
+    pub max_past_days: i64,
+    /// Largest accepted value of a numeric field (`amount`, `discount`, `duration_s`, `mrr`).
+    pub max_number: f64,
     /// Silent-customer sweep interval, in seconds (processing time).
     pub sweep_interval_s: u64,
+    /// `/healthz` answers 503 once the service loop made no round (a batch or a sweep tick)
+    /// for this many seconds: a wedged loop gets the process restarted. Keep it above the
+    /// longest state restore. 0 = liveness does not watch the loop.
+    pub liveness_timeout_s: u64,
     /// A customer whose last event is at least this many days older than the event-time
     /// watermark is re-scored by the sweep (once per watermark day).
     pub silent_after_days: i32,
@@ -277,9 +294,13 @@ impl Default for PipelineConfig {
             batch_max_events: 50_000,
             batch_max_wait_ms: 100,
             dedupe_window: 200_000,
+            recreated_topics: Vec::new(),
             max_event_bytes: 64 * 1024,
             max_future_hours: 24,
+            max_past_days: churn_events::DEFAULT_MAX_PAST_DAYS,
+            max_number: churn_events::DEFAULT_MAX_NUMBER,
             sweep_interval_s: 5,
+            liveness_timeout_s: 600,
             silent_after_days: 7,
             churn_after_days: 30,
             clock: Clock::Event,
@@ -605,7 +626,59 @@ impl Config {
         if self.pipeline.churn_after_days < 1 {
             return bad("pipeline.churn_after_days must be >= 1".into());
         }
+        if self.pipeline.max_past_days < 0 {
+            return bad("pipeline.max_past_days must be >= 0 (0 = no bound)".into());
+        }
+        if !(self.pipeline.max_number.is_finite() && self.pipeline.max_number > 0.0) {
+            return bad(format!(
+                "pipeline.max_number = {}: expected a finite number > 0",
+                self.pipeline.max_number
+            ));
+        }
+        for t in &self.pipeline.recreated_topics {
+            let consumed = self.topics.inputs().contains(&t.as_str()) || *t == self.topics.events;
+            if !consumed {
+                return bad(format!(
+                    "pipeline.recreated_topics: `{t}` is not an input topic ({}) nor topics.events",
+                    self.topics.inputs().join(", ")
+                ));
+            }
+        }
+        self.kafka.check_co_partitioning().or_else(bad)?;
         self.crm.validate().or_else(bad)?;
+        Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// The consumer must assign partition `p` of every input topic (and of the changelog) to the
+    /// same member: the state of a customer lives with its partition. librdkafka's `range`
+    /// assignor does that for co-partitioned topics; `roundrobin` and `cooperative-sticky` do
+    /// not, and neither does the broker-side `uniform` assignor of the new consumer protocol
+    /// (`group.protocol=consumer`, KIP-848), so those settings are refused.
+    pub fn check_co_partitioning(&self) -> Result<(), String> {
+        let get = |k: &str| {
+            self.consumer
+                .get(k)
+                .or_else(|| self.client.get(k))
+                .map(|v| v.trim().to_ascii_lowercase())
+        };
+        if let Some(s) = get("partition.assignment.strategy") {
+            if s != "range" {
+                return Err(format!(
+                    "partition.assignment.strategy = `{s}` breaks co-partitioning (partition p of every input topic must go to the same member); remove it or set `range`"
+                ));
+            }
+        }
+        if get("group.protocol").as_deref() == Some("consumer") {
+            let assignor = get("group.remote.assignor");
+            if assignor.as_deref() != Some("range") {
+                return Err(format!(
+                    "group.protocol = `consumer` with group.remote.assignor = `{}` breaks co-partitioning; set group.remote.assignor = `range` or remove group.protocol",
+                    assignor.as_deref().unwrap_or("(broker default: uniform)")
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -753,5 +826,75 @@ mod tests {
         let e = Config::load_with_env(None, &env(&[("CHURN__ALERTS__MIN_BAND", "extreme")]))
             .expect_err("bad band");
         assert!(e.to_string().contains("extreme"), "{e}");
+    }
+
+    #[test]
+    fn assignors_that_break_co_partitioning_are_refused() {
+        for (vars, refused) in [
+            (vec![], false),
+            (
+                vec![(
+                    "CHURN__KAFKA__CONSUMER__PARTITION_ASSIGNMENT_STRATEGY",
+                    "range",
+                )],
+                false,
+            ),
+            (
+                vec![(
+                    "CHURN__KAFKA__CONSUMER__PARTITION_ASSIGNMENT_STRATEGY",
+                    "roundrobin",
+                )],
+                true,
+            ),
+            (
+                vec![(
+                    "CHURN__KAFKA__CLIENT__PARTITION_ASSIGNMENT_STRATEGY",
+                    "cooperative-sticky",
+                )],
+                true,
+            ),
+            (
+                vec![("CHURN__KAFKA__CONSUMER__GROUP_PROTOCOL", "consumer")],
+                true,
+            ),
+            (
+                vec![
+                    ("CHURN__KAFKA__CONSUMER__GROUP_PROTOCOL", "consumer"),
+                    ("CHURN__KAFKA__CONSUMER__GROUP_REMOTE_ASSIGNOR", "range"),
+                ],
+                false,
+            ),
+        ] {
+            let r = Config::load_with_env(None, &env(&vars));
+            assert_eq!(r.is_err(), refused, "{vars:?}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("co-partitioning"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn input_bounds_and_recreated_topics_are_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("c.toml");
+        let load = |body: &str| {
+            std::fs::write(&p, body).expect("write");
+            Config::load_with_env(Some(&p), &[])
+        };
+        let ok = load("[pipeline]\nmax_past_days = 0\nmax_number = 1e6\nrecreated_topics = [\"purchases\", \"churn.events\"]\n")
+            .expect("valid");
+        assert_eq!(ok.pipeline.recreated_topics, ["purchases", "churn.events"]);
+        for (body, word) in [
+            ("[pipeline]\nmax_past_days = -1\n", "max_past_days"),
+            ("[pipeline]\nmax_number = 0\n", "max_number"),
+            ("[pipeline]\nmax_number = inf\n", "max_number"),
+            (
+                "[pipeline]\nrecreated_topics = [\"purchase\"]\n",
+                "purchase",
+            ),
+        ] {
+            let e = load(body).expect_err(body);
+            assert!(e.to_string().contains(word), "{body}: {e}");
+        }
     }
 }

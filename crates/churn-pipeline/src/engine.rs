@@ -116,6 +116,96 @@ struct Customer {
     /// what the restored state already contains.
     partition: i32,
     applied: [i64; 4],
+    /// Newest offsets applied from other partitions: set when the customer's events moved to
+    /// another partition (partitions added, a producer's partitioner changed), so that a replay
+    /// of the old partition is still recognised. Offsets are only ever compared within one
+    /// (topic, partition).
+    foreign: Option<Box<[Applied]>>,
+}
+
+/// The newest input offset a customer's state applied from one (topic, partition) other than
+/// its home partition ([`Snapshot::foreign`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// Input topic index (0..4).
+    pub topic: u8,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// At most this many foreign (topic, partition) offsets are kept per customer (the oldest go
+/// first): a customer moves partitions only when co-partitioning changed.
+pub const MAX_FOREIGN: usize = 8;
+
+impl Customer {
+    /// The newest offset of input `topic` on `partition` this state applied (-1: none).
+    fn applied_at(&self, topic: usize, partition: i32) -> i64 {
+        if partition == self.partition {
+            return self.applied.get(topic).copied().unwrap_or(-1);
+        }
+        self.foreign
+            .iter()
+            .flat_map(|f| f.iter())
+            .filter(|a| usize::from(a.topic) == topic && a.partition == partition)
+            .map(|a| a.offset)
+            .max()
+            .unwrap_or(-1)
+    }
+
+    /// Make `partition` the customer's home: the old home's offsets become foreign ones, and the
+    /// new home's foreign ones (if it lived there before) come home.
+    fn move_home(&mut self, partition: i32) {
+        let mut foreign: Vec<Applied> = self.foreign.take().map(Vec::from).unwrap_or_default();
+        for (t, a) in self.applied.iter().enumerate() {
+            if *a >= 0 {
+                foreign.push(Applied {
+                    topic: t as u8,
+                    partition: self.partition,
+                    offset: *a,
+                });
+            }
+        }
+        let mut applied = [-1i64; 4];
+        foreign.retain(|f| {
+            if f.partition != partition {
+                return true;
+            }
+            if let Some(a) = applied.get_mut(usize::from(f.topic)) {
+                *a = (*a).max(f.offset);
+            }
+            false
+        });
+        if foreign.len() > MAX_FOREIGN {
+            let excess = foreign.len() - MAX_FOREIGN;
+            foreign.drain(..excess);
+        }
+        self.applied = applied;
+        self.partition = partition;
+        self.foreign = (!foreign.is_empty()).then(|| foreign.into_boxed_slice());
+    }
+
+    /// Forget the offsets at or above `from` of `topic` on `partition` (its offsets went back:
+    /// the topic was recreated or the broker lost its log). True if anything was forgotten.
+    fn forget_offsets(&mut self, topic: usize, partition: i32, from: i64) -> bool {
+        let mut changed = false;
+        if partition == self.partition {
+            if let Some(a) = self.applied.get_mut(topic) {
+                if *a >= from {
+                    *a = from - 1;
+                    changed = true;
+                }
+            }
+        }
+        if let Some(f) = self.foreign.as_mut() {
+            for a in f.iter_mut() {
+                if usize::from(a.topic) == topic && a.partition == partition && a.offset >= from {
+                    a.offset = from - 1;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
 }
 
 impl Default for Customer {
@@ -129,6 +219,7 @@ impl Default for Customer {
             revenue_at_risk: 0.0,
             partition: 0,
             applied: [-1; 4],
+            foreign: None,
         }
     }
 }
@@ -174,12 +265,18 @@ pub struct Snapshot {
     /// source is idle.
     #[serde(default)]
     pub newest: Option<i64>,
+    /// Offsets applied from partitions other than `partition` (see [`Applied`]; version 4).
+    #[serde(default)]
+    pub foreign: Vec<Applied>,
 }
 
 /// First byte of a binary state record (a JSON one starts with `{`).
 pub const STATE_MAGIC: u8 = 0xC5;
 /// Version of the binary state record (the second byte; JSON records were version 1).
-pub const STATE_VERSION: u8 = 3;
+pub const STATE_VERSION: u8 = 4;
+
+/// State record versions [`Snapshot::decode`] reads (binary; JSON ones are version 1).
+const READABLE_VERSIONS: [u8; 3] = [2, 3, 4];
 
 // Presence bits of the binary state record's head.
 const S_LAST_SCORED: u8 = 1;
@@ -208,6 +305,7 @@ impl Snapshot {
             closed_day: self.closed_day,
             watermark: self.watermark,
             newest: self.newest,
+            foreign: &self.foreign,
         }
         .encode(&mut out);
         out
@@ -222,7 +320,7 @@ impl Snapshot {
         }
         let mut r = Reader::new(payload);
         let head = (r.u8().ok()?, r.u8().ok()?, r.u8().ok()?);
-        if head.1 != STATE_VERSION && head.1 != 2 {
+        if !READABLE_VERSIONS.contains(&head.1) {
             return None;
         }
         r.i32().ok()?;
@@ -243,7 +341,7 @@ impl Snapshot {
         let mut r = Reader::new(payload);
         r.u8()?;
         let v = r.u8()?;
-        if v != STATE_VERSION && v != 2 {
+        if !READABLE_VERSIONS.contains(&v) {
             return Err(r.invalid("unknown state record version").into());
         }
         let flags = r.u8()?;
@@ -273,6 +371,29 @@ impl Snapshot {
         } else {
             (None, None)
         };
+        // Version 4 adds the foreign offsets: a count, then (topic, partition, offset) each.
+        let mut foreign = Vec::new();
+        if v >= 4 {
+            let n = r.ivar()?;
+            if !(0..=MAX_FOREIGN as i64).contains(&n) {
+                return Err(r.invalid("too many foreign offsets").into());
+            }
+            for _ in 0..n {
+                let topic = r.ivar()?;
+                let partition = r.ivar()?;
+                let offset = r.ivar()?;
+                let (Ok(topic @ 0..=3), Ok(partition)) =
+                    (u8::try_from(topic), i32::try_from(partition))
+                else {
+                    return Err(r.invalid("foreign offset out of range").into());
+                };
+                foreign.push(Applied {
+                    topic,
+                    partition,
+                    offset,
+                });
+            }
+        }
         let mem = AlertMemory {
             band: r.opt(has(S_BAND), band)?,
             risk: r.opt(has(S_RISK), Reader::f64)?,
@@ -294,6 +415,7 @@ impl Snapshot {
             closed_day,
             watermark,
             newest,
+            foreign,
         })
     }
 }
@@ -316,6 +438,7 @@ struct SnapshotRef<'a> {
     closed_day: Option<i32>,
     watermark: Option<i64>,
     newest: Option<i64>,
+    foreign: &'a [Applied],
 }
 
 impl SnapshotRef<'_> {
@@ -349,6 +472,15 @@ impl SnapshotRef<'_> {
         if self.v >= 3 {
             put_ivar(out, self.watermark.unwrap_or(0));
             put_ivar(out, self.newest.unwrap_or(0));
+        }
+        if self.v >= 4 {
+            let foreign = &self.foreign[self.foreign.len().saturating_sub(MAX_FOREIGN)..];
+            put_ivar(out, foreign.len() as i64);
+            for a in foreign {
+                put_ivar(out, i64::from(a.topic));
+                put_ivar(out, i64::from(a.partition));
+                put_ivar(out, a.offset);
+            }
         }
         if let Some(b) = m.band {
             out.push(band_index(b));
@@ -425,12 +557,13 @@ impl Dedupe {
         self.previous.clear();
     }
 
-    /// True if `id` was seen within the window; remembers it otherwise.
-    pub fn check(&mut self, id: &str) -> bool {
+    /// True if event `id` of `customer` was seen within the window; remembers it otherwise.
+    /// Ids are only unique per customer: two customers' events with equal ids are both kept.
+    pub fn check(&mut self, customer: &str, id: &str) -> bool {
         if self.cap == 0 {
             return false;
         }
-        let k = self.hasher.hash_one(id);
+        let k = self.hasher.hash_one((customer, id));
         if self.previous.contains(&k) || !self.current.insert(k) {
             return true;
         }
@@ -531,6 +664,8 @@ pub struct Engine {
     parts: std::collections::BTreeMap<i32, PartClock>,
     /// Events that arrived for a day their partition had already closed.
     late_events: u64,
+    /// Customers whose events moved to another input partition ([`Engine::partition_moves`]).
+    partition_moves: u64,
     /// Processing time of the last clock advance (what "idle" is measured against).
     clock_at: Option<Instant>,
     /// NPS answers per day: (day, promoters, detractors, answers).
@@ -542,6 +677,10 @@ pub fn decode_limits(pipeline: &PipelineConfig) -> DecodeLimits {
     DecodeLimits {
         max_bytes: pipeline.max_event_bytes,
         max_future: Duration::hours(pipeline.max_future_hours),
+        max_past: (pipeline.max_past_days > 0)
+            .then(|| Duration::try_days(pipeline.max_past_days))
+            .flatten(),
+        max_number: pipeline.max_number,
         ..DecodeLimits::default()
     }
 }
@@ -733,6 +872,7 @@ impl Engine {
             sources: Vec::new(),
             parts: Default::default(),
             late_events: 0,
+            partition_moves: 0,
             clock_at: None,
             nps_days: VecDeque::new(),
         })
@@ -782,17 +922,22 @@ impl Engine {
         }
     }
 
-    /// [`Engine::ingest`] for a Kafka message: also records the partition and offset, and skips a
-    /// message whose offset the customer's (restored) state already contains (its event time
-    /// still moves the source's clock: it is part of the partition's stream).
+    /// [`Engine::ingest`] for a Kafka message: checks its key (the customer id, or none), records
+    /// the partition and offset, and skips a message whose offset the customer's (restored)
+    /// state already contains on the same (topic, partition) — its event time still moves the
+    /// source's clock: it is part of the partition's stream. Offsets of different partitions
+    /// are never compared: a customer whose events move to another partition keeps them all.
     pub fn ingest_from(
         &mut self,
         bytes: &[u8],
+        key: Option<&[u8]>,
         origin: Origin,
         received: Instant,
         now: DateTime<Utc>,
     ) -> Ingest {
-        let ev = match churn_events::decode(bytes, now, &self.limits) {
+        let ev = match churn_events::decode(bytes, now, &self.limits)
+            .and_then(|ev| churn_events::check_key(key, &ev).map(|()| ev))
+        {
             Ok(ev) => ev,
             Err(r) => return Ingest::Rejected(r),
         };
@@ -800,7 +945,7 @@ impl Engine {
         let t = origin.topic.min(3);
         let known = self.customers.find(&ev.customer_id);
         if let Some((_, c)) = known.and_then(|s| self.customers.get(s)) {
-            if c.applied[t] >= origin.offset {
+            if c.applied_at(t, origin.partition) >= origin.offset {
                 self.note_source(origin.source, ev.occurred_at, received);
                 return Ingest::Duplicate;
             }
@@ -809,9 +954,39 @@ impl Engine {
             return Ingest::Duplicate;
         };
         if let Some(c) = self.customers.get_mut(slot) {
-            c.applied[t] = c.applied[t].max(origin.offset);
+            if c.partition == origin.partition {
+                c.applied[t] = c.applied[t].max(origin.offset);
+            }
         }
         Ingest::Accepted
+    }
+
+    /// The offsets of input `topic` on `partition` went back to `from` (the topic was deleted
+    /// and recreated, or the broker lost its log): offsets at or above `from` that customers'
+    /// states applied belong to the old log, so they are forgotten — otherwise every new event
+    /// up to the old log's end would be dropped as a replay. The changed states are written with
+    /// the next changelog records. Returns how many customers had offsets forgotten.
+    pub fn input_offsets_reset(&mut self, topic: usize, partition: i32, from: i64) -> usize {
+        let topic = topic.min(3);
+        let mut n = 0;
+        let mut touched = Vec::new();
+        for (slot, _, c) in self.customers.iter_mut() {
+            if c.forget_offsets(topic, partition, from) {
+                n += 1;
+                if !c.changed {
+                    c.changed = true;
+                    touched.push(slot);
+                }
+            }
+        }
+        self.changed.extend(touched);
+        n
+    }
+
+    /// Customers whose events arrived on another partition than their state's (co-partitioning
+    /// changed) since the engine started.
+    pub fn partition_moves(&self) -> u64 {
+        self.partition_moves
     }
 
     /// Fold one already-validated event from `source`.
@@ -859,7 +1034,7 @@ impl Engine {
         // A source used without announcement belongs to partition 0 (file replays, tests).
         self.register(source, 0, received);
         self.note_source(source, ev.occurred_at, received);
-        if self.dedupe.check(&ev.event_id) {
+        if self.dedupe.check(&ev.customer_id, &ev.event_id) {
             return None;
         }
         let partition = self.sources[source].map_or(0, |s| s.partition);
@@ -873,11 +1048,35 @@ impl Engine {
         if let Payload::Feedback(f) = &ev.payload {
             self.count_nps(day, f.nps_score);
         }
-        let slot = self
-            .customers
-            .find_or_insert_with(&ev.customer_id, Customer::default);
+        let known = self.customers.find(&ev.customer_id);
+        let slot = match known {
+            Some(s) => s,
+            None => self
+                .customers
+                .find_or_insert_with(&ev.customer_id, Customer::default),
+        };
         let c = self.customers.get_mut(slot)?;
-        c.partition = partition;
+        if known.is_some() && c.partition != partition {
+            // Co-partitioning changed under this customer (partitions added, another
+            // partitioner): its state moves with its events, and the old partition's changelog
+            // gets a tombstone so a restore of it does not bring the old state back.
+            let from = c.partition;
+            c.move_home(partition);
+            self.partition_moves += 1;
+            if self.partition_moves <= 10 || self.partition_moves.is_power_of_two() {
+                tracing::warn!(
+                    customer = %ev.customer_id,
+                    from,
+                    to = partition,
+                    moves = self.partition_moves,
+                    "a customer's events arrive on another input partition than its state: input topics are not co-partitioned by customer_id any more (partitions added? another partitioner?)"
+                );
+            }
+            self.forgotten.push((ev.customer_id.clone(), from));
+        } else {
+            c.partition = partition;
+        }
+        let c = self.customers.get_mut(slot)?;
         c.rollups.apply(ev);
         if !c.changed {
             c.changed = true;
@@ -1373,6 +1572,7 @@ impl Engine {
                 closed_day: clock.closed,
                 watermark: clock.watermark.map(|w| w.timestamp_micros()),
                 newest: clock.newest.map(|w| w.timestamp_micros()),
+                foreign: c.foreign.as_deref().unwrap_or(&[]),
             };
             let mut payload = Vec::with_capacity(64 + c.rollups.encoded_rows_len());
             snap.encode(&mut payload);
@@ -1392,7 +1592,29 @@ impl Engine {
     /// takes the record's warm-up anchor and closed day, and the customer's own first day: a
     /// restart or rebalance resumes the warm-up and the day close where the state left them.
     pub fn restore(&mut self, key: &str, payload: &[u8]) -> Result<(), Error> {
+        self.restore_in(None, key, payload)
+    }
+
+    /// [`Engine::restore`] of a record read from changelog `partition`: a tombstone there
+    /// forgets the customer only if its state is on that partition — a customer whose events
+    /// moved to another partition leaves a tombstone behind on the old one, and restoring the old
+    /// partition after the new one must not forget it.
+    pub fn restore_in(
+        &mut self,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), Error> {
         if payload.is_empty() {
+            let elsewhere = |c: &Customer| partition.is_some_and(|p| c.partition != p);
+            if self
+                .customers
+                .find(key)
+                .and_then(|s| self.customers.get(s))
+                .is_some_and(|(_, c)| elsewhere(c))
+            {
+                return Ok(());
+            }
             if let Some(s) = self.customers.find(key) {
                 self.customers.remove(s);
                 self.drop_removed_slots();
@@ -1428,6 +1650,7 @@ impl Engine {
         c.mem = snap.mem;
         c.partition = snap.partition;
         c.applied = snap.applied;
+        c.foreign = (!snap.foreign.is_empty()).then(|| snap.foreign.into_boxed_slice());
         c.last_scored_day = snap.last_scored_day;
         c.revenue_at_risk = snap.revenue_at_risk;
         let unscored = c
@@ -1529,12 +1752,12 @@ mod tests {
         let cap: usize = 50;
         let mut d = Dedupe::new(cap);
         let remembers = |d: &Dedupe, i: usize| {
-            let k = d.hasher.hash_one(format!("e{i}"));
+            let k = d.hasher.hash_one(("c", format!("e{i}")));
             d.current.contains(&k) || d.previous.contains(&k)
         };
         for i in 0..1000usize {
-            assert!(!d.check(&format!("e{i}")), "e{i} is new");
-            assert!(d.check(&format!("e{i}")), "e{i} again is a duplicate");
+            assert!(!d.check("c", &format!("e{i}")), "e{i} is new");
+            assert!(d.check("c", &format!("e{i}")), "e{i} again is a duplicate");
             for j in (i + 1).saturating_sub(cap)..=i {
                 assert!(remembers(&d, j), "e{j} within the window at e{i}");
             }
@@ -1547,11 +1770,21 @@ mod tests {
             }
         }
         d.clear();
-        assert!(!d.check("e999"), "forgotten after clear");
+        assert!(!d.check("c", "e999"), "forgotten after clear");
         let mut off = Dedupe::new(0);
         assert!(
-            !off.check("x") && !off.check("x"),
+            !off.check("c", "x") && !off.check("c", "x"),
             "0 disables de-duplication"
         );
+    }
+
+    #[test]
+    fn equal_event_ids_of_two_customers_are_both_kept() {
+        let mut d = Dedupe::new(100);
+        assert!(!d.check("alice", "order-1"));
+        assert!(!d.check("bob", "order-1"), "another customer's id");
+        assert!(d.check("alice", "order-1"), "the same customer's id again");
+        // The pair is hashed as a pair: moving bytes between the parts is another key.
+        assert!(!d.check("alic", "eorder-1"));
     }
 }

@@ -25,7 +25,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
@@ -55,6 +55,10 @@ pub enum StateChange {
         /// Every input topic of this partition, and whether it had unread records at
         /// assignment (committed offset, or the beginning, below the high watermark).
         backlog: Vec<(String, bool)>,
+        /// Where consuming starts, per input topic index with a committed offset: a first
+        /// message below it means the topic's offsets went back (see [`Positions`]);
+        /// [`RECREATED`] for a topic of `pipeline.recreated_topics` without one.
+        starts: Vec<(usize, i64)>,
     },
     /// Partition revoked: forget its customers.
     Revoke(i32),
@@ -68,6 +72,8 @@ pub enum StateChange {
 pub struct ServiceContext {
     /// Topics this process consumes (see [`Config::consumed_topics`]).
     inputs: Vec<String>,
+    /// `pipeline.recreated_topics`.
+    recreated: Vec<String>,
     /// The raw input topics: the event-time clock has one source per (raw topic, partition),
     /// also in the score stage, which learns an event's raw topic from its `source.topic` header.
     clock_topics: Vec<String>,
@@ -119,6 +125,7 @@ impl ServiceContext {
                 .map(|t| t.to_string())
                 .collect(),
             clock_topics: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            recreated: cfg.pipeline.recreated_topics.clone(),
             restore: cfg.pipeline.stage != Stage::Ingest,
             changelog: cfg.topics.changelog.clone(),
             reader,
@@ -377,6 +384,7 @@ impl ServiceContext {
                     },
                     seconds: 0.0,
                     backlog: Vec::new(),
+                    starts: Vec::new(),
                 });
             }
             return;
@@ -422,14 +430,8 @@ impl ServiceContext {
                             }
                         }
                     }
+                    let mut starts = Vec::new();
                     for (i, topic) in self.inputs.iter().enumerate().take(4) {
-                        if reached[i] < 0 && resolved.reread_from[i].is_none() {
-                            continue;
-                        }
-                        let mut from = reached[i] + 1;
-                        if let Some(r) = resolved.reread_from[i] {
-                            from = from.min(r);
-                        }
                         let stored = committed
                             .as_ref()
                             .and_then(|l| l.find_partition(topic, p))
@@ -437,7 +439,38 @@ impl ServiceContext {
                                 Offset::Offset(o) => Some(o),
                                 _ => None,
                             });
+                        if let Some(o) = stored {
+                            starts.push((i, o));
+                        } else if reached[i] >= 0 {
+                            if self.recreated.iter().any(|t| t == topic) {
+                                // Declared recreated: the state's offsets are of the old log.
+                                warn!(
+                                    topic = %topic,
+                                    partition = p,
+                                    applied = reached[i],
+                                    "pipeline.recreated_topics: the state's offsets of the old log are forgotten; remove the setting once this has run"
+                                );
+                                starts.push((i, RECREATED));
+                                continue;
+                            }
+                            warn!(
+                                topic = %topic,
+                                partition = p,
+                                applied = reached[i],
+                                "the restored state applied offsets of this partition but the group has no committed offset: a crash before the first commit (the replays are skipped), or the topic was deleted and recreated — then its events up to this offset are skipped as replays; restart once with the topic in pipeline.recreated_topics"
+                            );
+                        }
+                        if reached[i] < 0 && resolved.reread_from[i].is_none() {
+                            continue;
+                        }
+                        let mut from = reached[i] + 1;
+                        if let Some(r) = resolved.reread_from[i] {
+                            from = from.min(r);
+                        }
                         if stored.is_some_and(|o| o > from) {
+                            if let Some(s) = starts.last_mut() {
+                                s.1 = from;
+                            }
                             warn!(
                                 topic = %topic,
                                 partition = p,
@@ -457,6 +490,7 @@ impl ServiceContext {
                         },
                         seconds: t0.elapsed().as_secs_f64(),
                         backlog: self.clock_backlog(p),
+                        starts,
                     })
                 }
                 Err(e) => self.push(StateChange::Failed(format!(
@@ -1067,12 +1101,52 @@ async fn persist_state(
 struct Track {
     sources: SourceIds,
     offsets: BTreeMap<(String, i32), i64>,
+    /// The next offset expected per consumed (topic, partition).
+    positions: Positions,
     /// Partitions whose state this instance holds (restored and not revoked since).
     owned: std::collections::BTreeSet<i32>,
     restored: bool,
     health: Health,
     /// Late events already counted in the metric.
     late_events: u64,
+    /// Partition moves already counted in the metric.
+    partition_moves: u64,
+}
+
+/// A start offset of [`StateChange::Restore`]: the topic is in `pipeline.recreated_topics`
+/// and has no committed offset, so the restored state's offsets of it are forgotten.
+pub(crate) const RECREATED: i64 = i64::MIN;
+
+/// The next offset expected on each consumed (input topic index, partition), to notice offsets
+/// that go back: a topic deleted and recreated, or a broker that lost its log, starts again
+/// below offsets the state has applied, and the replay guard would drop every new event up to
+/// the old log's end as a replay. Set from the committed offset at assignment and advanced by
+/// every message; forgotten on revoke.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    next: std::collections::HashMap<(usize, i32), i64>,
+}
+
+impl Positions {
+    /// Consuming `partition` of input `topic` starts at `offset` (its committed offset).
+    pub(crate) fn start(&mut self, topic: usize, partition: i32, offset: i64) {
+        self.next.insert((topic, partition), offset);
+    }
+
+    /// Forget every position on `partition` (revoked; or assigned without a known start).
+    pub(crate) fn forget(&mut self, partition: i32) {
+        self.next.retain(|(_, p), _| *p != partition);
+    }
+
+    /// A message at `offset` arrived: `Some(expected)` if it is below the offset expected next
+    /// (the offsets went back), `None` otherwise. A gap forward (compaction, transactions'
+    /// markers) is normal.
+    pub(crate) fn arrived(&mut self, topic: usize, partition: i32, offset: i64) -> Option<i64> {
+        let next = self
+            .next
+            .insert((topic, partition), offset.saturating_add(1));
+        next.filter(|n| offset < *n)
+    }
 }
 
 /// Input topic-partitions → the engine's source indices (for the event-time watermark).
@@ -1110,6 +1184,13 @@ fn update_backlog(ctx: &ServiceContext, engine: &mut Engine, track: &mut Track, 
         metrics.late_events.inc_by(late - track.late_events);
         track.late_events = late;
     }
+    let moves = engine.partition_moves();
+    if moves > track.partition_moves {
+        metrics
+            .partition_moves
+            .inc_by(moves - track.partition_moves);
+        track.partition_moves = moves;
+    }
 }
 
 fn apply_state_changes(
@@ -1121,6 +1202,7 @@ fn apply_state_changes(
     let Track {
         sources,
         offsets,
+        positions,
         owned,
         restored,
         health,
@@ -1134,6 +1216,7 @@ fn apply_state_changes(
                 // Events of this partition ingested in the current batch are dropped with its
                 // state: their offsets must not be stored (the next owner re-reads them).
                 offsets.retain(|(_, q), _| *q != p);
+                positions.forget(p);
                 owned.remove(&p);
                 ctx.forget_lineage(p);
                 let now = Instant::now();
@@ -1154,8 +1237,20 @@ fn apply_state_changes(
                 lineage,
                 seconds,
                 backlog,
+                starts,
             } => {
                 let n = records.len();
+                // Consuming restarts at the committed offsets (or below, where the state is
+                // behind them): messages from there on are expected.
+                positions.forget(partition);
+                let mut recreated = Vec::new();
+                for (t, o) in starts {
+                    if o == RECREATED {
+                        recreated.push(t);
+                    } else {
+                        positions.start(t, partition, o);
+                    }
+                }
                 // The partition's input sources hold the event-time clock until they deliver
                 // (see Engine::expect_source), so the first one fetched cannot set it alone.
                 let now = Instant::now();
@@ -1175,7 +1270,18 @@ fn apply_state_changes(
                     continue;
                 }
                 for (k, v) in records {
-                    engine.restore(&k, &v)?;
+                    engine.restore_in(Some(partition), &k, &v)?;
+                }
+                for t in recreated {
+                    let n = engine.input_offsets_reset(t, partition, 0);
+                    let topic = ctx.inputs.get(t).map_or("", String::as_str);
+                    metrics.offset_resets.with_label_values(&[topic]).inc();
+                    info!(
+                        topic,
+                        partition,
+                        customers = n,
+                        "offsets of a recreated topic forgotten"
+                    );
                 }
                 if let Ok(mut m) = ctx.lineages.lock() {
                     m.insert(partition, lineage);
@@ -1392,10 +1498,12 @@ pub async fn run(
             ids: BTreeMap::new(),
         },
         offsets: BTreeMap::new(),
+        positions: Positions::default(),
         owned: Default::default(),
         restored: false,
         health: health.clone(),
         late_events: 0,
+        partition_moves: 0,
     };
     // (the service loop's three checkpoints: after every batch, on a sweep, at shutdown)
     macro_rules! checkpoint {
@@ -1412,7 +1520,10 @@ pub async fn run(
         };
     }
 
+    health.watch(Duration::from_secs(cfg.pipeline.liveness_timeout_s));
     'outer: loop {
+        // A round of the loop (a batch or a sweep tick) is progress: /healthz stays 200.
+        health.beat();
         // Wait for the first message of a batch, a sweep tick, or shutdown.
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
@@ -1471,7 +1582,21 @@ pub async fn run(
                         partition,
                         offset,
                     };
-                    match engine.ingest_from(payload, origin, started, now) {
+                    if let Some(expected) = track.positions.arrived(origin.topic, partition, offset)
+                    {
+                        // Not a replay: the log itself starts again below what was consumed.
+                        let customers = engine.input_offsets_reset(origin.topic, partition, offset);
+                        metrics.offset_resets.with_label_values(&[topic]).inc();
+                        error!(
+                            topic,
+                            partition,
+                            offset,
+                            expected,
+                            customers,
+                            "offsets went back (topic deleted and recreated, or the broker lost its log): the state's offsets of the old log are forgotten and these events are applied"
+                        );
+                    }
+                    match engine.ingest_from(payload, msg.key(), origin, started, now) {
                         Ingest::Accepted => {}
                         Ingest::Duplicate => metrics.duplicates_dropped.inc(),
                         Ingest::Rejected(r) => {
@@ -1606,9 +1731,14 @@ pub async fn run_ingest(
         Ok(())
     };
 
+    // Liveness: a round of the loop (a batch, or the heartbeat tick while idle) is progress.
+    health.watch(Duration::from_secs(cfg.pipeline.liveness_timeout_s));
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     'outer: loop {
+        health.beat();
         let first = tokio::select! {
             _ = shutdown.cancelled() => break 'outer,
+            _ = heartbeat.tick() => continue,
             m = consumer.recv() => m,
         };
         let started = Instant::now();
@@ -1624,8 +1754,12 @@ pub async fn run_ingest(
                     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
                     counters.consumed(topic);
                     let payload = msg.payload().unwrap_or(&[]);
-                    match churn_events::decode(payload, now, &limits) {
-                        Ok(ev) if dedupe.check(&ev.event_id) => metrics.duplicates_dropped.inc(),
+                    let decoded = churn_events::decode(payload, now, &limits)
+                        .and_then(|ev| churn_events::check_key(msg.key(), &ev).map(|()| ev));
+                    match decoded {
+                        Ok(ev) if dedupe.check(&ev.customer_id, &ev.event_id) => {
+                            metrics.duplicates_dropped.inc()
+                        }
                         Ok(ev) => {
                             let headers = lineage_headers(msg.headers(), topic, partition, offset);
                             sink.send(
@@ -1883,7 +2017,45 @@ pub async fn tail(
 
 #[cfg(test)]
 mod tests {
-    use super::unread_before_first;
+    use super::{unread_before_first, Positions};
+
+    #[test]
+    fn positions_report_offsets_that_go_back_and_nothing_else() {
+        let mut p = Positions::default();
+        assert_eq!(
+            p.arrived(0, 3, 10),
+            None,
+            "no start known: nothing to compare"
+        );
+        assert_eq!(p.arrived(0, 3, 11), None);
+        assert_eq!(
+            p.arrived(0, 3, 15),
+            None,
+            "a gap forward (compaction) is normal"
+        );
+        assert_eq!(p.arrived(0, 3, 2), Some(16), "went back");
+        assert_eq!(p.arrived(0, 3, 3), None, "the new log goes on");
+        assert_eq!(
+            p.arrived(1, 3, 0),
+            None,
+            "another topic has its own position"
+        );
+        p.start(2, 4, 100);
+        assert_eq!(
+            p.arrived(2, 4, 0),
+            Some(100),
+            "first message below the committed offset"
+        );
+        p.start(2, 4, 100);
+        assert_eq!(
+            p.arrived(2, 4, 100),
+            None,
+            "resumed at the committed offset"
+        );
+        p.forget(4);
+        assert_eq!(p.arrived(2, 4, 0), None, "forgotten on revoke");
+        assert_eq!(p.arrived(0, 3, 1), Some(4), "other partitions kept");
+    }
 
     #[test]
     fn records_the_fetcher_has_not_reached_are_waiting() {

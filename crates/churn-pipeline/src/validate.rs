@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use churn_events::{decode, DecodeLimits, Rejection};
 use serde::Serialize;
 
@@ -55,11 +55,7 @@ pub struct ValidationReport {
 
 /// The decoder limits the service applies under `pipeline` (same mapping as the engine).
 pub fn limits(pipeline: &PipelineConfig) -> DecodeLimits {
-    DecodeLimits {
-        max_bytes: pipeline.max_event_bytes,
-        max_future: Duration::hours(pipeline.max_future_hours),
-        ..DecodeLimits::default()
-    }
+    crate::engine::decode_limits(pipeline)
 }
 
 /// One line of a rejects file: `{"line", "reason", "detail", "raw"}` (`raw` is the line as
@@ -215,7 +211,7 @@ mod tests {
         };
         let l = limits(&p);
         assert_eq!(l.max_bytes, 100);
-        assert_eq!(l.max_future, Duration::hours(2));
+        assert_eq!(l.max_future, chrono::Duration::hours(2));
         let future = r#"{"event_id":"e1","customer_id":"c1","occurred_at":"2026-01-01T03:00:00Z","type":"engagement","kind":"login"}"#;
         let now = "2026-01-01T00:00:00Z".parse().expect("timestamp");
         let r = validate_lines(future.as_bytes(), &l, now, |_, _, _| Ok(())).expect("memory");

@@ -77,7 +77,13 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
                 partition: partition as i32,
                 offset,
             };
-            live.ingest_from(&ev.to_json(), origin, t0, now);
+            live.ingest_from(
+                &ev.to_json(),
+                Some(ev.customer_id.as_bytes()),
+                origin,
+                t0,
+                now,
+            );
         }
         live.score_dirty().expect("score");
         log.extend(live.take_changelog().expect("changelog"));
@@ -160,7 +166,7 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
 #[test]
 fn malformed_state_records_are_errors() {
     let snap = Snapshot {
-        v: 3,
+        v: churn_pipeline::engine::STATE_VERSION,
         partition: 3,
         applied: [5, -1, 0, i64::MAX],
         rollups: churn_features::rollups_from_events(
@@ -183,6 +189,11 @@ fn malformed_state_records_are_errors() {
         closed_day: Some(20_099),
         watermark: Some(1_736_500_000_000_000),
         newest: Some(1_736_600_000_000_000),
+        foreign: vec![churn_pipeline::engine::Applied {
+            topic: 1,
+            partition: 7,
+            offset: 42,
+        }],
     };
     let bytes = snap.encode();
     assert_eq!(Snapshot::decode(&bytes).expect("decodes"), snap);
