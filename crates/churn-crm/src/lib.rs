@@ -8,7 +8,7 @@
 //! - `X-Churnstream-Timestamp: <unix s>` and, with `crm.secret`,
 //!   `X-Churnstream-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>` ([`sign`]);
 //! - retries with exponential backoff and jitter on connect errors, timeouts, 408, 429 and 5xx
-//!   (`Retry-After` seconds honoured), bounded by `crm.max_attempts` and `crm.max_elapsed_ms`
+//!   (`Retry-After` seconds honoured up to `crm.max_retry_after_ms`), bounded by `crm.max_attempts` and `crm.max_elapsed_ms`
 //!   ([`retry`]);
 //! - refused (other 4xx, 3xx) or out of retries → `crm.dlq_topic` with the original key, bytes
 //!   and headers plus `error.reason`, `error.stage=crm`, `error.attempts`, `source.topic`,
