@@ -24,13 +24,14 @@ pub mod retry;
 pub mod sign;
 pub mod webhook;
 
-pub use forward::{run, OffsetTracker};
+pub use forward::{run, run_with, Deliver, OffsetTracker};
 pub use retry::{Backoff, Verdict};
 pub use sign::{sign, verify};
 pub use webhook::{Delivery, Forwarder, WebhookConfig};
 
-/// Errors of the forwarder. `Config` is fatal; `Kafka` and `DeadLetter` stop the forwarder
-/// without storing the offset of the alert concerned, so a restart retries it.
+/// Errors of the forwarder. `Config` is fatal; `Kafka`, `DeadLetter` and `Lane` (a delivery lane
+/// panicked or ended while the forwarder ran) stop the forwarder without storing the offset of
+/// the alert concerned, so a restart retries it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("crm config: {0}")]
@@ -43,4 +44,6 @@ pub enum Error {
         "dead-letter write to {topic} failed (offset not stored, restart to retry): {message}"
     )]
     DeadLetter { topic: String, message: String },
+    #[error("delivery lane died (its alerts' offsets are not stored, restart to retry): {0}")]
+    Lane(String),
 }
