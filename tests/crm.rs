@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
+use churn_crm::{Deliver, Delivery};
 use churn_events::{AlertData, CloudEvent, Reason};
 use churn_metrics::{Health, Metrics};
 use churn_pipeline::config::Secret;
@@ -412,5 +413,100 @@ async fn scenario() {
         "crm: first run {:.1} s, whole scenario {:.1} s",
         first_run.as_secs_f64(),
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Delivers every alert at once, except that delivering `poison` panics (a bug in a lane).
+struct PanicOn {
+    poison: String,
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Deliver for PanicOn {
+    async fn deliver(&self, id: &str, _body: &[u8], _cancel: &CancellationToken) -> Delivery {
+        assert_ne!(id, self.poison, "injected lane panic");
+        self.delivered.lock().expect("lock").push(id.to_string());
+        Delivery::Delivered { attempts: 1 }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lane_makes_run_fail_without_committing_its_alert() {
+    let brokers = common::brokers();
+    let s = common::unique("crm_lane");
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.clone();
+    cfg.topics.alerts = format!("{s}_alerts");
+    cfg.crm.dlq_topic = format!("{s}_crm_dlq");
+    cfg.crm.group_id = format!("{s}_crm_group");
+    cfg.crm.webhook_url = "http://127.0.0.1:9/unused".into();
+    cfg.crm.concurrency = 2;
+    common::create_topics(
+        &brokers,
+        &[
+            (cfg.topics.alerts.as_str(), 1),
+            (cfg.crm.dlq_topic.as_str(), 1),
+        ],
+    )
+    .await;
+    let alerts: Vec<(String, Vec<u8>)> = (0..3).map(|i| alert(&format!("cust-{i}"))).collect();
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    for (i, (_, body)) in alerts.iter().enumerate() {
+        let key = format!("cust-{i}");
+        publisher
+            .send_raw(&cfg.topics.alerts, Some(key.as_bytes()), body)
+            .await
+            .expect("send");
+    }
+    publisher.flush().await.expect("flush");
+    let on_topic =
+        common::read_topic(&brokers, &cfg.topics.alerts, 3, Duration::from_secs(10)).await;
+    let poison_offset = on_topic
+        .iter()
+        .find(|r| r.payload == alerts[1].1)
+        .expect("poison alert on the topic")
+        .offset;
+
+    let deliverer = Arc::new(PanicOn {
+        poison: alerts[1].0.clone(),
+        delivered: Mutex::default(),
+    });
+    let stop = CancellationToken::new();
+    let run = churn_crm::run_with(
+        cfg.clone(),
+        deliverer.clone(),
+        Arc::new(Metrics::new()),
+        Health::default(),
+        stop.clone(),
+    );
+    // Nobody cancels `stop`: the run must end by itself, with an error naming the dead lane.
+    let result = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("run ends by itself once a lane died");
+    let Err(e) = result else {
+        panic!("run returned Ok although a lane panicked");
+    };
+    assert!(matches!(e, churn_crm::Error::Lane(_)), "{e:?}");
+    assert!(e.to_string().contains("injected lane panic"), "{e}");
+    assert!(!stop.is_cancelled());
+
+    // The poisoned alert's offset was not committed: a restart delivers it again.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &cfg.crm.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&cfg.topics.alerts, 0);
+    let committed =
+        tokio::task::block_in_place(|| reader.committed_offsets(tpl, Duration::from_secs(10)))
+            .expect("committed offsets");
+    let got = committed
+        .find_partition(&cfg.topics.alerts, 0)
+        .map(|e| e.offset());
+    assert!(
+        !matches!(got, Some(Offset::Offset(o)) if o > poison_offset),
+        "committed {got:?} is past the poisoned alert at {poison_offset}"
     );
 }

@@ -14,6 +14,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -125,6 +126,30 @@ pub fn alert_id(payload: &[u8]) -> Result<String, String> {
     }
 }
 
+/// Delivers one alert for a lane: [`Forwarder`] (HTTP with retries) in [`run`]; [`run_with`]
+/// takes any implementation (tests, another transport).
+pub trait Deliver: Send + Sync + 'static {
+    /// Deliver `body` (the alert's bytes) with CloudEvents id `id` until delivered, failed for
+    /// good (dead-lettered by the caller) or `cancel`led.
+    fn deliver(
+        &self,
+        id: &str,
+        body: &[u8],
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Delivery> + Send;
+}
+
+impl Deliver for Forwarder {
+    fn deliver(
+        &self,
+        id: &str,
+        body: &[u8],
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Delivery> + Send {
+        Forwarder::deliver(self, id, body, cancel)
+    }
+}
+
 /// Run the forwarder until `shutdown` is cancelled: finishes the HTTP attempts in progress (an
 /// alert in backoff is left for the next run), stores and synchronously commits the offsets.
 pub async fn run(
@@ -138,7 +163,23 @@ pub async fn run(
             "crm.webhook_url is empty: the forwarder is disabled".into(),
         ));
     };
-    let forwarder = Arc::new(Forwarder::new(webhook, &metrics)?);
+    let forwarder = Forwarder::new(webhook, &metrics)?;
+    info!(
+        url = %forwarder.config().url,
+        signed = forwarder.config().secret.is_some(),
+        "CRM webhook"
+    );
+    run_with(cfg, Arc::new(forwarder), metrics, health, shutdown).await
+}
+
+/// [`run`] with `deliverer` in place of the HTTP [`Forwarder`] built from `cfg.crm`.
+pub async fn run_with<D: Deliver>(
+    cfg: Config,
+    forwarder: Arc<D>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     // The pipeline's consumer settings (manual offset store, auto-commit, passthrough keys) under
     // the forwarder's own group.
     let mut consumer_cfg = cfg.clone();
@@ -152,8 +193,6 @@ pub async fn run(
     info!(
         topic = alerts,
         group = %cfg.crm.group_id,
-        url = %forwarder.config().url,
-        signed = forwarder.config().secret.is_some(),
         lanes = cfg.crm.concurrency,
         dlq,
         "forwarding alerts to the CRM"
@@ -165,11 +204,14 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let dead = metrics.crm_delivery("dead_lettered");
     let mut lanes = Vec::new();
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    // A lane only ends when `stop` is cancelled or its queue is closed, so one that ends while
+    // the loop below runs has died (panicked, or returned after a fatal dead-letter failure):
+    // the forwarder stops with an error instead of carrying on without it.
+    let mut workers: JoinSet<()> = JoinSet::new();
     for _ in 0..cfg.crm.concurrency.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         lanes.push(tx);
-        workers.push(tokio::spawn(lane(
+        workers.spawn(lane(
             rx,
             done_tx.clone(),
             Lane {
@@ -180,7 +222,7 @@ pub async fn run(
                 dead: dead.clone(),
                 stop: stop.clone(),
             },
-        )));
+        ));
     }
     drop(done_tx);
 
@@ -209,6 +251,11 @@ pub async fn run(
                     paused = false;
                 }
             }
+            // After `done_rx`: a lane that sent `Fatal` and returned reports the `Fatal`.
+            Some(joined) = workers.join_next() => {
+                fatal = Some(lane_died(joined));
+                break;
+            }
             m = consumer.recv() => match m {
                 Ok(msg) => {
                     let job = Job {
@@ -228,6 +275,7 @@ pub async fn run(
                     tracker.begin(job.partition, job.offset);
                     let i = lane_of(job.key.as_deref(), job.partition, lanes.len());
                     if lanes[i].send(job).is_err() {
+                        fatal = Some(Error::Lane(format!("lane {i} is gone")));
                         break;
                     }
                     // Also re-pauses partitions a rebalance assigned while paused.
@@ -246,9 +294,11 @@ pub async fn run(
     metrics.ready.set(0);
     stop.cancel();
     drop(lanes);
-    for w in workers {
-        if let Err(e) = w.await {
-            warn!(error = %e, "forwarder lane panicked");
+    while let Some(joined) = workers.join_next().await {
+        if let Err(e) = joined {
+            let e = lane_died(Err(e));
+            warn!(error = %e, "forwarder lane failed while stopping");
+            fatal.get_or_insert(e);
         }
     }
     while let Ok(d) = done_rx.try_recv() {
@@ -272,9 +322,28 @@ pub async fn run(
     fatal.map_or(Ok(()), Err)
 }
 
+/// The error for a lane that ended while the forwarder was running: its panic message, or that
+/// it stopped by itself.
+fn lane_died(joined: Result<(), JoinError>) -> Error {
+    let why = match joined {
+        Ok(()) => "it stopped unexpectedly".to_string(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            format!("panicked: {msg}")
+        }
+        Err(e) => e.to_string(),
+    };
+    Error::Lane(why)
+}
+
 /// Everything a lane needs besides its queue.
-struct Lane {
-    forwarder: Arc<Forwarder>,
+struct Lane<D> {
+    forwarder: Arc<D>,
     producer: FutureProducer,
     source_topic: String,
     dlq: String,
@@ -283,7 +352,11 @@ struct Lane {
 }
 
 /// Deliver the lane's alerts one at a time; dead-letter failures and wait for the ack.
-async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, done: mpsc::UnboundedSender<Done>, l: Lane) {
+async fn lane<D: Deliver>(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    done: mpsc::UnboundedSender<Done>,
+    l: Lane<D>,
+) {
     loop {
         let job = tokio::select! {
             biased;
@@ -331,7 +404,7 @@ async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, done: mpsc::UnboundedSender<
 
 /// Write the alert's original key, bytes and headers plus `error.*` / `source.*` headers to the
 /// CRM dead-letter topic and wait for the broker's acknowledgement.
-async fn dead_letter(l: &Lane, job: &Job, reason: &str, attempts: u32) -> Result<(), Error> {
+async fn dead_letter<D>(l: &Lane<D>, job: &Job, reason: &str, attempts: u32) -> Result<(), Error> {
     let mut h = OwnedHeaders::new();
     for (k, v) in &job.headers {
         h = h.insert(Header {
@@ -482,6 +555,23 @@ mod tests {
             let e = alert_id(bad).expect_err("invalid");
             assert!(e.starts_with("invalid_alert: "), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn dead_lanes_are_errors_with_their_panic_message() {
+        let mut set = JoinSet::new();
+        set.spawn(async { panic!("boom {}", 7) });
+        let joined = set.join_next().await.expect("one task");
+        let e = lane_died(joined);
+        assert!(
+            matches!(&e, Error::Lane(m) if m == "panicked: boom 7"),
+            "{e:?}"
+        );
+        let e = lane_died(Ok(()));
+        assert!(
+            matches!(&e, Error::Lane(m) if m.contains("stopped unexpectedly")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `X-Churnstream-Timestamp: <unix s>` and, with `crm.secret`,
 //!   `X-Churnstream-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>` ([`sign`]);
 //! - retries with exponential backoff and jitter on connect errors, timeouts, 408, 429 and 5xx
-//!   (`Retry-After` seconds honoured), bounded by `crm.max_attempts` and `crm.max_elapsed_ms`
+//!   (`Retry-After` seconds honoured up to `crm.max_retry_after_ms`), bounded by `crm.max_attempts` and `crm.max_elapsed_ms`
 //!   ([`retry`]);
 //! - refused (other 4xx, 3xx) or out of retries → `crm.dlq_topic` with the original key, bytes
 //!   and headers plus `error.reason`, `error.stage=crm`, `error.attempts`, `source.topic`,
@@ -24,13 +24,14 @@ pub mod retry;
 pub mod sign;
 pub mod webhook;
 
-pub use forward::{run, OffsetTracker};
+pub use forward::{run, run_with, Deliver, OffsetTracker};
 pub use retry::{Backoff, Verdict};
 pub use sign::{sign, verify};
 pub use webhook::{Delivery, Forwarder, WebhookConfig};
 
-/// Errors of the forwarder. `Config` is fatal; `Kafka` and `DeadLetter` stop the forwarder
-/// without storing the offset of the alert concerned, so a restart retries it.
+/// Errors of the forwarder. `Config` is fatal; `Kafka`, `DeadLetter` and `Lane` (a delivery lane
+/// panicked or ended while the forwarder ran) stop the forwarder without storing the offset of
+/// the alert concerned, so a restart retries it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("crm config: {0}")]
@@ -43,4 +44,6 @@ pub enum Error {
         "dead-letter write to {topic} failed (offset not stored, restart to retry): {message}"
     )]
     DeadLetter { topic: String, message: String },
+    #[error("delivery lane died (its alerts' offsets are not stored, restart to retry): {0}")]
+    Lane(String),
 }

@@ -3,7 +3,9 @@
 //! - 2xx → delivered.
 //! - 408, 429 and 5xx, connect errors, timeouts and broken connections → retried with
 //!   exponential backoff and jitter; a `Retry-After: <seconds>` header raises the wait to at least
-//!   that long.
+//!   that long, but never above [`Backoff::max_retry_after`] (`crm.max_retry_after_ms`), so an
+//!   absurd value (`18446744073709551615`, or more digits than fit in a `u64`) can neither
+//!   overflow the time arithmetic nor park a lane for years.
 //! - Any other status (3xx — redirects are not followed — and 4xx) → permanent failure: the
 //!   alert is dead-lettered at once.
 //!
@@ -40,10 +42,16 @@ pub fn classify_transport_error() -> Verdict {
     Verdict::Retry { after: None }
 }
 
-/// `Retry-After` in delay-seconds form. The HTTP-date form is not used by webhooks in practice
-/// and is ignored (the backoff applies).
+/// `Retry-After` in delay-seconds form (`1*DIGIT`). A value too large for a `u64` saturates to
+/// [`Duration::MAX`] ("very long"; [`Backoff::next`] caps it). The HTTP-date form is not used by
+/// webhooks in practice and is ignored (the backoff applies), as is anything else that is not
+/// digits.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().map_or(Duration::MAX, Duration::from_secs))
 }
 
 /// Exponential backoff with "equal jitter": before retry `n` (1 = the first retry) the base is
@@ -53,6 +61,9 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 pub struct Backoff {
     pub initial: Duration,
     pub max: Duration,
+    /// The longest wait a `Retry-After` header can ask for (`crm.max_retry_after_ms`); longer
+    /// values are cut to this. `Duration::ZERO` = `Retry-After` never raises the backoff.
+    pub max_retry_after: Duration,
 }
 
 impl Backoff {
@@ -70,10 +81,11 @@ impl Backoff {
         half + half.mul_f64(jitter.clamp(0.0, 1.0))
     }
 
-    /// [`Backoff::delay`] with a random jitter, raised to `retry_after` when given.
+    /// [`Backoff::delay`] with a random jitter, raised to `retry_after` (cut to
+    /// `max_retry_after`) when given.
     pub fn next(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let d = self.delay(retry, rand::random::<f64>());
-        retry_after.map_or(d, |r| r.max(d))
+        retry_after.map_or(d, |r| r.min(self.max_retry_after).max(d))
     }
 }
 
@@ -120,6 +132,40 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("1.5"), None);
         assert_eq!(parse_retry_after(""), None);
+        assert_eq!(
+            parse_retry_after("+5"),
+            None,
+            "delay-seconds is digits only"
+        );
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::MAX),
+            "past u64::MAX saturates instead of being ignored"
+        );
+    }
+
+    #[test]
+    fn huge_retry_after_is_cut_to_max_retry_after() {
+        let b = Backoff {
+            initial: MS(100),
+            max: MS(1000),
+            max_retry_after: MS(5000),
+        };
+        for v in ["18446744073709551615", "99999999999999999999999", "3600"] {
+            assert_eq!(b.next(1, parse_retry_after(v)), MS(5000), "{v}");
+        }
+        // Below the cap Retry-After applies as is; a zero cap leaves the backoff alone.
+        assert_eq!(b.next(1, Some(MS(4000))), MS(4000));
+        let zero = Backoff {
+            max_retry_after: Duration::ZERO,
+            ..b
+        };
+        let d = zero.next(1, Some(Duration::MAX));
+        assert!(d >= MS(50) && d <= MS(100), "{d:?}");
     }
 
     #[test]
@@ -127,6 +173,7 @@ mod tests {
         let b = Backoff {
             initial: MS(500),
             max: MS(30_000),
+            max_retry_after: MS(600_000),
         };
         let bases: Vec<u64> = (1..=9).map(|n| b.base(n).as_millis() as u64).collect();
         assert_eq!(
@@ -143,6 +190,7 @@ mod tests {
         let b = Backoff {
             initial: MS(100),
             max: MS(1000),
+            max_retry_after: MS(600_000),
         };
         assert_eq!(b.delay(1, 0.0), MS(50));
         assert_eq!(b.delay(1, 1.0), MS(100));
@@ -162,6 +210,7 @@ mod tests {
         let b = Backoff {
             initial: MS(100),
             max: MS(1000),
+            max_retry_after: MS(600_000),
         };
         assert_eq!(
             b.next(1, Some(Duration::from_secs(3))),

@@ -80,6 +80,7 @@ impl WebhookConfig {
             backoff: Backoff {
                 initial: Duration::from_millis(c.backoff_initial_ms),
                 max: Duration::from_millis(c.backoff_max_ms),
+                max_retry_after: Duration::from_millis(c.max_retry_after_ms),
             },
         })
     }
@@ -237,7 +238,9 @@ impl Forwarder {
                         return exhausted("crm.max_attempts".into());
                     }
                     let wait = self.cfg.backoff.next(attempts, after);
-                    if started.elapsed() + wait > self.cfg.max_elapsed {
+                    // Saturating: `wait` is capped, but `elapsed + wait` must not be able to
+                    // overflow whatever the settings.
+                    if started.elapsed().saturating_add(wait) > self.cfg.max_elapsed {
                         return exhausted(format!(
                             "next wait {:.1} s passes crm.max_elapsed_ms",
                             wait.as_secs_f64()

@@ -109,6 +109,7 @@ fn config(url: String) -> WebhookConfig {
         backoff: Backoff {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(80),
+            max_retry_after: Duration::from_secs(60),
         },
     }
 }
@@ -262,5 +263,33 @@ async fn ids_that_are_not_header_values_are_invalid_alerts() {
     assert!(
         matches!(&d, Delivery::Failed { reason, attempts: 0 } if reason.starts_with("invalid_alert")),
         "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn huge_retry_after_values_are_capped_instead_of_panicking() {
+    // u64::MAX seconds, and a value past u64::MAX: both are "wait very long", neither may
+    // overflow the elapsed-time arithmetic (a full second has passed when they arrive).
+    let (addr, seen) = server(Arc::new(|n| match n {
+        0 => (503, Some("1"), Duration::ZERO, ""),
+        1 => (503, Some("18446744073709551615"), Duration::ZERO, ""),
+        2 => (429, Some("99999999999999999999999"), Duration::ZERO, ""),
+        _ => (200, None, Duration::ZERO, ""),
+    }))
+    .await;
+    let m = Metrics::new();
+    let mut cfg = config(format!("http://{addr}/hook"));
+    cfg.backoff.max_retry_after = Duration::from_secs(1);
+    let f = Forwarder::new(cfg, &m).expect("forwarder");
+    let t0 = Instant::now();
+    let d = f.deliver("a1", BODY, &CancellationToken::new()).await;
+    assert_eq!(d, Delivery::Delivered { attempts: 4 });
+    assert_eq!(seen.lock().expect("lock").len(), 4);
+    // Retry-After 1 s is honoured; the two huge ones wait the 1 s cap each (the backoff alone
+    // would be at most 80 ms).
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "{took:?}"
     );
 }

@@ -417,6 +417,10 @@ pub struct CrmConfig {
     pub backoff_initial_ms: u64,
     /// Upper bound of the backoff between two attempts, in milliseconds.
     pub backoff_max_ms: u64,
+    /// Longest wait a `Retry-After` answer can impose before the next attempt, in milliseconds;
+    /// longer (or absurd, e.g. `18446744073709551615`) values are cut to this. 0 = `Retry-After`
+    /// is ignored and the backoff alone applies.
+    pub max_retry_after_ms: u64,
     /// Alerts delivered concurrently (lanes by customer key: one customer's alerts stay in order).
     pub concurrency: usize,
     /// Dead-letter topic for alerts the CRM rejected or that ran out of retries.
@@ -435,6 +439,7 @@ impl Default for CrmConfig {
             max_elapsed_ms: 300_000,
             backoff_initial_ms: 500,
             backoff_max_ms: 30_000,
+            max_retry_after_ms: 600_000,
             concurrency: 4,
             dlq_topic: "churn.crm-dlq".into(),
             group_id: "churnstream-crm".into(),
