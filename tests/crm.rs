@@ -1,10 +1,12 @@
 //! CRM delivery on the real local broker: alerts on the alerts topic → `churn_crm::run` → a local
 //! HTTP server standing in for the CRM. The server fails some alerts with 503 a few times (one
-//! with `Retry-After`), refuses one with 400 and accepts the rest. Asserted: every good alert is
-//! delivered exactly once (retries reuse its `ce-id`), the body is the alert's bytes, every
-//! signature verifies, the refused alert and a non-alert land in the CRM dead-letter topic with
+//! with `Retry-After`), refuses one with 400, answers 503 to one until the forwarder gives up
+//! (`crm.max_attempts`) and accepts the rest. Asserted: every good alert is delivered exactly once
+//! (retries reuse its `ce-id`), the body is the alert's bytes, every signature verifies, the
+//! refused alert, the alert out of retries and a non-alert land in the CRM dead-letter topic with
 //! their reason and source headers, the metrics agree, the group's offsets are committed, and a
-//! restarted forwarder in the same group sends only the new alert.
+//! restarted forwarder in the same group sends only the new alert. A second test: a lane that
+//! panics makes `run_with` fail by itself, without committing the poisoned alert.
 
 mod common;
 
@@ -32,7 +34,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "whsec-test";
+/// A Standard Webhooks secret (base64 of `crm-test-secret`).
+const SECRET: &str = "whsec_Y3JtLXRlc3Qtc2VjcmV0";
 
 /// One request as the CRM saw it.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ struct Crm {
     flaky: Vec<String>,
     /// ids always answered 400.
     refused: Vec<String>,
+    /// ids always answered 503 (retried until `crm.max_attempts`, then dead-lettered).
+    down: Vec<String>,
     /// ce-id → every request, in order.
     hits: BTreeMap<String, Vec<Hit>>,
 }
@@ -59,6 +64,8 @@ impl Crm {
         let n = self.hits.get(id).map_or(0, Vec::len);
         let (status, retry_after) = if self.refused.iter().any(|r| r == id) {
             (400, None)
+        } else if self.down.iter().any(|d| d == id) {
+            (503, None)
         } else if n < 2 && self.flaky.iter().any(|f| f == id) {
             let first = self.flaky.first().is_some_and(|f| f == id);
             (503, (first && n == 0).then_some("1"))
@@ -104,16 +111,20 @@ async fn start_crm(crm: Arc<Mutex<Crm>>) -> SocketAddr {
                             .await
                             .map(|b| b.to_bytes().to_vec())
                             .unwrap_or_default();
-                        let ts: i64 = get("x-churnstream-timestamp").parse().unwrap_or(0);
-                        let signature_ok = churn_crm::verify(
-                            SECRET.as_bytes(),
-                            ts,
-                            &body,
-                            &get("x-churnstream-signature"),
-                            Utc::now().timestamp(),
-                            300,
-                        )
-                        .is_ok();
+                        let ts: i64 = get("webhook-timestamp").parse().unwrap_or(0);
+                        // Standard Webhooks: the id is signed too, and it is the ce-id.
+                        let key = churn_crm::signing_key(SECRET).expect("key");
+                        let signature_ok = get("webhook-id") == get("ce-id")
+                            && churn_crm::verify(
+                                &key,
+                                &get("webhook-id"),
+                                ts,
+                                &body,
+                                &get("webhook-signature"),
+                                Utc::now().timestamp(),
+                                300,
+                            )
+                            .is_ok();
                         let hit = Hit {
                             body,
                             content_type: get("content-type"),
@@ -253,9 +264,11 @@ async fn scenario() {
     let crm = Arc::new(Mutex::new(Crm {
         flaky: alerts[..3].iter().map(|a| a.1.clone()).collect(),
         refused: vec![alerts[3].1.clone()],
+        down: vec![alerts[4].1.clone()],
         hits: BTreeMap::new(),
     }));
     let refused_id = alerts[3].1.clone();
+    let down_id = alerts[4].1.clone();
     let addr = start_crm(crm.clone()).await;
     cfg.crm.webhook_url = format!("http://{addr}/churn-webhook");
 
@@ -282,14 +295,14 @@ async fn scenario() {
     let good: Vec<&String> = alerts
         .iter()
         .map(|a| &a.1)
-        .filter(|id| **id != refused_id)
+        .filter(|id| **id != refused_id && **id != down_id)
         .collect();
-    wait_until("9 deliveries and 2 dead letters", deadline, || {
+    wait_until("8 deliveries and 3 dead letters", deadline, || {
         let all = {
             let c = crm.lock().expect("lock");
             good.iter().all(|id| c.delivered(id) == 1)
         };
-        all && metrics.crm_delivery("dead_lettered").get() == 2
+        all && metrics.crm_delivery("dead_lettered").get() == 3
     })
     .await;
     let first_run = t0.elapsed();
@@ -302,12 +315,13 @@ async fn scenario() {
             let hits = &c.hits[id];
             let want = match i {
                 0..=2 => 3, // two 503s, then 200
+                4 => 5,     // 503 until crm.max_attempts
                 _ => 1,     // accepted, or refused for good (400)
             };
             assert_eq!(hits.len(), want, "attempts of alert {i}: {hits:?}");
             assert!(
-                hits.iter().filter(|h| h.status == 200).count() == usize::from(i != 3),
-                "alert {i} delivered exactly once (unless refused)"
+                hits.iter().filter(|h| h.status == 200).count() == usize::from(i != 3 && i != 4),
+                "alert {i} delivered exactly once (unless refused or the CRM stayed down)"
             );
             for h in hits {
                 assert_eq!(&h.body, body, "alert {i}: body is the alert's bytes");
@@ -316,15 +330,15 @@ async fn scenario() {
             }
         }
     }
-    assert_eq!(metrics.crm_delivery("delivered").get(), 9);
-    assert_eq!(metrics.crm_delivery("retried").get(), 6);
-    assert_eq!(metrics.crm_delivery("dead_lettered").get(), 2);
-    // 9 delivered + the refused one (the non-alert never reached HTTP).
+    assert_eq!(metrics.crm_delivery("delivered").get(), 8);
+    assert_eq!(metrics.crm_delivery("retried").get(), 6 + 4);
+    assert_eq!(metrics.crm_delivery("dead_lettered").get(), 3);
+    // 8 delivered + the refused one + the one out of retries (the non-alert never reached HTTP).
     assert_eq!(metrics.crm_delivery_duration.get_sample_count(), 10);
 
     // The dead letters: original key, bytes and headers plus reason and source headers.
-    let dlq = common::read_topic(&brokers, &cfg.crm.dlq_topic, 2, Duration::from_secs(10)).await;
-    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    let dlq = common::read_topic(&brokers, &cfg.crm.dlq_topic, 3, Duration::from_secs(10)).await;
+    assert_eq!(dlq.len(), 3, "{dlq:?}");
     for r in &dlq {
         let src = on_topic
             .iter()
@@ -349,6 +363,14 @@ async fn scenario() {
             );
             assert_eq!(r.header("error.attempts"), Some("1"));
             assert_eq!(r.key.as_deref(), Some(&b"cust-003"[..]));
+        } else if r.payload == alerts[4].2 {
+            // Giving up dead-letters the alert; it is never dropped.
+            assert!(
+                reason.starts_with("retries_exhausted: 5 attempts") && reason.contains("HTTP 503"),
+                "{reason}"
+            );
+            assert_eq!(r.header("error.attempts"), Some("5"));
+            assert_eq!(r.key.as_deref(), Some(&b"cust-004"[..]));
         } else {
             assert_eq!(r.payload, b"not an alert");
             assert!(reason.starts_with("invalid_alert: "), "{reason}");

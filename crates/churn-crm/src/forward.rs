@@ -165,7 +165,7 @@ pub async fn run(
     };
     let forwarder = Forwarder::new(webhook, &metrics)?;
     info!(
-        url = %forwarder.config().url,
+        url = %crate::webhook::redacted_url(&forwarder.config().url),
         signed = forwarder.config().secret.is_some(),
         "CRM webhook"
     );
@@ -230,10 +230,16 @@ pub async fn run_with<D: Deliver>(
     let mut tracker = OffsetTracker::default();
     let mut paused = false;
     let mut fatal = None;
+    // Liveness (/healthz): the loop turns at least every heartbeat tick unless it is wedged.
+    // An alert retried without end is not a wedge: its lane waits, this loop keeps turning.
+    health.watch(Duration::from_secs(cfg.pipeline.liveness_timeout_s));
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
+        health.beat();
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = heartbeat.tick() => continue,
             Some(d) = done_rx.recv() => {
                 match d {
                     Done::Finished { partition, offset } => {

@@ -5,8 +5,8 @@
 //!
 //! - body: the alert's bytes exactly as on the topic; `Content-Type: application/cloudevents+json`;
 //!   `ce-id: <alert id>` (deterministic, the CRM's idempotency key);
-//! - `X-Churnstream-Timestamp: <unix s>` and, with `crm.secret`,
-//!   `X-Churnstream-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>` ([`sign`]);
+//! - Standard Webhooks headers ([`sign`]): `webhook-id` (= `ce-id`), `webhook-timestamp: <unix s>`
+//!   and, with `crm.secret`, `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`;
 //! - retries with exponential backoff and jitter on connect errors, timeouts, 408, 429 and 5xx
 //!   (`Retry-After` seconds honoured up to `crm.max_retry_after_ms`), bounded by `crm.max_attempts` and `crm.max_elapsed_ms`
 //!   ([`retry`]);
@@ -26,8 +26,8 @@ pub mod webhook;
 
 pub use forward::{run, run_with, Deliver, OffsetTracker};
 pub use retry::{Backoff, Verdict};
-pub use sign::{sign, verify};
-pub use webhook::{Delivery, Forwarder, WebhookConfig};
+pub use sign::{sign, signing_key, verify};
+pub use webhook::{redacted_url, Delivery, Forwarder, WebhookConfig};
 
 /// Errors of the forwarder. `Config` is fatal; `Kafka`, `DeadLetter` and `Lane` (a delivery lane
 /// panicked or ended while the forwarder ran) stop the forwarder without storing the offset of

@@ -10,7 +10,10 @@
 //!   alert is dead-lettered at once.
 //!
 //! Retries stop after `max_attempts` attempts, or when the next attempt would start later than
-//! `max_elapsed` after the first one; the alert is then dead-lettered.
+//! `max_elapsed` after the first one; the alert is then dead-lettered. Either limit can be off
+//! (`crm.max_attempts = 0`, `crm.max_elapsed_ms = 0`); with both off a retriable failure is
+//! retried until it is delivered or the forwarder stops (permanent failures are still
+//! dead-lettered at once).
 
 use std::time::Duration;
 

@@ -1,45 +1,84 @@
-//! Webhook signatures: HMAC-SHA256 over `"{timestamp}.{body}"`.
+//! Webhook signatures: [Standard Webhooks](https://www.standardwebhooks.com/) v1.
 //!
-//! Every request carries `X-Churnstream-Timestamp: <unix seconds>` and, when a secret is
-//! configured, `X-Churnstream-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`
-//! (lower-case hex). The timestamp is part of the signed string, so a captured request cannot be
-//! replayed later with a fresh timestamp; receivers reject timestamps outside a tolerance window
-//! (e.g. 5 minutes) and de-duplicate by `ce-id`. Each attempt (retries included) is signed anew
-//! with its own timestamp.
+//! Every request carries three headers:
+//!
+//! - `webhook-id`: the alert's id (the same value as `ce-id`; retries and replays reuse it);
+//! - `webhook-timestamp`: unix seconds when this attempt was signed;
+//! - `webhook-signature` (only when `crm.secret` is set): `v1,` + base64 of
+//!   HMAC-SHA256(key, `"{webhook-id}.{webhook-timestamp}.{body}"`).
+//!
+//! The id, the timestamp and the body are all signed, so neither a captured request replayed with
+//! a fresh timestamp nor a body moved under another id verifies. Receivers reject timestamps
+//! outside a tolerance window (e.g. 5 minutes) and de-duplicate by the id. Each attempt (retries
+//! included) is signed anew with its own timestamp.
+//!
+//! The key: a secret of the form `whsec_<base64>` (what Standard Webhooks tooling generates and
+//! verifies) is the base64-decoded bytes after the prefix; any other secret is used as its UTF-8
+//! bytes. The official Standard Webhooks libraries (`standardwebhooks` for Python, JavaScript,
+//! Go, Rust, …) verify these requests with a `whsec_` secret.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Header holding the signature (`sha256=<hex>`).
-pub const SIGNATURE_HEADER: &str = "x-churnstream-signature";
+/// Header holding the message id (the alert id).
+pub const ID_HEADER: &str = "webhook-id";
 /// Header holding the unix time (seconds) the request was signed at.
-pub const TIMESTAMP_HEADER: &str = "x-churnstream-timestamp";
-/// Prefix of the signature value (the algorithm).
-pub const SCHEME: &str = "sha256=";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// Header holding the signature(s): space-separated `v1,<base64>` entries.
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// Version prefix of a signature entry.
+pub const SCHEME: &str = "v1,";
+/// Prefix of a base64-encoded secret.
+pub const SECRET_PREFIX: &str = "whsec_";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Lower-case hex of HMAC-SHA256(`secret`, `message`).
-pub fn hmac_sha256_hex(secret: &[u8], message: &[u8]) -> String {
-    let mut mac = keyed(secret);
+/// The HMAC key of a configured secret: `whsec_<base64>` is decoded, anything else is taken as
+/// its bytes. An empty key or a `whsec_` secret that is not base64 is an error (named, without
+/// the secret).
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let key = match secret.strip_prefix(SECRET_PREFIX) {
+        Some(b64) => BASE64.decode(b64.trim()).map_err(|e| {
+            format!("crm.secret starts with `{SECRET_PREFIX}` but the rest is not base64 ({e})")
+        })?,
+        None => secret.as_bytes().to_vec(),
+    };
+    if key.is_empty() {
+        return Err("crm.secret gives an empty signing key".into());
+    }
+    Ok(key)
+}
+
+/// Lower-case hex of HMAC-SHA256(`key`, `message`).
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let mut mac = keyed(key);
     mac.update(message);
     hex(&mac.finalize().into_bytes())
 }
 
-/// The `X-Churnstream-Signature` value for `body` sent at `timestamp` (unix seconds):
-/// `sha256=` + hex HMAC-SHA256(secret, `"{timestamp}.{body}"`).
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = keyed(secret);
+fn signed(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+    let mut mac = keyed(key);
+    mac.update(id.as_bytes());
+    mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("{SCHEME}{}", hex(&mac.finalize().into_bytes()))
+    mac
+}
+
+/// The `webhook-signature` value for `body` of message `id` sent at `timestamp` (unix seconds):
+/// `v1,` + base64 HMAC-SHA256(key, `"{id}.{timestamp}.{body}"`).
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mac = signed(key, id, timestamp, body);
+    format!("{SCHEME}{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
 /// Why a signature was not accepted by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    #[error("signature does not start with `sha256=` or is not hex")]
+    #[error("no `v1,<base64>` signature in the header")]
     Malformed,
     #[error("timestamp {timestamp} is more than {tolerance_s} s away from now ({now})")]
     Stale {
@@ -51,37 +90,44 @@ pub enum VerifyError {
     Mismatch,
 }
 
-/// Receiver side of [`sign`]: checks the timestamp is within `tolerance_s` of `now` and the
-/// signature matches (constant-time comparison).
+/// Receiver side of [`sign`]: checks the timestamp is within `tolerance_s` of `now` and that one
+/// of the header's space-separated `v1,` signatures matches (constant-time comparison; entries
+/// of other versions are ignored, as the specification says).
 pub fn verify(
-    secret: &[u8],
+    key: &[u8],
+    id: &str,
     timestamp: i64,
     body: &[u8],
-    signature: &str,
+    header: &str,
     now: i64,
     tolerance_s: i64,
 ) -> Result<(), VerifyError> {
-    let given = signature
-        .strip_prefix(SCHEME)
-        .and_then(unhex)
-        .ok_or(VerifyError::Malformed)?;
-    if (now - timestamp).abs() > tolerance_s {
+    let given: Vec<Vec<u8>> = header
+        .split_whitespace()
+        .filter_map(|e| e.strip_prefix(SCHEME))
+        .filter_map(|b| BASE64.decode(b).ok())
+        .collect();
+    if given.is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+    if now.abs_diff(timestamp) > tolerance_s.unsigned_abs() {
         return Err(VerifyError::Stale {
             timestamp,
             now,
             tolerance_s,
         });
     }
-    let mut mac = keyed(secret);
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&given).map_err(|_| VerifyError::Mismatch)
+    let mac = signed(key, id, timestamp, body);
+    if given.iter().any(|g| mac.clone().verify_slice(g).is_ok()) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
-fn keyed(secret: &[u8]) -> HmacSha256 {
+fn keyed(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length (longer ones are hashed first), so this cannot fail.
-    match HmacSha256::new_from_slice(secret) {
+    match HmacSha256::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     }
@@ -95,20 +141,6 @@ fn hex(bytes: &[u8]) -> String {
         s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let pairs = s.as_bytes().chunks_exact(2);
-    if !pairs.remainder().is_empty() {
-        return None;
-    }
-    pairs
-        .map(|p| {
-            let hi = char::from(p[0]).to_digit(16)?;
-            let lo = char::from(p[1]).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -128,56 +160,70 @@ mod tests {
         );
     }
 
-    /// The documented scheme, pinned (README's Python snippet computes the same value).
+    /// The Standard Webhooks reference vector (the official libraries' test suites use it;
+    /// recomputed with Python's hmac and base64 modules).
     #[test]
-    fn signature_is_hmac_of_timestamp_dot_body() {
-        let body = br#"{"id":"abc"}"#;
-        let sig = sign(b"s3cret", 1_700_000_000, body);
-        let expected = hmac_sha256_hex(b"s3cret", b"1700000000.{\"id\":\"abc\"}");
-        assert_eq!(sig, format!("sha256={expected}"));
-        // Computed independently with Python's hmac module (the README snippet).
-        assert_eq!(
-            sig,
-            "sha256=72a3da75a9ce3af68e8c9684d47ea32e9cb023327faf846bf884edfa60e1130a"
+    fn standard_webhooks_reference_vector() {
+        let key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("key");
+        let sig = sign(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
         );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn secrets_whsec_is_decoded_anything_else_is_bytes() {
+        assert_eq!(signing_key("s3cret"), Ok(b"s3cret".to_vec()));
+        assert_eq!(signing_key("whsec_aGVsbG8="), Ok(b"hello".to_vec()));
+        let bad = signing_key("whsec_not base64!").expect_err("not base64");
+        assert!(
+            bad.contains("whsec_") && !bad.contains("not base64!"),
+            "{bad}"
+        );
+        assert!(signing_key("whsec_").is_err(), "empty key");
     }
 
     #[test]
     fn verify_accepts_fresh_and_rejects_tampered_stale_or_malformed() {
         let body = b"{\"id\":\"x\"}";
-        let sig = sign(b"k", 1000, body);
-        assert_eq!(verify(b"k", 1000, body, &sig, 1100, 300), Ok(()));
+        let sig = sign(b"k", "a1", 1000, body);
+        assert_eq!(verify(b"k", "a1", 1000, body, &sig, 1100, 300), Ok(()));
+        let tampered = b"{\"id\":\"y\"}";
         assert_eq!(
-            verify(b"k", 1000, b"{\"id\":\"y\"}", &sig, 1000, 300),
+            verify(b"k", "a1", 1000, tampered, &sig, 1000, 300),
             Err(VerifyError::Mismatch)
         );
         assert_eq!(
-            verify(b"other", 1000, body, &sig, 1000, 300),
+            verify(b"other", "a1", 1000, body, &sig, 1000, 300),
+            Err(VerifyError::Mismatch)
+        );
+        // The id is signed: the same body and signature under another id do not verify.
+        assert_eq!(
+            verify(b"k", "a2", 1000, body, &sig, 1000, 300),
             Err(VerifyError::Mismatch)
         );
         // Replaying the body with a new timestamp breaks the signature.
         assert_eq!(
-            verify(b"k", 1200, body, &sig, 1200, 300),
+            verify(b"k", "a1", 1200, body, &sig, 1200, 300),
             Err(VerifyError::Mismatch)
         );
         assert!(matches!(
-            verify(b"k", 1000, body, &sig, 2000, 300),
+            verify(b"k", "a1", 1000, body, &sig, 2000, 300),
             Err(VerifyError::Stale { .. })
         ));
         assert_eq!(
-            verify(b"k", 1000, body, "md5=00", 1000, 300),
+            verify(b"k", "a1", 1000, body, "sha256=00", 1000, 300),
             Err(VerifyError::Malformed)
         );
         assert_eq!(
-            verify(b"k", 1000, body, "sha256=zz", 1000, 300),
+            verify(b"k", "a1", 1000, body, "v1,***", 1000, 300),
             Err(VerifyError::Malformed)
         );
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
-        assert_eq!(unhex("abc"), None);
+        // Several signatures (key rotation): any v1 match passes, other versions are skipped.
+        let rotated = format!("v1a,abc v1,{} {sig}", BASE64.encode([0u8; 32]));
+        assert_eq!(verify(b"k", "a1", 1000, body, &rotated, 1000, 300), Ok(()));
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::retry::{classify_status, classify_transport_error, Backoff, Verdict};
-use crate::sign::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::sign::{sign, signing_key, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::Error;
 
 /// `Content-Type` of every request: a CloudEvents 1.0 structured-mode JSON event.
@@ -37,16 +37,21 @@ type Connector = HttpConnector;
 /// Where and how alerts are POSTed (from the `[crm]` configuration section).
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    /// `http://` or (with the `tls` feature) `https://` URL.
+    /// `http://` or (with the default `tls` feature) `https://` URL. Never logged whole: see
+    /// [`redacted_url`].
     pub url: String,
-    /// HMAC-SHA256 signing secret; `None` = requests are not signed.
+    /// Signing secret as configured (`whsec_<base64>` or plain, see [`crate::sign`]); `None` =
+    /// requests are not signed.
     pub secret: Option<Vec<u8>>,
+    /// Extra trusted certificate authorities (PEM file) for `https://`; `None` = system roots.
+    pub ca_location: Option<std::path::PathBuf>,
     /// Timeout of one attempt (connect, send, response head and body).
     pub timeout: Duration,
-    /// Attempts per alert, the first included.
-    pub max_attempts: u32,
-    /// No attempt starts later than this after the first.
-    pub max_elapsed: Duration,
+    /// Attempts per alert, the first included; `None` (`crm.max_attempts = 0`) = no limit.
+    pub max_attempts: Option<u32>,
+    /// No attempt starts later than this after the first; `None` (`crm.max_elapsed_ms = 0`) = no
+    /// limit. With both `None` a retriable failure is retried until delivered (or shutdown).
+    pub max_elapsed: Option<Duration>,
     /// Waits between attempts.
     pub backoff: Backoff,
 }
@@ -54,7 +59,7 @@ pub struct WebhookConfig {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
+            .field("url", &redacted_url(&self.url))
             .field("signed", &self.secret.is_some())
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
@@ -74,9 +79,11 @@ impl WebhookConfig {
         Some(WebhookConfig {
             url: url.to_string(),
             secret: (!c.secret.is_empty()).then(|| c.secret.expose().as_bytes().to_vec()),
+            ca_location: (!c.ca_location.trim().is_empty())
+                .then(|| std::path::PathBuf::from(c.ca_location.trim())),
             timeout: Duration::from_millis(c.timeout_ms),
-            max_attempts: c.max_attempts.max(1),
-            max_elapsed: Duration::from_millis(c.max_elapsed_ms),
+            max_attempts: (c.max_attempts > 0).then_some(c.max_attempts),
+            max_elapsed: (c.max_elapsed_ms > 0).then(|| Duration::from_millis(c.max_elapsed_ms)),
             backoff: Backoff {
                 initial: Duration::from_millis(c.backoff_initial_ms),
                 max: Duration::from_millis(c.backoff_max_ms),
@@ -114,6 +121,8 @@ enum Attempt {
 pub struct Forwarder {
     client: Client<Connector, Full<Bytes>>,
     uri: Uri,
+    /// HMAC key derived from the secret ([`signing_key`]).
+    key: Option<Vec<u8>>,
     cfg: WebhookConfig,
     delivered: IntCounter,
     retried: IntCounter,
@@ -131,35 +140,44 @@ impl std::fmt::Debug for Forwarder {
 impl Forwarder {
     /// A forwarder for `cfg`, counting into `metrics` (handles resolved once here).
     pub fn new(cfg: WebhookConfig, metrics: &Metrics) -> Result<Self, Error> {
-        let uri: Uri = cfg
-            .url
-            .parse()
-            .map_err(|e| Error::Config(format!("crm.webhook_url `{}`: {e}", cfg.url)))?;
+        // Errors name the URL only as [`redacted_url`] does: webhook URLs often carry a token.
+        let uri: Uri = cfg.url.parse().map_err(|e| {
+            Error::Config(format!("crm.webhook_url `{}`: {e}", redacted_url(&cfg.url)))
+        })?;
         let scheme_ok = match uri.scheme_str() {
             Some("http") => Ok(()),
             Some("https") if cfg!(feature = "tls") => Ok(()),
-            Some("https") => Err("https needs churnstream built with the `crm-tls` feature \
-                 (cargo build --features crm-tls), or an http:// egress proxy"),
+            Some("https") => Err("https needs churn-crm's `tls` feature (on by default), \
+                 or an http:// egress proxy"),
             _ => Err("expected http:// or https://"),
         };
         if let Err(why) = scheme_ok {
             return Err(Error::Config(format!(
                 "crm.webhook_url `{}`: {why}",
-                cfg.url
+                redacted_url(&cfg.url)
             )));
         }
         if uri.host().is_none() {
             return Err(Error::Config(format!(
                 "crm.webhook_url `{}`: no host",
-                cfg.url
+                redacted_url(&cfg.url)
             )));
         }
+        let key = match &cfg.secret {
+            Some(s) => {
+                let s = std::str::from_utf8(s)
+                    .map_err(|_| Error::Config("crm.secret is not UTF-8".into()))?;
+                Some(signing_key(s).map_err(Error::Config)?)
+            }
+            None => None,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector(cfg.timeout)?);
+            .build(connector(cfg.timeout, cfg.ca_location.as_deref())?);
         Ok(Forwarder {
             client,
             uri,
+            key,
             delivered: metrics.crm_delivery("delivered"),
             retried: metrics.crm_delivery("retried"),
             duration: metrics.crm_delivery_duration.clone(),
@@ -173,7 +191,8 @@ impl Forwarder {
     }
 
     /// POST `body` (the alert exactly as on the topic) with `ce-id: id`, retrying transient
-    /// failures (see [`crate::retry`]) until delivered, refused, out of retries or `cancel`led.
+    /// failures (see [`crate::retry`]) until delivered, refused, out of retries (never, when both
+    /// limits are `None`) or `cancel`led.
     /// Counts `delivered` and `retried` and observes the duration of finished deliveries;
     /// dead-lettering (and its count) is the caller's job.
     pub async fn deliver(&self, id: &str, body: &[u8], cancel: &CancellationToken) -> Delivery {
@@ -187,7 +206,7 @@ impl Forwarder {
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             let t0 = Instant::now();
             let (verdict, what) = match self.attempt(&ce_id, body.clone()).await {
                 Attempt::Status {
@@ -234,13 +253,17 @@ impl Forwarder {
                             attempts,
                         }
                     };
-                    if attempts >= self.cfg.max_attempts {
+                    if self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
                         return exhausted("crm.max_attempts".into());
                     }
                     let wait = self.cfg.backoff.next(attempts, after);
                     // Saturating: `wait` is capped, but `elapsed + wait` must not be able to
                     // overflow whatever the settings.
-                    if started.elapsed().saturating_add(wait) > self.cfg.max_elapsed {
+                    let too_late = self
+                        .cfg
+                        .max_elapsed
+                        .is_some_and(|max| started.elapsed().saturating_add(wait) > max);
+                    if too_late {
                         return exhausted(format!(
                             "next wait {:.1} s passes crm.max_elapsed_ms",
                             wait.as_secs_f64()
@@ -270,9 +293,12 @@ impl Forwarder {
                 concat!("churnstream/", env!("CARGO_PKG_VERSION")),
             )
             .header(CE_ID_HEADER, ce_id.clone())
+            .header(ID_HEADER, ce_id.clone())
             .header(TIMESTAMP_HEADER, timestamp);
-        if let Some(secret) = &self.cfg.secret {
-            req = req.header(SIGNATURE_HEADER, sign(secret, timestamp, &body));
+        if let Some(key) = &self.key {
+            // ce_id came from a &str (HeaderValue::from_str), so to_str cannot fail.
+            let id = ce_id.to_str().unwrap_or_default();
+            req = req.header(SIGNATURE_HEADER, sign(key, id, timestamp, &body));
         }
         let req = match req.body(Full::new(body)) {
             Ok(r) => r,
@@ -329,7 +355,23 @@ impl Forwarder {
     }
 }
 
-fn connector(timeout: Duration) -> Result<Connector, Error> {
+/// `url` with only its scheme, host and port: the user info, path and query are cut (webhook
+/// URLs often carry a token in any of them). What cannot be parsed is not shown at all.
+pub fn redacted_url(url: &str) -> String {
+    match url.trim().parse::<Uri>() {
+        Ok(u) => match (u.scheme_str(), u.host()) {
+            (Some(scheme), Some(host)) => {
+                let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+                let more = u.path_and_query().is_some_and(|p| p.as_str() != "/");
+                format!("{scheme}://{host}{port}{}", if more { "/…" } else { "" })
+            }
+            _ => "<not shown>".into(),
+        },
+        Err(_) => "<not shown>".into(),
+    }
+}
+
+fn connector(timeout: Duration, ca: Option<&std::path::Path>) -> Result<Connector, Error> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(timeout));
     http.set_nodelay(true);
@@ -337,15 +379,57 @@ fn connector(timeout: Duration) -> Result<Connector, Error> {
     {
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| Error::Config(format!("loading the system's root certificates: {e}")))?
+            .with_tls_config(tls_config(ca)?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         Ok(https)
     }
     #[cfg(not(feature = "tls"))]
-    Ok(http)
+    {
+        if let Some(ca) = ca {
+            return Err(Error::Config(format!(
+                "crm.ca_location = {}: https needs churn-crm's `tls` feature",
+                ca.display()
+            )));
+        }
+        Ok(http)
+    }
+}
+
+/// rustls (ring) trusting the system's roots and the certificates of `ca`.
+#[cfg(feature = "tls")]
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca {
+        let bad = |e: String| Error::Config(format!("crm.ca_location = {}: {e}", path.display()));
+        let mut n = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(bad("no PEM certificate in the file".into()));
+        }
+    } else if added == 0 {
+        // Only an https:// URL needs them; its connect errors will say the issuer is unknown.
+        warn!(
+            errors = native.errors.len(),
+            "no usable system root certificate: https:// webhooks fail until ca-certificates is installed or crm.ca_location is set"
+        );
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(cfg)
 }
 
 /// A transport error with its cause chain (hyper's top-level message alone is vague).
@@ -384,6 +468,15 @@ mod tests {
         assert_eq!(w.url, "http://127.0.0.1:9/hook");
         assert_eq!(w.secret, None);
         assert_eq!(w.timeout, Duration::from_millis(c.timeout_ms));
+        assert_eq!(w.max_attempts, Some(8), "default");
+        assert_eq!(w.max_elapsed, Some(Duration::from_secs(300)), "default");
+        let unlimited = CrmConfig {
+            max_attempts: 0,
+            max_elapsed_ms: 0,
+            ..c.clone()
+        };
+        let u = WebhookConfig::from_config(&unlimited).expect("enabled");
+        assert_eq!((u.max_attempts, u.max_elapsed), (None, None));
         c.secret = churn_pipeline::config::Secret("k".into());
         let w = WebhookConfig::from_config(&c).expect("enabled");
         assert_eq!(w.secret.as_deref(), Some(&b"k"[..]));
@@ -402,6 +495,40 @@ mod tests {
         c.webhook_url = "http://".into();
         let w = WebhookConfig::from_config(&c).expect("enabled");
         assert!(matches!(Forwarder::new(w, &m), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn urls_are_logged_without_user_info_path_or_query() {
+        assert_eq!(
+            redacted_url("https://user:pw@crm.example.com:8443/hooks/T0/B0/XYZ?token=abc"),
+            "https://crm.example.com:8443/…"
+        );
+        assert_eq!(redacted_url("http://127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(redacted_url("http://crm/"), "http://crm");
+        assert_eq!(redacted_url("not a url with a token"), "<not shown>");
+        let m = Metrics::new();
+        let c = CrmConfig {
+            webhook_url: "ftp://crm/hook?token=abc".into(),
+            secret: churn_pipeline::config::Secret("whsec_!!".into()),
+            ..CrmConfig::default()
+        };
+        let w = WebhookConfig::from_config(&c).expect("enabled");
+        assert!(!format!("{w:?}").contains("token"), "{w:?}");
+        match Forwarder::new(w, &m) {
+            Err(Error::Config(e)) => assert!(!e.contains("token=abc"), "{e}"),
+            other => panic!("ftp accepted: {other:?}"),
+        }
+        // A whsec_ secret that is not base64 is a config error that does not show the secret.
+        let c = CrmConfig {
+            webhook_url: "http://crm/hook".into(),
+            secret: churn_pipeline::config::Secret("whsec_!!".into()),
+            ..CrmConfig::default()
+        };
+        let w = WebhookConfig::from_config(&c).expect("enabled");
+        match Forwarder::new(w, &m) {
+            Err(Error::Config(e)) => assert!(e.contains("base64") && !e.contains("!!"), "{e}"),
+            other => panic!("bad secret accepted: {other:?}"),
+        }
     }
 
     #[test]

@@ -404,14 +404,21 @@ impl Default for MetricsConfig {
 pub struct CrmConfig {
     /// CRM endpoint every alert is POSTed to (`http://` or `https://`). Empty = forwarder disabled.
     pub webhook_url: String,
-    /// HMAC-SHA256 signing secret (`X-Churnstream-Signature`); empty = unsigned. Set it with the
-    /// environment variable `CHURN__CRM__SECRET` rather than in the file.
+    /// Signing secret of the Standard Webhooks signature (`webhook-signature`): `whsec_<base64>`
+    /// (the key is the decoded bytes) or any other string (its bytes); empty = unsigned. Set it
+    /// with the environment variable `CHURN__CRM__SECRET` rather than in the file.
     pub secret: Secret,
+    /// PEM file of certificate authorities trusted for an `https://` webhook besides the
+    /// system's roots (a private CA); empty = the system's roots only.
+    pub ca_location: String,
     /// Timeout of one HTTP attempt (connect, request and response), in milliseconds.
     pub timeout_ms: u64,
-    /// Attempts per alert, the first included, before it is dead-lettered.
+    /// Attempts per alert, the first included, before it is dead-lettered. 0 = no limit.
     pub max_attempts: u32,
-    /// No new attempt starts later than this after the first one, in milliseconds.
+    /// No new attempt starts later than this after the first one, in milliseconds. 0 = no limit.
+    /// With both limits 0, retriable failures (connect errors, timeouts, 408, 429, 5xx) are
+    /// retried until delivered: the alert's partition stops committing meanwhile, nothing is
+    /// dead-lettered for being out of retries.
     pub max_elapsed_ms: u64,
     /// Backoff before the first retry, in milliseconds (doubles per retry, with jitter).
     pub backoff_initial_ms: u64,
@@ -434,6 +441,7 @@ impl Default for CrmConfig {
         CrmConfig {
             webhook_url: String::new(),
             secret: Secret::default(),
+            ca_location: String::new(),
             timeout_ms: 10_000,
             max_attempts: 8,
             max_elapsed_ms: 300_000,
@@ -453,15 +461,13 @@ impl CrmConfig {
         let url = self.webhook_url.trim();
         let http = url.starts_with("http://") || url.starts_with("https://");
         if !url.is_empty() && !http {
-            return Err(format!(
-                "crm.webhook_url = `{url}`: expected an http:// or https:// URL (or empty to disable)"
-            ));
+            // The URL itself is not shown: webhook URLs often carry a token.
+            return Err(
+                "crm.webhook_url: expected an http:// or https:// URL (or empty to disable)".into(),
+            );
         }
         if self.timeout_ms == 0 {
             return Err("crm.timeout_ms must be > 0".into());
-        }
-        if self.max_attempts == 0 {
-            return Err("crm.max_attempts must be >= 1".into());
         }
         if self.concurrency == 0 {
             return Err("crm.concurrency must be >= 1".into());
