@@ -568,3 +568,96 @@ async fn a_record_above_the_dlq_producer_limit_does_not_stop_the_pipeline() {
         .header("error.reason")
         .is_some_and(|r| r.starts_with("oversize")));
 }
+
+/// Issue #15, item 4: the DLQ path kept a rejected record's key and headers whole. A 900 kB key
+/// or 600 kB of headers (the broker took them: tansu has no limit) made the dead letter too big
+/// for the producer (`MsgSizeTooLarge`), the pipeline stopped without storing the offset, and
+/// every restart met the same record. Now each part is cut to fit and the cut is said in a
+/// header (`crate::dlq`), and the pipeline goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_key_or_huge_headers_do_not_stop_the_pipeline() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cfg = setup("poison-key").await.cfg;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("message.max.bytes", "20000000")
+        .create()
+        .expect("producer");
+    let key = vec![b'k'; 900_000];
+    let value = vec![b'h'; 60_000];
+    let mut headers = OwnedHeaders::new();
+    for _ in 0..10 {
+        headers = headers.insert(Header {
+            key: "big",
+            value: Some(&value[..]),
+        });
+    }
+    for (key, headers) in [
+        (&key[..], None),
+        (&b"heads"[..], Some(headers.clone())),
+        (&key[..], Some(headers)),
+    ] {
+        let mut r = FutureRecord::<[u8], [u8]>::to(&cfg.topics.purchases)
+            .key(key)
+            .payload(b"{");
+        if let Some(h) = headers {
+            r = r.headers(h);
+        }
+        producer
+            .send(r, Duration::from_secs(20))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("the broker takes it when the client allows it");
+    }
+
+    let (_, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let pipeline = tokio::spawn(kafka::run(
+        cfg.clone(),
+        Arc::new(model),
+        metrics.clone(),
+        Health::default(),
+        shutdown.child_token(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processed(&metrics) < 3 && Instant::now() < deadline && !pipeline.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !pipeline.is_finished(),
+        "pipeline stopped: {:?}",
+        pipeline.await
+    );
+    shutdown.cancel();
+    pipeline
+        .await
+        .expect("join")
+        .expect("pipeline exits cleanly");
+    assert_eq!(processed(&metrics), 3, "every offset processed");
+    assert_eq!(metrics.dlq_published.get(), 3, "all dead-lettered");
+    let dlq = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.dlq,
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(dlq.len(), 3);
+    let with_long_key = dlq
+        .iter()
+        .filter(|r| r.header("error.truncated_key_from_bytes") == Some("900000"))
+        .count();
+    assert_eq!(with_long_key, 2, "both long keys cut and said so");
+    let with_heads = dlq
+        .iter()
+        .filter(|r| r.header("error.dropped_headers").is_some())
+        .count();
+    assert_eq!(with_heads, 2, "both header sets cut and said so");
+    for r in &dlq {
+        assert!(r.key.as_ref().is_some_and(|k| k.len() <= 1024));
+        assert!(r.header("error.reason").is_some());
+        assert_eq!(r.payload, b"{", "the payload itself fits and is kept");
+    }
+}

@@ -1,5 +1,6 @@
-//! An input topic deleted and recreated under a running deployment (issue #15, replay guard).
-//! The recreated topics' offsets start at 0 again, below the offsets the restored state has
+//! Input and changelog topics deleted or recreated under a deployment (issue #15).
+//!
+//! An input topic deleted and recreated (replay guard): the recreated topics' offsets start at 0 again, below the offsets the restored state has
 //! applied. The replay guard compared the new offsets with the old log's and dropped every new
 //! event up to the old log's end as a "duplicate" (3,295 of 3,717 here). Kafka and tansu drop a
 //! deleted topic's committed offsets, so at the restart the service sees state offsets and no
@@ -8,6 +9,8 @@
 //! old log's offsets and applies the new events: the state holds every event exactly once.
 //! (Offsets that go back while committed offsets exist — a truncated log — are detected without
 //! help: see `kafka::Positions`.)
+//!
+//! The later tests: a missing or non-compacted changelog, and an unreadable changelog record.
 //!
 //! On a private tansu broker (memory engine): the pipeline (in-process) consumes the first half
 //! of a history and stops cleanly; the four input topics are deleted and recreated; the second
@@ -137,5 +140,119 @@ async fn events_of_a_recreated_input_topic_are_applied_not_dropped_as_replays() 
     assert_eq!(dropped, Some(0.0), "no new event is dropped as a replay");
     assert!(resets >= 1.0, "the offsets going back are reported");
     let latest = common::latest_state(&cfg).await;
+    common::assert_exactly_once(&latest, &pop.events);
+}
+
+/// Create `topic` with one partition and `cleanup.policy` = `policy`.
+async fn create_with_policy(brokers: &str, topic: &str, policy: &str) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", policy);
+    let res = admin
+        .create_topics(
+            &[t],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create_topics request");
+    for r in res {
+        if let Err((t, e)) = r {
+            panic!("creating topic {t}: {e}");
+        }
+    }
+}
+
+/// Issue #15, item 6: a changelog that disappeared was silently recreated empty although the
+/// group had committed offsets, so the whole history before them was lost to the state (the
+/// service started, restored nothing, and went on from the committed offsets). Now it refuses
+/// to start with an error naming the offsets, unless told to start empty. A changelog whose
+/// `cleanup.policy` is not compact (its records would expire) is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_non_compacted_changelog_is_refused_when_the_group_has_state() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::new(dir.path(), Storage::Memory);
+    let mut cfg = common::pipeline_config_on(&broker.brokers(), "nochangelog", 1).await;
+    common::quick_member(&mut cfg);
+    let (pop, model, _) = common::population_and_model(60, 90, 3, 28);
+    common::publish(&cfg, &pop.events).await;
+    consume(&cfg, &model, pop.events.len() as u64).await;
+
+    delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let e = churn_pipeline::kafka::prepare_topics(&cfg)
+        .await
+        .expect_err("a missing changelog with committed offsets must not start");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&cfg.topics.changelog)
+            && msg.contains("committed offsets")
+            && msg.contains(&cfg.topics.purchases)
+            && msg.contains("allow_missing_changelog"),
+        "{msg}"
+    );
+
+    // Recreated by hand with the wrong policy: refused, naming the fix.
+    create_with_policy(&broker.brokers(), &cfg.topics.changelog, "delete").await;
+    let e = churn_pipeline::kafka::prepare_topics(&cfg)
+        .await
+        .expect_err("a changelog under cleanup.policy=delete must not start");
+    assert!(e.to_string().contains("cleanup.policy=delete"), "{e}");
+    delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Told to start empty: the changelog is created (compacted) and the service starts.
+    cfg.pipeline.allow_missing_changelog = true;
+    churn_pipeline::kafka::prepare_topics(&cfg)
+        .await
+        .expect("allowed to start with an empty state");
+    churn_pipeline::kafka::prepare_topics(&cfg)
+        .await
+        .expect("the created changelog is compacted");
+}
+
+/// Issue #15, item 7: one changelog record the restore cannot read made `restore` fail, so the
+/// service stopped — and every instance assigned the partition after it, in a crash loop. Now
+/// the record is skipped, counted and logged with its offset; the service consumes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_changelog_record_is_skipped_and_counted_not_a_wedge() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::new(dir.path(), Storage::Memory);
+    let mut cfg = common::pipeline_config_on(&broker.brokers(), "corrupt", 1).await;
+    common::quick_member(&mut cfg);
+    create_with_policy(&broker.brokers(), &cfg.topics.changelog, "compact").await;
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .expect("producer");
+    // A binary record whose body is cut short, and bytes that are no record at all.
+    for (key, value) in [
+        ("cust-corrupt-1", &[0xC5u8, 4, 0xFF, 0xFF, 0xFF][..]),
+        ("cust-corrupt-2", &b"{\"not\": \"a state record\""[..]),
+    ] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&cfg.topics.changelog)
+                    .partition(0)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("corrupt record produced");
+    }
+    let (pop, model, _) = common::population_and_model(60, 90, 5, 28);
+    common::publish(&cfg, &pop.events).await;
+    let metrics = consume(&cfg, &model, pop.events.len() as u64).await;
+    assert_eq!(
+        common::metric(&metrics, "churn_state_corrupt_records_total"),
+        Some(2.0),
+        "both unreadable records are counted"
+    );
+    // The service leaves unreadable records alone (a newer version may read them).
+    let latest = common::latest_state_except(&cfg, &["cust-corrupt-1", "cust-corrupt-2"]).await;
     common::assert_exactly_once(&latest, &pop.events);
 }

@@ -219,6 +219,7 @@ pub async fn run_with<D: Deliver>(
                 producer: producer.clone(),
                 source_topic: alerts.to_string(),
                 dlq: dlq.to_string(),
+                dlq_limit: churn_pipeline::kafka::dlq_record_limit(&cfg),
                 dead: dead.clone(),
                 stop: stop.clone(),
             },
@@ -353,6 +354,8 @@ struct Lane<D> {
     producer: FutureProducer,
     source_topic: String,
     dlq: String,
+    /// What a dead letter must fit: the producer's `message.max.bytes`.
+    dlq_limit: usize,
     dead: IntCounter,
     stop: CancellationToken,
 }
@@ -409,13 +412,20 @@ async fn lane<D: Deliver>(
 }
 
 /// Write the alert's original key, bytes and headers plus `error.*` / `source.*` headers to the
-/// CRM dead-letter topic and wait for the broker's acknowledgement.
+/// CRM dead-letter topic and wait for the broker's acknowledgement. Each part is cut to fit the
+/// producer's limit ([`churn_pipeline::dlq::bound`]): a dead letter that cannot be sent stops
+/// the forwarder, and the restart would meet the same alert again.
 async fn dead_letter<D>(l: &Lane<D>, job: &Job, reason: &str, attempts: u32) -> Result<(), Error> {
+    let original = job.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+    let b = churn_pipeline::dlq::bound(job.key.as_deref(), original, &job.payload, l.dlq_limit);
     let mut h = OwnedHeaders::new();
-    for (k, v) in &job.headers {
+    for (key, value) in &b.headers {
+        h = h.insert(Header { key, value: *value });
+    }
+    for (key, value) in &b.notes {
         h = h.insert(Header {
-            key: k,
-            value: v.as_deref(),
+            key,
+            value: Some(value.as_str()),
         });
     }
     let partition = job.partition.to_string();
@@ -435,9 +445,9 @@ async fn dead_letter<D>(l: &Lane<D>, job: &Job, reason: &str, attempts: u32) -> 
         });
     }
     let mut record = FutureRecord::<[u8], [u8]>::to(&l.dlq)
-        .payload(&job.payload)
+        .payload(b.payload)
         .headers(h);
-    if let Some(k) = &job.key {
+    if let Some(k) = b.key {
         record = record.key(k);
     }
     l.producer

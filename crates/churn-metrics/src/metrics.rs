@@ -62,6 +62,8 @@ pub mod names {
     pub const STATE_BYTES: &str = "churn_state_bytes";
     /// Customers forgotten by the sweep, by reason (`silent`, `cap`).
     pub const STATE_CUSTOMERS_FORGOTTEN: &str = "churn_state_customers_forgotten_total";
+    /// Changelog records a restore could not read and skipped.
+    pub const STATE_CORRUPT_RECORDS: &str = "churn_state_corrupt_records_total";
     /// Seconds since the last successful checkpoint.
     pub const STATE_CHECKPOINT_AGE: &str = "churn_state_checkpoint_age_seconds";
     /// Unix time of the last successful checkpoint.
@@ -117,6 +119,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::STATE_CUSTOMERS_TRACKED,
     names::STATE_BYTES,
     names::STATE_CUSTOMERS_FORGOTTEN,
+    names::STATE_CORRUPT_RECORDS,
     names::STATE_CHECKPOINT_AGE,
     names::STATE_CHECKPOINT_LAST_SUCCESS,
     names::SINK_PRODUCE_ERRORS,
@@ -218,6 +221,8 @@ pub struct Metrics {
     pub forgotten_silent: IntCounter,
     /// `churn_state_customers_forgotten_total{reason="cap"}`.
     pub forgotten_cap: IntCounter,
+    /// `churn_state_corrupt_records_total`.
+    pub state_corrupt_records: IntCounter,
     /// `churn_state_checkpoint_age_seconds`.
     pub checkpoint_age: Gauge,
     /// `churn_state_checkpoint_last_success_timestamp_seconds`.
@@ -453,6 +458,13 @@ impl Metrics {
                 IntCounter::new(
                     names::INGEST_PARTITION_MOVES,
                     "Customers whose events arrived on another input partition than their state's (co-partitioning changed).",
+                ),
+            ),
+            state_corrupt_records: register(
+                r,
+                IntCounter::new(
+                    names::STATE_CORRUPT_RECORDS,
+                    "Changelog records a restore could not read (corrupt, or from a newer version) and skipped.",
                 ),
             ),
             offsets_stored: register(
@@ -697,6 +709,7 @@ mod tests {
         m.offsets_stored.inc();
         m.offset_resets.with_label_values(&["purchases"]).inc();
         m.partition_moves.inc();
+        m.state_corrupt_records.inc();
         m.produce_errors.inc();
         m.set_model("2024-06-01-abc", 0.81);
         m.nps_rolling.set(12.5);

@@ -195,6 +195,11 @@ pub struct PipelineConfig {
     /// new log's events up to the old log's end are skipped as replays (the service warns).
     #[serde(default)]
     pub recreated_topics: Vec<String>,
+    /// Start even when the changelog topic is missing although the group has committed
+    /// offsets (the state starts empty; the history before those offsets is lost to it).
+    /// Without it the service refuses to start.
+    #[serde(default)]
+    pub allow_missing_changelog: bool,
     /// Largest accepted message in bytes (larger ones go to the DLQ).
     pub max_event_bytes: usize,
     /// How far in the future an `occurred_at` may be, in hours.
@@ -295,6 +300,7 @@ impl Default for PipelineConfig {
             batch_max_wait_ms: 100,
             dedupe_window: 200_000,
             recreated_topics: Vec::new(),
+            allow_missing_changelog: false,
             max_event_bytes: 64 * 1024,
             max_future_hours: 24,
             max_past_days: churn_events::DEFAULT_MAX_PAST_DAYS,

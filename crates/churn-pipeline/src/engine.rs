@@ -1543,10 +1543,25 @@ impl Engine {
 
     /// Changelog records of every customer changed since the last call (state after this batch).
     pub fn take_changelog(&mut self) -> Result<Vec<StateRecord>, Error> {
-        let keys = std::mem::take(&mut self.changed);
-        let mut out = Vec::with_capacity(keys.len() + self.forgotten.len());
+        self.take_changelog_chunk(usize::MAX)
+    }
+
+    /// [`Engine::take_changelog`], at most `max` records at a time (the rest stay queued for
+    /// the next call; empty when nothing is left). A day rollover changes every customer of a
+    /// partition: the service writes them in chunks instead of building one record per
+    /// customer in memory at once. All tombstones come before any state record.
+    pub fn take_changelog_chunk(&mut self, max: usize) -> Result<Vec<StateRecord>, Error> {
+        let max = max.max(1);
+        let tombstones = self.forgotten.len().min(max);
+        let states = if tombstones == self.forgotten.len() {
+            (max - tombstones).min(self.changed.len())
+        } else {
+            0
+        };
+        let keys: Vec<Slot> = self.changed.drain(..states).collect();
+        let mut out = Vec::with_capacity(keys.len() + tombstones);
         // Tombstones first: a customer forgotten and seen again since gets its new state after.
-        for (key, partition) in self.forgotten.drain(..) {
+        for (key, partition) in self.forgotten.drain(..tombstones) {
             out.push(StateRecord {
                 partition,
                 key,

@@ -49,6 +49,8 @@ pub enum StateChange {
     Restore {
         partition: i32,
         records: Vec<(String, Vec<u8>)>,
+        /// The changelog offset of each of `records` (for the log of a corrupt one).
+        offsets: Vec<i64>,
         /// The lineage the restored state continues as (see [`crate::lineage`]).
         lineage: Lineage,
         seconds: f64,
@@ -378,6 +380,7 @@ impl ServiceContext {
                 self.push(StateChange::Restore {
                     partition: p,
                     records: Vec::new(),
+                    offsets: Vec::new(),
                     lineage: Lineage {
                         token: String::new(),
                         base: None,
@@ -484,6 +487,7 @@ impl ServiceContext {
                     self.push(StateChange::Restore {
                         partition: p,
                         records: resolved.records,
+                        offsets: resolved.offsets,
                         lineage: Lineage {
                             token: token.clone(),
                             base: Some((resolved.view, end)),
@@ -787,7 +791,7 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
         });
     }
     match parts(&t.changelog) {
-        Some(m) if m == n => Ok(()),
+        Some(m) if m == n => check_changelog_policy(cfg, &admin).await,
         Some(m) => Err(Error::Config {
             path: "topics.changelog".into(),
             message: format!(
@@ -796,6 +800,27 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
             ),
         }),
         None => {
+            // A group that committed offsets has state: created empty now, the changelog would
+            // restore nothing and every event before those offsets would be lost to the state.
+            let committed = committed_inputs(cfg, &md, &consumed)?;
+            if !committed.is_empty() {
+                if !cfg.pipeline.allow_missing_changelog {
+                    return Err(Error::Config {
+                        path: "topics.changelog".into(),
+                        message: format!(
+                            "the state changelog `{}` does not exist, but group `{}` has committed offsets ({}): starting would restore an empty state and lose the history before them. Restore the changelog topic (or fix topics.changelog); to rebuild the state from the inputs, reset the group's offsets to the earliest (kafka-consumer-groups --reset-offsets --to-earliest); to start with an empty state anyway, set pipeline.allow_missing_changelog = true",
+                            t.changelog,
+                            cfg.group_id(),
+                            committed.join(", ")
+                        ),
+                    });
+                }
+                warn!(
+                    topic = %t.changelog,
+                    committed = %committed.join(", "),
+                    "pipeline.allow_missing_changelog: the changelog is missing although the group committed offsets; starting with an empty state"
+                );
+            }
             let topic = NewTopic::new(
                 &t.changelog,
                 n,
@@ -815,6 +840,80 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
                 }
             }
             info!(topic = %t.changelog, partitions = n, "created state changelog topic");
+            Ok(())
+        }
+    }
+}
+
+/// Committed offsets of the group on the consumed topics, as `topic[partition]@offset` (at most
+/// 8, then `…`); empty when the group has none.
+fn committed_inputs(
+    cfg: &Config,
+    md: &rdkafka::metadata::Metadata,
+    consumed: &[&str],
+) -> Result<Vec<String>, Error> {
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| consumed.contains(&t.name())) {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    let mut c = client_config(cfg, &cfg.kafka.consumer);
+    c.set("group.id", cfg.group_id())
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create()?;
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(15))?;
+    let mut out: Vec<String> = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o > 0 => Some(format!("{}[{}]@{o}", e.topic(), e.partition())),
+            _ => None,
+        })
+        .collect();
+    if out.len() > 8 {
+        out.truncate(8);
+        out.push("…".into());
+    }
+    Ok(out)
+}
+
+/// The changelog must be compacted: under `cleanup.policy=delete` its records expire with the
+/// retention and a restore silently loses every customer whose record is older. A policy
+/// without `compact` is refused; one the broker does not report (tansu reports only the
+/// settings a topic was created with) is logged.
+async fn check_changelog_policy(
+    cfg: &Config,
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<(), Error> {
+    use rdkafka::admin::ResourceSpecifier;
+    let name = cfg.topics.changelog.as_str();
+    let res = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(name)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(15))),
+        )
+        .await;
+    let policy = match res.as_deref() {
+        Ok([Ok(r)]) => r.get("cleanup.policy").and_then(|e| e.value.clone()),
+        other => {
+            warn!(topic = name, result = ?other.map(|r| r.len()), "could not read the changelog's cleanup.policy; make sure it is compact");
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(p) if p.split(',').any(|x| x.trim() == "compact") => Ok(()),
+        Some(p) => Err(Error::Config {
+            path: "topics.changelog".into(),
+            message: format!(
+                "the state changelog `{name}` has cleanup.policy={p}: its records would expire and a restore would lose those customers' state; set cleanup.policy=compact (kafka-configs --alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact)"
+            ),
+        }),
+        None => {
+            warn!(
+                topic = name,
+                "the broker does not report the changelog's cleanup.policy; make sure it is compact"
+            );
             Ok(())
         }
     }
@@ -1059,7 +1158,25 @@ async fn persist_state(
     ctx: &ServiceContext,
 ) -> Result<(), Error> {
     let lineages = ctx.lineages.lock().map(|m| m.clone()).unwrap_or_default();
-    for r in engine.take_changelog()? {
+    loop {
+        let chunk = engine.take_changelog_chunk(STATE_CHUNK)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        persist_chunk(sink, cfg, &lineages, chunk).await?;
+    }
+}
+
+/// State records built and handed to the producer at a time ([`persist_state`]).
+const STATE_CHUNK: usize = 10_000;
+
+async fn persist_chunk(
+    sink: &mut Sink,
+    cfg: &Config,
+    lineages: &BTreeMap<i32, Lineage>,
+    chunk: Vec<crate::engine::StateRecord>,
+) -> Result<(), Error> {
+    for r in chunk {
         let lineage = lineages.get(&r.partition);
         // An empty state record is a tombstone: a null value, so compaction drops the key; its
         // lineage goes in headers. A state record carries it in its value (lineage::wrap).
@@ -1234,6 +1351,7 @@ fn apply_state_changes(
             StateChange::Restore {
                 partition,
                 records,
+                offsets,
                 lineage,
                 seconds,
                 backlog,
@@ -1269,8 +1387,21 @@ fn apply_state_changes(
                     );
                     continue;
                 }
-                for (k, v) in records {
-                    engine.restore_in(Some(partition), &k, &v)?;
+                for (i, (k, v)) in records.iter().enumerate() {
+                    // A record this version cannot read (corrupt, or written by a newer one)
+                    // is skipped, not a wedge: failing here would crash-loop every instance
+                    // that is assigned the partition. The customer restarts from its events.
+                    if let Err(e) = engine.restore_in(Some(partition), k, v) {
+                        metrics.state_corrupt_records.inc();
+                        error!(
+                            partition,
+                            offset = offsets.get(i).copied().unwrap_or(-1),
+                            key = %k.chars().take(64).collect::<String>(),
+                            bytes = v.len(),
+                            error = %e,
+                            "unreadable state record skipped: this customer's state restarts from the events consumed from now on"
+                        );
+                    }
                 }
                 for t in recreated {
                     let n = engine.input_offsets_reset(t, partition, 0);
@@ -1306,24 +1437,21 @@ fn apply_state_changes(
     Ok(())
 }
 
-/// Largest payload the DLQ producer can send: its `message.max.bytes` (librdkafka default
-/// 1 000 000) minus room for the key, the original headers and ours.
-fn dlq_payload_limit(cfg: &Config) -> usize {
-    let max = cfg
-        .kafka
+/// The producer's `message.max.bytes` (librdkafka's default 1,000,000): what a dead letter must
+/// fit (see [`crate::dlq`]).
+pub fn dlq_record_limit(cfg: &Config) -> usize {
+    cfg.kafka
         .producer
         .get("message.max.bytes")
         .or(cfg.kafka.client.get("message.max.bytes"))
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1_000_000);
-    max.saturating_sub(64 * 1024).max(1024)
+        .unwrap_or(1_000_000)
 }
 
-/// Send a rejected message to the DLQ: its original bytes and headers plus `error.reason`,
-/// `error.stage` and `source.*`. A record the broker took but our producer may not send (bigger
-/// than its `message.max.bytes`) would stop the pipeline on every restart: its head is
-/// dead-lettered instead, marked `error.truncated_from_bytes`; the original stays at
-/// source.topic/partition/offset for the topic's retention.
+/// Send a rejected message to the DLQ: its original key, bytes and headers plus `error.reason`,
+/// `error.stage` and `source.*`, each part cut to fit `limit` (the producer's
+/// `message.max.bytes`; [`crate::dlq::bound`]): a dead letter that could not be sent would stop
+/// the pipeline on every restart.
 async fn dead_letter(
     sink: &mut Sink,
     cfg: &Config,
@@ -1333,26 +1461,30 @@ async fn dead_letter(
     limit: usize,
 ) -> Result<(), Error> {
     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-    let payload = msg.payload().unwrap_or(&[]);
     warn!(
         topic,
         partition, offset, reason, stage, "rejected event → DLQ"
     );
-    let mut headers = dlq_headers(msg.headers(), reason, stage, topic, partition, offset);
-    let body = if payload.len() > limit {
-        let len = payload.len().to_string();
+    let original = msg
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter().map(|x| (x.key, x.value)));
+    let b = crate::dlq::bound(msg.key(), original, msg.payload().unwrap_or(&[]), limit);
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in &b.headers {
+        headers = headers.insert(Header { key, value: *value });
+    }
+    for (key, value) in &b.notes {
         headers = headers.insert(Header {
-            key: "error.truncated_from_bytes",
-            value: Some(&len),
+            key,
+            value: Some(value.as_str()),
         });
-        &payload[..limit]
-    } else {
-        payload
-    };
+    }
+    let headers = dlq_headers(headers, reason, stage, topic, partition, offset);
     sink.send(
         &cfg.topics.dlq,
-        msg.key(),
-        body,
+        b.key,
+        b.payload,
         Some(headers),
         Kind::Dlq,
         None,
@@ -1369,6 +1501,15 @@ fn lineage_headers(
     offset: i64,
 ) -> OwnedHeaders {
     with_source(copy_headers(orig), topic, partition, offset)
+}
+
+/// Bytes of a message's headers (names and values).
+fn header_bytes(msg: &BorrowedMessage<'_>) -> usize {
+    msg.headers().map_or(0, |h| {
+        h.iter()
+            .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len))
+            .sum()
+    })
 }
 
 /// The headers of a consumed message, as headers to produce.
@@ -1405,14 +1546,14 @@ fn with_source(h: OwnedHeaders, topic: &str, partition: i32, offset: i64) -> Own
 
 /// The original headers plus `error.reason`, `error.stage` and `source.*`.
 fn dlq_headers(
-    orig: Option<&rdkafka::message::BorrowedHeaders>,
+    h: OwnedHeaders,
     reason: &str,
     stage: &str,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> OwnedHeaders {
-    let h = copy_headers(orig)
+    let h = h
         .insert(Header {
             key: "error.reason",
             value: Some(reason),
@@ -1488,7 +1629,7 @@ pub async fn run(
     let counters = IngestCounters::new(&metrics, &inputs);
 
     let max = cfg.pipeline.batch_max_events;
-    let dlq_limit = dlq_payload_limit(&cfg);
+    let dlq_limit = dlq_record_limit(&cfg);
     let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
     let mut sweep =
         tokio::time::interval(Duration::from_secs(cfg.pipeline.sweep_interval_s.max(1)));
@@ -1704,7 +1845,7 @@ pub async fn run_ingest(
     let limits = crate::engine::decode_limits(&cfg.pipeline);
     let mut dedupe = crate::engine::Dedupe::new(cfg.pipeline.dedupe_window);
     let max = cfg.pipeline.batch_max_events;
-    let dlq_limit = dlq_payload_limit(&cfg);
+    let dlq_limit = dlq_record_limit(&cfg);
     let wait = Duration::from_millis(cfg.pipeline.batch_max_wait_ms);
     let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut ready = false;
@@ -1759,6 +1900,18 @@ pub async fn run_ingest(
                     match decoded {
                         Ok(ev) if dedupe.check(&ev.customer_id, &ev.event_id) => {
                             metrics.duplicates_dropped.inc()
+                        }
+                        Ok(_) if header_bytes(&msg) > crate::dlq::MAX_HEADER_BYTES => {
+                            // Forwarded whole, it could exceed the producer's limit and stop
+                            // the stage on every restart: dead-lettered (headers cut) instead.
+                            counters.rejected("oversize");
+                            let reason = format!(
+                                "oversize: headers of {} bytes (more than {})",
+                                header_bytes(&msg),
+                                crate::dlq::MAX_HEADER_BYTES
+                            );
+                            dead_letter(&mut sink, &cfg, &msg, &reason, "ingest", dlq_limit)
+                                .await?;
                         }
                         Ok(ev) => {
                             let headers = lineage_headers(msg.headers(), topic, partition, offset);

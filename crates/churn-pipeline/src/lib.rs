@@ -15,6 +15,7 @@
 
 pub mod backtest;
 pub mod config;
+pub mod dlq;
 pub mod engine;
 pub mod kafka;
 pub mod lineage;

@@ -136,6 +136,8 @@ pub struct Logged {
 pub struct Resolved {
     /// The chosen state: one record per key, tombstoned keys left out, in offset order.
     pub records: Vec<(String, Vec<u8>)>,
+    /// The changelog offset of each of `records`.
+    pub offsets: Vec<i64>,
     /// The chosen lineage (empty: the legacy one); the restoring member's base.
     pub view: String,
     /// How many lineages no later lineage started from (more than one: members overlapped).
@@ -267,6 +269,7 @@ pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> 
         .filter(|&i| !log[i].value.is_empty())
         .collect();
     idx.sort_unstable();
+    out.offsets = idx.iter().map(|&i| log[i].offset).collect();
     out.records = idx
         .into_iter()
         .map(|i| (log[i].key.clone(), log[i].value.clone()))

@@ -297,3 +297,40 @@ fn mutated_records_that_decode_stay_usable() {
         }
     }
 }
+
+/// The service writes state records in chunks (`Engine::take_changelog_chunk`): together the
+/// chunks are exactly what one `take_changelog` gives — same records, tombstones first, each key
+/// once — and no chunk is larger than asked.
+#[test]
+fn changelog_chunks_add_up_to_the_whole_changelog() {
+    let (pop, model) = trained();
+    let (mut whole, mut chunked) = (engine(&model), engine(&model));
+    for e in [&mut whole, &mut chunked] {
+        for ev in &pop.events {
+            e.ingest_event(ev, 0, Instant::now());
+        }
+        // A customer forgotten gives a tombstone; the sweep's forgetting is not needed for it:
+        // re-homing one customer to another partition tombstones its old one.
+        e.expect_source(1, 1, Instant::now(), false);
+        let mut moved = pop.events[pop.events.len() - 1].clone();
+        moved.event_id.push_str("-moved");
+        e.ingest_event(&moved, 1, Instant::now());
+    }
+    let all = whole.take_changelog().expect("changelog");
+    assert!(all.len() > 250, "{} records", all.len());
+    assert!(all.iter().any(|r| r.payload.is_empty()), "a tombstone");
+    let mut got = Vec::new();
+    loop {
+        let chunk = chunked.take_changelog_chunk(37).expect("chunk");
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 37);
+        got.extend(chunk);
+    }
+    assert_eq!(got, all);
+    assert!(chunked
+        .take_changelog_chunk(37)
+        .expect("drained")
+        .is_empty());
+}
