@@ -336,6 +336,36 @@ fn processed(m: &Metrics) -> u64 {
     m.batch_events.get_sample_sum() as u64
 }
 
+/// Run the pipeline on `cfg` until it has processed `n` messages (or 60 s passed), asserting it
+/// is still running, then stop it cleanly; returns its metrics.
+async fn run_until_processed(cfg: &Config, n: u64) -> Arc<Metrics> {
+    let (_, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let pipeline = tokio::spawn(kafka::run(
+        cfg.clone(),
+        Arc::new(model),
+        metrics.clone(),
+        Health::default(),
+        shutdown.child_token(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processed(&metrics) < n && Instant::now() < deadline && !pipeline.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !pipeline.is_finished(),
+        "pipeline stopped: {:?}",
+        pipeline.await
+    );
+    shutdown.cancel();
+    pipeline
+        .await
+        .expect("join")
+        .expect("pipeline exits cleanly");
+    metrics
+}
+
 type Sent = BTreeMap<(String, Option<Vec<u8>>, Vec<u8>), (&'static str, usize)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,30 +552,7 @@ async fn a_record_above_the_dlq_producer_limit_does_not_stop_the_pipeline() {
         .expect("send");
     assert_eq!(big.flush().await.expect("flush"), 2);
 
-    let (_, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = CancellationToken::new();
-    let pipeline = tokio::spawn(kafka::run(
-        cfg.clone(),
-        Arc::new(model),
-        metrics.clone(),
-        Health::default(),
-        shutdown.child_token(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while processed(&metrics) < 2 && Instant::now() < deadline && !pipeline.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        !pipeline.is_finished(),
-        "pipeline stopped: {:?}",
-        pipeline.await
-    );
-    shutdown.cancel();
-    pipeline
-        .await
-        .expect("join")
-        .expect("pipeline exits cleanly");
+    let metrics = run_until_processed(&cfg, 2).await;
     assert_eq!(processed(&metrics), 2, "both offsets processed");
     assert_eq!(metrics.dlq_published.get(), 2, "both dead-lettered");
     let dlq = common::read_topic(
@@ -611,30 +618,7 @@ async fn a_huge_key_or_huge_headers_do_not_stop_the_pipeline() {
             .expect("the broker takes it when the client allows it");
     }
 
-    let (_, model, _) = common::population_and_model(400, 150, 7, common::default_warmup());
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = CancellationToken::new();
-    let pipeline = tokio::spawn(kafka::run(
-        cfg.clone(),
-        Arc::new(model),
-        metrics.clone(),
-        Health::default(),
-        shutdown.child_token(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while processed(&metrics) < 3 && Instant::now() < deadline && !pipeline.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        !pipeline.is_finished(),
-        "pipeline stopped: {:?}",
-        pipeline.await
-    );
-    shutdown.cancel();
-    pipeline
-        .await
-        .expect("join")
-        .expect("pipeline exits cleanly");
+    let metrics = run_until_processed(&cfg, 3).await;
     assert_eq!(processed(&metrics), 3, "every offset processed");
     assert_eq!(metrics.dlq_published.get(), 3, "all dead-lettered");
     let dlq = common::read_topic(

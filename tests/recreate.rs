@@ -21,28 +21,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Broker, Storage};
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-
-async fn delete_topics(brokers: &str, topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let res = admin
-        .delete_topics(
-            topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("delete_topics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("deleting topic {t}: {e}");
-        }
-    }
-}
 
 /// Run the pipeline until it has consumed `want` input messages and committed them, then stop
 /// it cleanly; returns its metrics text.
@@ -107,7 +86,7 @@ async fn events_of_a_recreated_input_topic_are_applied_not_dropped_as_replays() 
         .map(str::to_string)
         .collect();
     let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    delete_topics(&broker.brokers(), &names).await;
+    common::delete_topics(&broker.brokers(), &names).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let again: Vec<(&str, i32)> = names.iter().map(|t| (*t, 1)).collect();
     common::create_topics(&broker.brokers(), &again).await;
@@ -143,28 +122,6 @@ async fn events_of_a_recreated_input_topic_are_applied_not_dropped_as_replays() 
     common::assert_exactly_once(&latest, &pop.events);
 }
 
-/// Create `topic` with one partition and `cleanup.policy` = `policy`.
-async fn create_with_policy(brokers: &str, topic: &str, policy: &str) {
-    use rdkafka::admin::{NewTopic, TopicReplication};
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", policy);
-    let res = admin
-        .create_topics(
-            &[t],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create_topics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("creating topic {t}: {e}");
-        }
-    }
-}
-
 /// Issue #15, item 6: a changelog that disappeared was silently recreated empty although the
 /// group had committed offsets, so the whole history before them was lost to the state (the
 /// service started, restored nothing, and went on from the committed offsets). Now it refuses
@@ -180,7 +137,7 @@ async fn a_missing_or_non_compacted_changelog_is_refused_when_the_group_has_stat
     common::publish(&cfg, &pop.events).await;
     consume(&cfg, &model, pop.events.len() as u64).await;
 
-    delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
+    common::delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let e = churn_pipeline::kafka::prepare_topics(&cfg)
         .await
@@ -195,12 +152,12 @@ async fn a_missing_or_non_compacted_changelog_is_refused_when_the_group_has_stat
     );
 
     // Recreated by hand with the wrong policy: refused, naming the fix.
-    create_with_policy(&broker.brokers(), &cfg.topics.changelog, "delete").await;
+    common::create_with_policy(&broker.brokers(), &cfg.topics.changelog, "delete").await;
     let e = churn_pipeline::kafka::prepare_topics(&cfg)
         .await
         .expect_err("a changelog under cleanup.policy=delete must not start");
     assert!(e.to_string().contains("cleanup.policy=delete"), "{e}");
-    delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
+    common::delete_topics(&broker.brokers(), &[&cfg.topics.changelog]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Told to start empty: the changelog is created (compacted) and the service starts.
@@ -222,7 +179,7 @@ async fn a_corrupt_changelog_record_is_skipped_and_counted_not_a_wedge() {
     let broker = Broker::new(dir.path(), Storage::Memory);
     let mut cfg = common::pipeline_config_on(&broker.brokers(), "corrupt", 1).await;
     common::quick_member(&mut cfg);
-    create_with_policy(&broker.brokers(), &cfg.topics.changelog, "compact").await;
+    common::create_with_policy(&broker.brokers(), &cfg.topics.changelog, "compact").await;
     let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .create()

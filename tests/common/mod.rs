@@ -30,17 +30,30 @@ pub fn unique(prefix: &str) -> String {
 
 /// Create topics (tansu has no auto-creation).
 pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
         .collect();
-    let res = admin
+    create(brokers, &new).await;
+}
+
+/// Create one-partition `topic` with `cleanup.policy` = `policy`.
+pub async fn create_with_policy(brokers: &str, topic: &str, policy: &str) {
+    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", policy);
+    create(brokers, &[t]).await;
+}
+
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client")
+}
+
+async fn create(brokers: &str, new: &[NewTopic<'_>]) {
+    let res = admin(brokers)
         .create_topics(
-            &new,
+            new,
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -48,6 +61,22 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     for r in res {
         if let Err((t, e)) = r {
             panic!("creating topic {t}: {e}");
+        }
+    }
+}
+
+/// Delete `topics` (their committed offsets go with them on Kafka and tansu).
+pub async fn delete_topics(brokers: &str, topics: &[&str]) {
+    let res = admin(brokers)
+        .delete_topics(
+            topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("delete_topics request");
+    for r in res {
+        if let Err((t, e)) = r {
+            panic!("deleting topic {t}: {e}");
         }
     }
 }

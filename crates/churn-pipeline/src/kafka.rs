@@ -1897,17 +1897,17 @@ pub async fn run_ingest(
                     let payload = msg.payload().unwrap_or(&[]);
                     let decoded = churn_events::decode(payload, now, &limits)
                         .and_then(|ev| churn_events::check_key(msg.key(), &ev).map(|()| ev));
+                    let headers_len = header_bytes(&msg);
                     match decoded {
                         Ok(ev) if dedupe.check(&ev.customer_id, &ev.event_id) => {
                             metrics.duplicates_dropped.inc()
                         }
-                        Ok(_) if header_bytes(&msg) > crate::dlq::MAX_HEADER_BYTES => {
+                        Ok(_) if headers_len > crate::dlq::MAX_HEADER_BYTES => {
                             // Forwarded whole, it could exceed the producer's limit and stop
                             // the stage on every restart: dead-lettered (headers cut) instead.
                             counters.rejected("oversize");
                             let reason = format!(
-                                "oversize: headers of {} bytes (more than {})",
-                                header_bytes(&msg),
+                                "oversize: headers of {headers_len} bytes (more than {})",
                                 crate::dlq::MAX_HEADER_BYTES
                             );
                             dead_letter(&mut sink, &cfg, &msg, &reason, "ingest", dlq_limit)
