@@ -9,6 +9,7 @@
 #   churn-pipeline/inprocess      decode → … → alert decision via Engine::ingest, ~1 M events
 #   churn-pipeline/state_memory   state bytes per customer at 1 M customers
 #   churnstream/e2e_broker        through a local tansu broker (starts and stops its own)
+#   churnstream/restore           restore of 1 M customers × 10 versions from an uncompacted changelog
 #   churn-model/train             logistic training on 1 M × 30 rows (~2 min)
 #   churn-features/features       rollups + polars feature table from 10 M events
 set -euo pipefail
@@ -20,10 +21,11 @@ declare -A PKG=(
   [inprocess]=churn-pipeline
   [state_memory]=churn-pipeline
   [e2e_broker]=churnstream
+  [restore]=churnstream
   [train]=churn-model
   [features]=churn-features
 )
-BENCHES=${BENCHES:-"inprocess state_memory e2e_broker features train"}
+BENCHES=${BENCHES:-"inprocess state_memory e2e_broker restore features train"}
 
 # Build everything first so compile output does not interleave with measurements.
 for b in $BENCHES; do

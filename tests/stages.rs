@@ -173,3 +173,110 @@ async fn ingest_and_score_as_separate_stages() {
         all.len()
     );
 }
+
+/// The ingest stage crashes after forwarding a batch but before storing its offsets: when it
+/// comes back it forwards that batch again, at new offsets of `topics.events`, and the score
+/// stage (restarted meanwhile, so its in-memory dedupe window is gone) must not apply those
+/// events twice (issue 15, item 5). The re-forward is replayed here exactly as the broker would
+/// hold it: the last records of each events partition produced again, same key, value,
+/// headers and partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_forwarded_twice_is_applied_once_by_a_restarted_scorer() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut cfg = common::pipeline_config("reforward", PARTS).await;
+    common::quick_member(&mut cfg);
+    cfg.topics.events = format!("{}_events", cfg.kafka.group_id);
+    common::create_topics(&cfg.kafka.brokers, &[(cfg.topics.events.as_str(), PARTS)]).await;
+    let (pop, model, _) = common::population_and_model(120, 90, 23, 28);
+    let mut ingest_cfg = cfg.clone();
+    ingest_cfg.pipeline.stage = Stage::Ingest;
+    let mut score_cfg = cfg.clone();
+    score_cfg.pipeline.stage = Stage::Score;
+    common::publish(&cfg, &pop.events).await;
+
+    let shutdown = CancellationToken::new();
+    let ingest = tokio::spawn(kafka::run_ingest(
+        ingest_cfg.clone(),
+        Arc::new(Metrics::new()),
+        Health::default(),
+        shutdown.child_token(),
+    ));
+    common::wait_caught_up(&ingest_cfg, PARTS).await;
+    let score = common::serve(&score_cfg, model.clone()).await;
+    common::wait_caught_up(&score_cfg, PARTS).await;
+    score.stop().await;
+
+    // The tail of each events partition: at most the customer's window of events each (the
+    // documented bound, `pipeline.dedupe_per_customer`), as a crashed ingest batch would be.
+    let forwarded = tokio::task::block_in_place(|| {
+        common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.events)
+    });
+    assert_eq!(forwarded.len(), pop.events.len());
+    let window = churn_pipeline::engine::MAX_RECENT_IDS;
+    assert_eq!(
+        cfg.pipeline.dedupe_per_customer, window,
+        "the default window"
+    );
+    let mut again: Vec<&common::Record> = Vec::new();
+    for p in 0..PARTS {
+        let mut part: Vec<&common::Record> =
+            forwarded.iter().filter(|r| r.partition == p).collect();
+        part.sort_by_key(|r| r.offset);
+        let mut per_customer: std::collections::HashMap<&[u8], usize> = Default::default();
+        for r in part.iter().rev() {
+            let n = per_customer
+                .entry(r.key.as_deref().unwrap_or_default())
+                .or_default();
+            if *n == window || again.len() >= 60 * (p as usize + 1) {
+                break;
+            }
+            *n += 1;
+            again.push(r);
+        }
+    }
+    assert!(
+        again.len() >= 4 * 20,
+        "a real batch is re-forwarded: {}",
+        again.len()
+    );
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .create()
+        .expect("producer");
+    for r in again.iter().rev() {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(&cfg.topics.events)
+                    .partition(r.partition)
+                    .key(r.key.as_deref().unwrap_or_default())
+                    .payload(&r.payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("re-forward");
+    }
+
+    // The scorer comes back (restores its state from the changelog) and reads the copies.
+    let before = common::latest_state(&score_cfg).await;
+    common::assert_exactly_once(&before, &pop.events);
+    let score = common::serve(&score_cfg, model).await;
+    common::wait_caught_up(&score_cfg, PARTS).await;
+    let dropped = score.metrics.duplicates_dropped.get() as usize;
+    score.stop().await;
+    shutdown.cancel();
+    ingest.await.expect("join").expect("ingest exits cleanly");
+    eprintln!(
+        "[stages] re-forwarded {} events, dropped {dropped} as duplicates",
+        again.len()
+    );
+    assert_eq!(dropped, again.len(), "every re-forwarded event dropped");
+    common::assert_exactly_once(&common::latest_state(&score_cfg).await, &pop.events);
+}

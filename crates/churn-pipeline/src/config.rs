@@ -187,6 +187,12 @@ pub struct PipelineConfig {
     /// How many recent `event_id`s are at least remembered for duplicate dropping (up to twice
     /// as many are: the window is two generations of this size).
     pub dedupe_window: usize,
+    /// How many of each customer's most recent `event_id`s its state remembers (0..=8, 0 = off):
+    /// a duplicate re-sent at a new offset (the ingest stage re-forwarding after a crash, a
+    /// producer retrying) is dropped even after a restart, a rebalance or the revoke of other
+    /// partitions, because this window is part of the customer's changelog record. 32-bit
+    /// fingerprints: a new event is taken for a duplicate with probability below 2e-9.
+    pub dedupe_per_customer: usize,
     /// Input topics whose offsets the restored state applied must be forgotten at the next
     /// assignment when the group has no committed offset for them: set this (once) after
     /// deleting and recreating an input topic, whose new log starts again at offset 0 — Kafka
@@ -299,6 +305,7 @@ impl Default for PipelineConfig {
             batch_max_events: 50_000,
             batch_max_wait_ms: 100,
             dedupe_window: 200_000,
+            dedupe_per_customer: crate::engine::MAX_RECENT_IDS,
             recreated_topics: Vec::new(),
             allow_missing_changelog: false,
             max_event_bytes: 64 * 1024,
@@ -643,6 +650,13 @@ impl Config {
         if self.pipeline.churn_after_days < 1 {
             return bad("pipeline.churn_after_days must be >= 1".into());
         }
+        if self.pipeline.dedupe_per_customer > crate::engine::MAX_RECENT_IDS {
+            return bad(format!(
+                "pipeline.dedupe_per_customer = {}: at most {} (0 = off)",
+                self.pipeline.dedupe_per_customer,
+                crate::engine::MAX_RECENT_IDS
+            ));
+        }
         if self.pipeline.max_past_days < 0 {
             return bad("pipeline.max_past_days must be >= 0 (0 = no bound)".into());
         }
@@ -903,6 +917,10 @@ mod tests {
         assert_eq!(ok.pipeline.recreated_topics, ["purchases", "churn.events"]);
         for (body, word) in [
             ("[pipeline]\nmax_past_days = -1\n", "max_past_days"),
+            (
+                "[pipeline]\ndedupe_per_customer = 9\n",
+                "dedupe_per_customer",
+            ),
             ("[pipeline]\nmax_number = 0\n", "max_number"),
             ("[pipeline]\nmax_number = inf\n", "max_number"),
             (

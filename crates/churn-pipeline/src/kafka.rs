@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
-use crate::lineage::{resolve, Lineage, Logged, Resolved, BASE_HEADER, WRITER_HEADER};
+use crate::lineage::{Lineage, Logged, Resolved, BASE_HEADER, WRITER_HEADER};
 use crate::Error;
 
 /// Client properties every churnstream client gets, then the user's passthrough keys.
@@ -308,7 +308,17 @@ impl ConsumerContext for ServiceContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.forget_lag(tpl);
-                self.on_assign(c, tpl);
+                // The restore blocks this thread (the consumer's poll, in a tokio task) for as
+                // long as it reads: hand the worker's other tasks (metrics, health, the
+                // heartbeat) to the rest of the runtime meanwhile.
+                let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if multi {
+                    tokio::task::block_in_place(|| self.on_assign(c, tpl));
+                } else {
+                    self.on_assign(c, tpl);
+                }
                 let r = if cooperative {
                     c.incremental_assign(tpl)
                 } else {
@@ -589,7 +599,9 @@ pub fn write_markers(
 /// [`write_markers`]; excluded), in offset order, each offset once (a broker that compacts
 /// while we read may serve a range twice — tansu's sqlite engine does — and a stale record
 /// applied after a newer one would roll state back), with their lineage headers. Restore markers
-/// are skipped.
+/// are not returned. Only the records a restore can still choose are kept
+/// ([`crate::lineage::Reducer`]): peak memory is about the partition's live state, however many
+/// superseded versions its uncompacted log holds.
 pub fn read_partition(
     reader: &ClientConfig,
     topic: &str,
@@ -597,14 +609,14 @@ pub fn read_partition(
     end: i64,
 ) -> Result<Vec<Logged>, KafkaError> {
     let c: BaseConsumer = reader.create()?;
-    let mut out = Vec::new();
     if end <= 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     c.assign(&tpl)?;
-    let mut by_offset: BTreeMap<i64, Logged> = BTreeMap::new();
+    // Reduced while read (lineage::Reducer): memory is the partition's state, not its log.
+    let mut log = crate::lineage::Reducer::default();
     // A busy broker may answer a fetch late: give up only after RESTORE_PATIENCE without a
     // record (the marker at `end` is there, so the read always has something left to get).
     let mut last = Instant::now();
@@ -613,10 +625,13 @@ pub fn read_partition(
             Some(Ok(m)) => {
                 last = Instant::now();
                 if m.offset() >= end {
-                    out.extend(by_offset.into_values());
-                    return Ok(out);
+                    return Ok(log.finish());
                 }
                 if m.key() == Some(RESTORE_MARKER_KEY) {
+                    log.marker(m.offset());
+                    if m.offset() >= end - 1 {
+                        return Ok(log.finish());
+                    }
                     continue;
                 }
                 let key = m
@@ -632,19 +647,15 @@ pub fn read_partition(
                         header(&m, BASE_HEADER).and_then(Lineage::parse_base),
                     ),
                 };
-                by_offset.insert(
-                    m.offset(),
-                    Logged {
-                        offset: m.offset(),
-                        key,
-                        value: value.to_vec(),
-                        writer,
-                        base,
-                    },
-                );
+                log.push(Logged {
+                    offset: m.offset(),
+                    key,
+                    value: value.to_vec(),
+                    writer,
+                    base,
+                });
                 if m.offset() >= end - 1 {
-                    out.extend(by_offset.into_values());
-                    return Ok(out);
+                    return Ok(log.finish());
                 }
             }
             Some(Err(e)) => return Err(e),
@@ -652,7 +663,7 @@ pub fn read_partition(
                 warn!(
                     topic,
                     partition,
-                    read = by_offset.len(),
+                    read = log.read(),
                     end,
                     "restore: no record from the broker for 5 s, still waiting"
                 );
@@ -679,7 +690,11 @@ pub fn restore_records(
     held: Option<&str>,
 ) -> Result<Resolved, KafkaError> {
     let log = read_partition(reader, topic, partition, end)?;
-    Ok(resolve(&log, &crate::engine::Snapshot::applied_of, held))
+    Ok(crate::lineage::resolve_into(
+        log,
+        &crate::engine::Snapshot::applied_of,
+        held,
+    ))
 }
 
 /// Client context of the start-up metadata probe ([`startup_metadata`]): logs librdkafka's

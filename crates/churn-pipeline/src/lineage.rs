@@ -131,6 +131,89 @@ pub struct Logged {
     pub base: Option<(String, i64)>,
 }
 
+/// A changelog partition as a restore reads it, reduced while it is read to the records
+/// [`resolve`] can still choose: of each key's records written by one lineage, only the newest
+/// since the last restore marker (a lineage's cutoff is always a marker's offset, so a record
+/// followed by a newer one of the same key and lineage with no marker between them can never
+/// be chosen). Memory is bounded by keys × lineages × restores in the uncompacted log, not by
+/// the number of records: a million customers rewritten ten times between two restores are a
+/// million records, not ten million (a record a tombstone superseded stays: it holds offsets the
+/// tombstone does not). [`resolve`] of the reduced log chooses the same records as of the whole
+/// one (tested below); the one difference can be the tie-break between overlapping lineages,
+/// which compares the newest applied offsets of the records kept, and those are the newest a
+/// lineage applied unless its offsets went back (a recreated input topic).
+#[derive(Debug, Default)]
+pub struct Reducer {
+    log: BTreeMap<i64, Logged>,
+    /// Per key, per writer: the offset of its newest record kept, and the marker epoch it was
+    /// read in.
+    newest: HashMap<String, Vec<(Option<String>, i64, u32)>>,
+    epoch: u32,
+    last: Option<i64>,
+    read: usize,
+}
+
+impl Reducer {
+    /// True if `offset` is beyond everything read (a broker compacting while it is read may
+    /// serve a range twice: each offset counts once, and a stale record applied after a newer
+    /// one would roll state back).
+    fn fresh(&mut self, offset: i64) -> bool {
+        if self.last.is_some_and(|l| offset <= l) {
+            return false;
+        }
+        self.last = Some(offset);
+        true
+    }
+
+    /// A restore marker at `offset`: a cutoff may fall here.
+    pub fn marker(&mut self, offset: i64) {
+        if self.fresh(offset) {
+            self.epoch += 1;
+        }
+    }
+
+    /// The next record of the partition.
+    pub fn push(&mut self, r: Logged) {
+        if !self.fresh(r.offset) {
+            return;
+        }
+        self.read += 1;
+        let epoch = self.epoch;
+        let entries = match self.newest.get_mut(r.key.as_str()) {
+            Some(e) => e,
+            None => self.newest.entry(r.key.clone()).or_default(),
+        };
+        match entries.iter_mut().find(|e| e.0 == r.writer) {
+            Some(e) => {
+                // A tombstone carries no applied offsets: the record it supersedes stays, as
+                // the newest offsets its lineage applied (the tie-break between lineages).
+                if e.2 == epoch && !r.value.is_empty() {
+                    self.log.remove(&e.1);
+                }
+                e.1 = r.offset;
+                e.2 = epoch;
+            }
+            None => entries.push((r.writer.clone(), r.offset, epoch)),
+        }
+        self.log.insert(r.offset, r);
+    }
+
+    /// Records read (each offset once), markers not counted.
+    pub fn read(&self) -> usize {
+        self.read
+    }
+
+    /// Records kept.
+    pub fn kept(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The kept records in offset order.
+    pub fn finish(self) -> Vec<Logged> {
+        self.log.into_values().collect()
+    }
+}
+
 /// What a restore applies.
 #[derive(Debug, Default)]
 pub struct Resolved {
@@ -164,6 +247,33 @@ struct View {
 /// the lineage the restoring member already holds in memory (a partition assigned to it again
 /// without a revoke), chosen whenever the log has it.
 pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> Resolved {
+    let (mut out, idx) = choose(log, applied, prefer);
+    out.records = idx
+        .into_iter()
+        .map(|i| (log[i].key.clone(), log[i].value.clone()))
+        .collect();
+    out
+}
+
+/// [`resolve`], moving the chosen records' keys and values out of `log` instead of copying them.
+pub fn resolve_into(
+    mut log: Vec<Logged>,
+    applied: AppliedOf<'_>,
+    prefer: Option<&str>,
+) -> Resolved {
+    let (mut out, idx) = choose(&log, applied, prefer);
+    out.records = idx
+        .into_iter()
+        .map(|i| {
+            let r = &mut log[i];
+            (std::mem::take(&mut r.key), std::mem::take(&mut r.value))
+        })
+        .collect();
+    out
+}
+
+/// [`resolve`] without the records: the indices into `log` of the chosen ones, in offset order.
+fn choose(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> (Resolved, Vec<usize>) {
     let mut views: BTreeMap<String, View> = BTreeMap::new();
     for (i, r) in log.iter().enumerate() {
         let token = r.writer.clone().unwrap_or_default();
@@ -174,7 +284,7 @@ pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> 
         v.own.push(i);
     }
     if views.is_empty() {
-        return Resolved::default();
+        return (Resolved::default(), Vec::new());
     }
     // A lineage is superseded when a later one started from it after its last record.
     let last_offset = |t: &str| {
@@ -270,11 +380,7 @@ pub fn resolve(log: &[Logged], applied: AppliedOf<'_>, prefer: Option<&str>) -> 
         .collect();
     idx.sort_unstable();
     out.offsets = idx.iter().map(|&i| log[i].offset).collect();
-    out.records = idx
-        .into_iter()
-        .map(|i| (log[i].key.clone(), log[i].value.clone()))
-        .collect();
-    out
+    (out, idx)
 }
 
 /// "Last record wins" for every key below `upto` not picked yet.
@@ -511,5 +617,154 @@ mod tests {
         let h = l.base_header().expect("base");
         assert_eq!(Lineage::parse_base(&h), Some(("7:8@x".into(), 42)));
         assert_eq!(Lineage::parse_base("nope"), None);
+    }
+}
+
+#[cfg(test)]
+mod reducer_tests {
+    use super::*;
+
+    fn applied(v: &[u8]) -> Option<[i64; 4]> {
+        let a: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+        Some([a, -1, -1, -1])
+    }
+
+    /// splitmix64, for reproducible random logs.
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// A changelog as members write it: a chain of restores (each a marker, then a new lineage
+    /// based on a previous one at that marker), the previous owner sometimes still writing after
+    /// the handover (overlap), tombstones, a legacy prefix without lineage. Returns the records
+    /// and the marker offsets.
+    fn random_log(seed: u64) -> (Vec<Logged>, Vec<i64>) {
+        let mut h = seed;
+        let mut next = || {
+            h = mix(h);
+            h
+        };
+        let keys = 1 + next() % 12;
+        let mut log = Vec::new();
+        let mut markers = Vec::new();
+        // (writer token, base) of each lineage; the first is the legacy one.
+        type Writer = (Option<String>, Option<(String, i64)>);
+        let mut lineages: Vec<Writer> = vec![(None, None)];
+        let mut applied_by: Vec<i64> = vec![0];
+        let mut offset = 0i64;
+        for _ in 0..(20 + next() % 200) {
+            let r = next() % 100;
+            if r < 8 {
+                // A restore: a marker, then a new lineage based on one of the existing ones.
+                markers.push(offset);
+                let base = (next() as usize) % lineages.len();
+                let token = format!("t{}", lineages.len());
+                let b = lineages[base].0.clone().map(|t| (t, offset));
+                lineages.push((Some(token), b));
+                applied_by.push(applied_by[base]);
+                offset += 1;
+                continue;
+            }
+            // Mostly the newest lineage writes; sometimes an older one (a zombie owner).
+            let w = if next() % 5 == 0 {
+                (next() as usize) % lineages.len()
+            } else {
+                lineages.len() - 1
+            };
+            applied_by[w] += 1 + (next() % 3) as i64;
+            let key = format!("k{}", next() % keys);
+            let value = if next() % 17 == 0 {
+                Vec::new()
+            } else {
+                applied_by[w].to_string().into_bytes()
+            };
+            log.push(Logged {
+                offset,
+                key,
+                value,
+                writer: lineages[w].0.clone(),
+                base: lineages[w].1.clone(),
+            });
+            offset += 1;
+        }
+        (log, markers)
+    }
+
+    #[test]
+    fn the_reduced_log_resolves_like_the_whole_log() {
+        let mut reduced_somewhere = false;
+        for seed in 0..3000u64 {
+            let (log, markers) = random_log(seed);
+            let mut red = Reducer::default();
+            let mut m = markers.iter().peekable();
+            for r in &log {
+                while let Some(&&o) = m.peek().filter(|o| ***o < r.offset) {
+                    red.marker(o);
+                    m.next();
+                }
+                red.push(r.clone());
+                // A range served twice changes nothing.
+                if seed % 7 == 0 {
+                    red.push(r.clone());
+                }
+            }
+            assert_eq!(red.read(), log.len());
+            reduced_somewhere |= red.kept() < log.len();
+            let kept = red.finish();
+            for prefer in [None, Some("t1"), Some("t2")] {
+                let whole = resolve(&log, &applied, prefer);
+                let part = resolve_into(kept.clone(), &applied, prefer);
+                // With overlapping lineages the tie-break reads the newest applied offsets,
+                // which the reduced log keeps (offsets only grow in these logs).
+                assert_eq!(
+                    whole.records, part.records,
+                    "seed {seed} {prefer:?}: records"
+                );
+                assert_eq!(whole.offsets, part.offsets, "seed {seed}: offsets");
+                assert_eq!(whole.view, part.view, "seed {seed}: view");
+                assert_eq!(whole.fallback, part.fallback, "seed {seed}: fallback");
+                assert_eq!(whole.reread_from, part.reread_from, "seed {seed}: reread");
+            }
+        }
+        assert!(reduced_somewhere, "the logs had superseded records");
+    }
+
+    #[test]
+    fn ten_versions_between_restores_keep_one_record_per_key() {
+        let mut red = Reducer::default();
+        let mut offset = 0;
+        for version in 0..10 {
+            for k in 0..1000 {
+                red.push(Logged {
+                    offset,
+                    key: format!("c{k}"),
+                    value: format!("{version}").into_bytes(),
+                    writer: Some("t1".into()),
+                    base: None,
+                });
+                offset += 1;
+            }
+        }
+        assert_eq!((red.read(), red.kept()), (10_000, 1000));
+        // After a marker the next versions are kept beside the ones before it (a cutoff may
+        // fall there), and only those.
+        red.marker(offset);
+        offset += 1;
+        for version in 0..3 {
+            for k in 0..1000 {
+                red.push(Logged {
+                    offset,
+                    key: format!("c{k}"),
+                    value: format!("{version}").into_bytes(),
+                    writer: Some("t1".into()),
+                    base: None,
+                });
+                offset += 1;
+            }
+        }
+        assert_eq!(red.kept(), 2000);
     }
 }

@@ -194,6 +194,7 @@ fn malformed_state_records_are_errors() {
             partition: 7,
             offset: 42,
         }],
+        recent_ids: vec![7, 0x8000_0001, u32::MAX],
     };
     let bytes = snap.encode();
     assert_eq!(Snapshot::decode(&bytes).expect("decodes"), snap);

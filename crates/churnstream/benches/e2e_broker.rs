@@ -18,13 +18,13 @@
 //! (`pipeline.batch_max_events`, default 50000), `CHURN_BENCH_E2E_CONSUMER` (librdkafka consumer keys,
 //! `fetch.wait.max.ms=10`).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use churn_events::Event;
 use churn_features::training::ObservationPlan;
+mod support;
+
 use churn_metrics::prometheus::core::Metric;
 use churn_metrics::{Health, Metrics};
 use churn_model::ModelArtifact;
@@ -32,80 +32,8 @@ use churn_pipeline::{kafka, train, Config};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use support::{env_or, peak_rss, Broker};
 use tokio_util::sync::CancellationToken;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| {
-        let kb: u64 = l
-            .strip_prefix("VmHWM:")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    })
-}
-
-/// A tansu broker started by this process, stopped on drop (also when the bench panics).
-struct Broker {
-    addr: String,
-    dir: Option<PathBuf>,
-    root: PathBuf,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        if let Ok(addr) = std::env::var("CHURN_TEST_BROKERS") {
-            return Broker {
-                addr,
-                dir: None,
-                root,
-            };
-        }
-        let dir = std::env::temp_dir().join(format!("churn-bench-broker-{}", std::process::id()));
-        let out = Command::new(root.join("scripts/broker.sh"))
-            .arg("start")
-            .arg(&dir)
-            .current_dir(&root)
-            .output()
-            .expect("running scripts/broker.sh start");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let addr = stdout.lines().last().unwrap_or_default().trim().to_string();
-        assert!(
-            out.status.success() && !addr.is_empty(),
-            "broker.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("[bench] tansu on {addr} (dir {})", dir.display());
-        Broker {
-            addr,
-            dir: Some(dir),
-            root,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = Command::new(self.root.join("scripts/broker.sh"))
-                .arg("stop")
-                .arg(&dir)
-                .status();
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-}
 
 /// librdkafka keys from `name` ("k=v,k=v"; `default` when unset).
 fn env_pairs(name: &str, default: &str) -> Vec<(String, String)> {
