@@ -187,11 +187,11 @@ pub struct PipelineConfig {
     /// How many recent `event_id`s are at least remembered for duplicate dropping (up to twice
     /// as many are: the window is two generations of this size).
     pub dedupe_window: usize,
-    /// How many of each customer's most recent `event_id`s its state remembers (0..=8, 0 = off):
+    /// How many of each customer's most recent `event_id`s its state remembers (0..=4, 0 = off):
     /// a duplicate re-sent at a new offset (the ingest stage re-forwarding after a crash, a
     /// producer retrying) is dropped even after a restart, a rebalance or the revoke of other
     /// partitions, because this window is part of the customer's changelog record. 32-bit
-    /// fingerprints: a new event is taken for a duplicate with probability below 2e-9.
+    /// fingerprints: a new event is taken for a duplicate with probability below 1e-9.
     pub dedupe_per_customer: usize,
     /// Input topics whose offsets the restored state applied must be forgotten at the next
     /// assignment when the group has no committed offset for them: set this (once) after

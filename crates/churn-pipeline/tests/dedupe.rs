@@ -113,15 +113,16 @@ fn re_forwarded_events_are_not_applied_twice_after_a_restart() {
         assert_eq!(feed(&mut e, ev, 0, i as i64), Ingest::Accepted);
     }
     let log = e.take_changelog().expect("changelog");
-    // The scorer restarts, and the ingest stage (which crashed after forwarding the last 8 but
-    // before storing its offsets) forwards them again: same events, new offsets.
+    // The scorer restarts, and the ingest stage (which crashed after forwarding the last few
+    // but before storing its offsets) forwards them again: same events, new offsets.
     let mut r = restart(&model, &log);
-    for (i, ev) in events[4..].iter().enumerate() {
+    let from = events.len() - PipelineConfig::default().dedupe_per_customer;
+    for (i, ev) in events[from..].iter().enumerate() {
         assert_eq!(
             feed(&mut r, ev, 0, 100 + i as i64),
             Ingest::Duplicate,
             "re-forwarded event {}",
-            i + 4
+            i + from
         );
     }
     assert_eq!(
@@ -136,8 +137,9 @@ fn re_forwarded_events_are_not_applied_twice_after_a_restart() {
 #[test]
 fn the_revoke_of_another_partition_keeps_a_customers_window() {
     let model = model();
-    let a: Vec<Event> = (0..6).map(|n| login(n, "alice")).collect();
-    let b: Vec<Event> = (0..6).map(|n| login(n, "bob")).collect();
+    let n = PipelineConfig::default().dedupe_per_customer;
+    let a: Vec<Event> = (0..n).map(|n| login(n, "alice")).collect();
+    let b: Vec<Event> = (0..n).map(|n| login(n, "bob")).collect();
     let mut e = engine(&model);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_eq!(feed(&mut e, x, 0, i as i64), Ingest::Accepted);
@@ -160,9 +162,9 @@ fn the_revoke_of_another_partition_keeps_a_customers_window() {
 #[test]
 fn the_window_is_the_customers_last_n_events_and_is_configurable() {
     let model = model();
-    let events: Vec<Event> = (0..40).map(|n| login(n, "c1")).collect();
+    let events: Vec<Event> = (0..20).map(|n| login(n, "c1")).collect();
     let window = PipelineConfig::default().dedupe_per_customer;
-    assert!(window >= 8, "default window {window}");
+    assert!(window >= 4, "default window {window}");
     let mut e = engine(&model);
     for (i, ev) in events.iter().enumerate() {
         feed(&mut e, ev, 0, i as i64);

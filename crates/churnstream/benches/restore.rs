@@ -5,8 +5,8 @@
 //! A child process (this binary again, `CHURN_BENCH_RESTORE_PRODUCE` set) produces
 //! `CHURN_BENCH_RESTORE_CUSTOMERS` (1 000 000) customers × `CHURN_BENCH_RESTORE_VERSIONS` (10)
 //! state records to a fresh changelog topic of `CHURN_BENCH_RESTORE_PARTITIONS` (4) partitions:
-//! real state records (customers of a generated history run through the engine, wrapped with a
-//! lineage the way the service writes them), each customer rewritten once per version, as a
+//! real state records (customers of a generated history of `CHURN_BENCH_RESTORE_DAYS` (30) days
+//! run through the engine, wrapped with a lineage the way the service writes them), each customer rewritten once per version, as a
 //! long-running member rewrites its busy customers between two checkpoints of the log. With
 //! `CHURN_BENCH_RESTORE_MARKERS=1` a restore marker precedes every version (a restore between
 //! each: the reduction then cannot drop anything).
@@ -58,9 +58,11 @@ fn model() -> Arc<churn_model::ModelArtifact> {
 
 /// Real state records: a generated history's customers through the engine.
 fn payloads(model: &Arc<churn_model::ModelArtifact>) -> Vec<Vec<u8>> {
+    // A month of history each: records of a few hundred bytes (a customer with 120 days of
+    // history writes about 800).
     let pop = churn_gen::generate(&churn_gen::GenConfig {
         customers: 2000,
-        days: 120,
+        days: env_or("CHURN_BENCH_RESTORE_DAYS", 30) as u32,
         seed: 3,
         ..Default::default()
     });
@@ -209,6 +211,9 @@ fn main() {
     reader
         .set("bootstrap.servers", &broker.addr)
         .set("group.id", "bench-restore")
+        // tansu answers a fetch only after fetch.wait.max.ms (librdkafka default 500) even when
+        // data is there (README, "The local broker"); Kafka answers at once.
+        .set("fetch.wait.max.ms", "10")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     let mut marker = ClientConfig::new();
