@@ -159,16 +159,191 @@ fn progress(r: &CommittedReader, total: i64) -> f64 {
     r.sum() as f64 / total as f64
 }
 
-async fn wait_progress(r: &CommittedReader, total: i64, at: f64, logs: &[PathBuf]) {
+async fn wait_progress(r: &CommittedReader, total: i64, at: f64, members: &mut Members<'_>) {
     let deadline = Instant::now() + Duration::from_secs(240);
     while tokio::task::block_in_place(|| progress(r, total)) < at {
         assert!(
             Instant::now() < deadline,
             "no progress to {at}; {}",
-            tails(logs)
+            tails(&members.logs)
         );
+        members.supervise();
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The faults of a run (issue #15's fault suite; `Fault::None` is the fault-free run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// A second member joins at 20 %; SIGKILL + restart of the first at 50 %, of the second at
+    /// 80 %.
+    JoinAndKills,
+    /// SIGTERM + restart of the member at 30 % and at 70 % (clean bounces).
+    CleanBounces,
+    /// A second (dynamic) member joins at 20 % and leaves for good (SIGTERM) at 60 %.
+    JoinAndLeave,
+    /// SIGSTOP at 40 % for longer than the session timeout, then SIGCONT: the group moves on
+    /// without the stopped member, which comes back as a zombie holding an old generation.
+    StopPastSession,
+    /// At 50 % a producer whose clock runs 25 h ahead sends events stamped with it.
+    SkewedProducer,
+}
+
+/// The members of one run, by instance id; a member that exits on its own is started again
+/// (as a supervisor would), and counted.
+struct Members<'a> {
+    config: &'a Path,
+    dir: PathBuf,
+    sfx: String,
+    live: Vec<(String, Member)>,
+    logs: Vec<PathBuf>,
+    restarts: usize,
+}
+
+impl Members<'_> {
+    fn spawn(&mut self, instance: &str) {
+        self.spawn_as(instance, !dynamic());
+    }
+
+    /// `instance` as a static member (`group.instance.id`) or a dynamic one.
+    fn spawn_as(&mut self, instance: &str, static_member: bool) {
+        let n = self.logs.len();
+        let log = self
+            .dir
+            .join(format!("determinism-{}-{n}-{instance}.log", self.sfx));
+        self.logs.push(log.clone());
+        let m = Member::spawn(self.config, &log, static_member.then_some(instance));
+        self.live.push((instance.to_string(), m));
+    }
+
+    fn take(&mut self, instance: &str) -> Option<Member> {
+        let i = self.live.iter().position(|(n, _)| n == instance)?;
+        Some(self.live.remove(i).1)
+    }
+
+    fn pid(&self, instance: &str) -> Option<u32> {
+        self.live
+            .iter()
+            .find(|(n, _)| n == instance)
+            .map(|(_, m)| m.0.id())
+    }
+
+    /// Start again every member that exited.
+    fn supervise(&mut self) {
+        let exited: Vec<String> = self
+            .live
+            .iter_mut()
+            .filter_map(|(n, m)| m.0.try_wait().ok().flatten().map(|_| n.clone()))
+            .collect();
+        for name in exited {
+            eprintln!("{}: member {name} exited; starting it again", self.sfx);
+            self.take(&name);
+            self.restarts += 1;
+            self.spawn(&name);
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// Events of a producer whose clock runs 25 h ahead: stamped 25 h after now, for customers of
+/// the backlog.
+fn skewed_events(b: &Backlog) -> Vec<churn_events::Event> {
+    let at = chrono::Utc::now() + chrono::Duration::hours(25);
+    b.events
+        .iter()
+        .step_by(b.events.len() / 40 + 1)
+        .take(40)
+        .enumerate()
+        .map(|(i, e)| churn_events::Event {
+            event_id: format!("skewed-{i}"),
+            customer_id: e.customer_id.clone(),
+            occurred_at: at,
+            payload: churn_events::Payload::Engagement(churn_events::Engagement {
+                kind: churn_events::EngagementKind::Login,
+                duration_s: Some(60.0),
+                feature: None,
+            }),
+        })
+        .collect()
+}
+
+/// What one run published and left in its state.
+struct Outcome {
+    ids: BTreeSet<String>,
+    /// Alert records on the topic (more than `ids`: duplicates, each sharing its id).
+    records: usize,
+    logs: Vec<PathBuf>,
+    cfg: Config,
+    /// Customers whose state does not hold each of their events exactly once, and how many
+    /// events (days' counts) are off in all.
+    wrong_customers: Vec<String>,
+    events_off: u64,
+    /// Dead-lettered messages, and how many of them as `future_timestamp`.
+    dlq: usize,
+    dlq_future: usize,
+    restarts: usize,
+}
+
+/// Compare each customer's state with a batch fold of its events: the customers that differ
+/// and how many events are off. Day rows older than the rollups' retention are folded into a
+/// carry, at a point that depends on the clock (the live state expires by its partition's
+/// clock, the batch fold by the last event): so the day rows are compared from the later of the
+/// two cutoffs on, and the lifetime purchase count (carry + rows) over the whole history.
+fn exactly_once(
+    latest: &std::collections::BTreeMap<String, churn_pipeline::engine::Snapshot>,
+    events: &[churn_events::Event],
+) -> (Vec<String>, u64) {
+    let batch = churn_features::rollups_from_events(events);
+    let mut wrong = Vec::new();
+    let mut off = 0u64;
+    let count = |d: &churn_features::rollup::DayRollup| -> i64 {
+        i64::from(d.purchases)
+            + d.engagement.iter().map(|n| i64::from(*n)).sum::<i64>()
+            + i64::from(d.nps_count)
+            + i64::from(d.upgrades)
+            + i64::from(d.downgrades)
+            + i64::from(d.cancels)
+    };
+    let orders = |r: &churn_features::CustomerRollups| -> i64 {
+        i64::from(r.carry().orders) + r.days().map(|d| i64::from(d.purchases)).sum::<i64>()
+    };
+    for (id, want) in &batch {
+        let Some(got) = latest.get(id).map(|s| &s.rollups) else {
+            wrong.push(id.clone());
+            off += want.days().map(|d| count(&d) as u64).sum::<u64>();
+            continue;
+        };
+        let cutoff = got
+            .expired_before
+            .max(want.expired_before)
+            .unwrap_or(i32::MIN);
+        let days = |r: &churn_features::CustomerRollups| -> std::collections::BTreeMap<i32, i64> {
+            r.days()
+                .filter(|d| d.day >= cutoff)
+                .map(|d| (d.day, count(&d)))
+                .collect()
+        };
+        let (g, w) = (days(got), days(want));
+        let lifetime = orders(got).abs_diff(orders(want));
+        if g != w || lifetime != 0 {
+            wrong.push(id.clone());
+            off += lifetime;
+            for day in g.keys().chain(w.keys()).collect::<BTreeSet<_>>() {
+                let a = g.get(day).copied().unwrap_or(0);
+                let b = w.get(day).copied().unwrap_or(0);
+                off += a.abs_diff(b);
+            }
+        }
+    }
+    let known: BTreeSet<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+    for id in latest.keys().filter(|k| !known.contains(k.as_str())) {
+        wrong.push(id.clone());
+    }
+    (wrong, off)
 }
 
 /// The tail of every member's log.
@@ -179,9 +354,9 @@ fn tails(logs: &[PathBuf]) -> String {
         .join("\n")
 }
 
-/// One run over the backlog; returns its alert ids, the members' logs (one per process) and
-/// the run's config.
-async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, Vec<PathBuf>, Config) {
+/// One run over the backlog with `fault`: its alert ids, the members' logs, the config, and
+/// what its state holds.
+async fn run(b: &Backlog, sfx: &str, fault: Fault) -> Outcome {
     let (cfg, total, _broker) = published(b, sfx).await;
     let reader = CommittedReader::new(&cfg, &cfg.kafka.group_id, PARTS);
     let config = b.dir.path().join(format!("{sfx}.toml"));
@@ -189,52 +364,132 @@ async fn run(b: &Backlog, sfx: &str, faults: bool) -> (BTreeSet<String>, Vec<Pat
     // CHURN_KEEP_LOGS=DIR keeps the members' logs there (also when the test fails).
     let dir = std::env::var_os("CHURN_KEEP_LOGS")
         .map_or_else(|| b.dir.path().to_path_buf(), PathBuf::from);
-    let mut logs = Vec::new();
-    let dynamic = dynamic();
-    let spawn = |name: &str, instance: &str, logs: &mut Vec<PathBuf>| {
-        let log = dir.join(format!("determinism-{sfx}-{name}.log"));
-        logs.push(log.clone());
-        Member::spawn(&config, &log, (!dynamic).then_some(instance))
+    // The SIGSTOPped member is dynamic: a static member stopped past its session stalled the
+    // group on tansu 0.6 (it rejoined, restored, was revoked again and never got an assignment
+    // back in 3 minutes); a dynamic one rejoins with a new member id.
+    let static_first = !dynamic() && fault != Fault::StopPastSession;
+    let mut m = Members {
+        config: &config,
+        dir,
+        sfx: sfx.to_string(),
+        live: Vec::new(),
+        logs: Vec::new(),
+        restarts: 0,
     };
-    let mut a = spawn("first", "first", &mut logs);
-    let mut second = None;
-    if faults {
-        wait_progress(&reader, total, 0.2, &logs).await;
-        eprintln!(
-            "{sfx}: second member joins at {:.0} %",
-            100.0 * progress(&reader, total)
-        );
-        second = Some(spawn("second", "second", &mut logs));
-        wait_progress(&reader, total, 0.5, &logs).await;
-        eprintln!(
-            "{sfx}: SIGKILL the first at {:.0} %",
-            100.0 * progress(&reader, total)
-        );
-        kill(a);
-        a = spawn("first-restarted", "first", &mut logs);
-        wait_progress(&reader, total, 0.8, &logs).await;
-        eprintln!(
-            "{sfx}: SIGKILL the second at {:.0} %",
-            100.0 * progress(&reader, total)
-        );
-        if let Some(s) = second.take() {
-            kill(s);
+    m.spawn_as("first", static_first);
+    let at = |r: &CommittedReader| 100.0 * progress(r, total);
+    let mut skewed = Vec::new();
+    match fault {
+        Fault::None => {}
+        Fault::JoinAndKills => {
+            wait_progress(&reader, total, 0.2, &mut m).await;
+            eprintln!("{sfx}: second member joins at {:.0} %", at(&reader));
+            m.spawn("second");
+            wait_progress(&reader, total, 0.5, &mut m).await;
+            eprintln!("{sfx}: SIGKILL the first at {:.0} %", at(&reader));
+            if let Some(x) = m.take("first") {
+                kill(x);
+            }
+            m.spawn("first");
+            wait_progress(&reader, total, 0.8, &mut m).await;
+            eprintln!("{sfx}: SIGKILL the second at {:.0} %", at(&reader));
+            if let Some(x) = m.take("second") {
+                kill(x);
+            }
+            m.spawn("second");
         }
-        second = Some(spawn("second-restarted", "second", &mut logs));
+        Fault::CleanBounces => {
+            for point in [0.3, 0.7] {
+                wait_progress(&reader, total, point, &mut m).await;
+                eprintln!("{sfx}: SIGTERM + restart at {:.0} %", at(&reader));
+                if let Some(x) = m.take("first") {
+                    terminate(x);
+                }
+                m.spawn("first");
+            }
+        }
+        Fault::JoinAndLeave => {
+            wait_progress(&reader, total, 0.2, &mut m).await;
+            eprintln!("{sfx}: second member joins at {:.0} %", at(&reader));
+            // A dynamic member: it sends LeaveGroup when it stops. A static one does not (KIP-345),
+            // and tansu 0.6 keeps assigning an expired static member its share of the
+            // partitions, so they would never be consumed again (seen here: the first member got
+            // only its own partitions back after the second's session ended).
+            m.spawn_as("second", false);
+            wait_progress(&reader, total, 0.6, &mut m).await;
+            eprintln!("{sfx}: the second member leaves at {:.0} %", at(&reader));
+            if let Some(x) = m.take("second") {
+                terminate(x);
+            }
+        }
+        Fault::StopPastSession => {
+            wait_progress(&reader, total, 0.4, &mut m).await;
+            let session: u64 = cfg
+                .kafka
+                .consumer
+                .get("session.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30_000);
+            eprintln!(
+                "{sfx}: SIGSTOP at {:.0} % for {} s",
+                at(&reader),
+                session / 1000 + 10
+            );
+            if let Some(pid) = m.pid("first") {
+                signal(pid, "-STOP");
+                tokio::time::sleep(Duration::from_millis(session + 10_000)).await;
+                signal(pid, "-CONT");
+            }
+        }
+        Fault::SkewedProducer => {
+            wait_progress(&reader, total, 0.5, &mut m).await;
+            skewed = skewed_events(b);
+            eprintln!(
+                "{sfx}: {} events stamped 25 h ahead at {:.0} %",
+                skewed.len(),
+                at(&reader)
+            );
+            common::publish(&cfg, &skewed).await;
+        }
     }
-    wait_progress(&reader, total, 1.0, &logs).await;
+    let total = total + skewed.len() as i64;
+    wait_progress(&reader, total, 1.0, &mut m).await;
     common::wait_alerts_settled(&cfg).await;
-    terminate(a);
-    if let Some(s) = second {
-        terminate(s);
+    for (_, member) in std::mem::take(&mut m.live) {
+        terminate(member);
     }
-    let ids = tokio::task::block_in_place(|| {
+    let alerts = tokio::task::block_in_place(|| {
         common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.alerts)
-    })
-    .iter()
-    .map(|r| common::any_alert(&r.payload).id)
-    .collect();
-    (ids, logs, cfg)
+    });
+    // A decision has one id and an id one decision (duplicates only ever share an id).
+    common::alert_ids_by_decision(&cfg).await;
+    let ids = alerts
+        .iter()
+        .map(|r| common::any_alert(&r.payload).id)
+        .collect();
+    let latest = common::latest_state(&cfg).await;
+    let (wrong_customers, events_off) = exactly_once(&latest, &b.events);
+    let dlq = tokio::task::block_in_place(|| {
+        common::read_topic_to_end(&cfg.kafka.brokers, &cfg.topics.dlq)
+    });
+    let dlq_future = dlq
+        .iter()
+        .filter(|r| {
+            r.header("error.reason")
+                .is_some_and(|x| x.starts_with("future_timestamp"))
+        })
+        .count();
+    Outcome {
+        ids,
+        records: alerts.len(),
+        logs: m.logs,
+        cfg,
+        wrong_customers,
+        events_off,
+        dlq: dlq.len(),
+        dlq_future,
+        restarts: m.restarts,
+    }
 }
 
 /// The alert ids `churnstream backtest` gives for the backlog with the run's pipeline and alert
@@ -268,28 +523,42 @@ fn diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
     let b = backlog();
-    let (solo1, _, cfg) = run(&b, "solo1", false).await;
-    let (solo2, _, _) = run(&b, "solo2", false).await;
-    let backtest = backtest_ids(&b, &cfg);
+    let solo1 = run(&b, "solo1", Fault::None).await;
+    let solo2 = run(&b, "solo2", Fault::None).await;
+    let backtest = backtest_ids(&b, &solo1.cfg);
     eprintln!(
         "solo runs: {} and {} alerts; backtest: {}",
-        solo1.len(),
-        solo2.len(),
+        solo1.ids.len(),
+        solo2.ids.len(),
         backtest.len()
     );
     assert!(
-        solo1.len() >= 20,
+        solo1.ids.len() >= 20,
         "the backlog raises alerts ({})",
-        solo1.len()
+        solo1.ids.len()
     );
-    assert_eq!(solo1, solo2, "two solo runs: {}", diff(&solo1, &solo2));
+    for o in [&solo1, &solo2] {
+        assert!(
+            o.wrong_customers.is_empty(),
+            "every event exactly once: {} customers off ({} events), e.g. {:?}",
+            o.wrong_customers.len(),
+            o.events_off,
+            &o.wrong_customers[..o.wrong_customers.len().min(5)]
+        );
+    }
+    assert_eq!(
+        solo1.ids,
+        solo2.ids,
+        "two solo runs: {}",
+        diff(&solo1.ids, &solo2.ids)
+    );
     // Live equals backtest (issue #13 item 6): the live run, four partitions consumed at full
     // speed, alerts exactly what `churnstream backtest` alerts on the same history and model.
     assert_eq!(
         backtest,
-        solo1,
+        solo1.ids,
         "backtest vs live: {}",
-        diff(&backtest, &solo1)
+        diff(&backtest, &solo1.ids)
     );
 }
 
@@ -309,18 +578,121 @@ async fn two_solo_runs_of_a_backlog_publish_the_same_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_and_two_sigkills_publish_the_fault_free_alerts() {
     let b = backlog();
-    let (solo, _, _) = run(&b, "solo", false).await;
-    let (faulted, logs, _) = run(&b, "faulted", true).await;
-    eprintln!(
-        "solo run: {} alerts, faulted run: {} alerts",
-        solo.len(),
-        faulted.len()
+    let solo = run(&b, "solo", Fault::None).await;
+    let faulted = run(&b, "faulted", Fault::JoinAndKills).await;
+    let rows = [row(&solo, &faulted, Fault::JoinAndKills)];
+    table(&rows);
+    check(&rows, &solo, &[&faulted]);
+}
+
+/// The rest of the fault suite (issue #15), each scenario against the same fault-free run:
+/// clean bounces, a member joining and leaving, a member stopped (SIGSTOP) past its session
+/// timeout, and a producer with a clock 25 h ahead. Each must apply every input event to the
+/// state exactly once and publish exactly the fault-free alert ids (duplicates sharing their
+/// id); the skewed producer's events are dead-lettered as `future_timestamp`, none applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_suite_publishes_the_fault_free_alerts() {
+    let b = backlog();
+    let solo = run(&b, "suite-solo", Fault::None).await;
+    let mut outcomes = Vec::new();
+    // CHURN_FAULTS=sigstop,skewed-clock runs only those.
+    let only = std::env::var("CHURN_FAULTS").ok();
+    for (sfx, fault) in [
+        ("clean-bounces", Fault::CleanBounces),
+        ("join-leave", Fault::JoinAndLeave),
+        ("sigstop", Fault::StopPastSession),
+        ("skewed-clock", Fault::SkewedProducer),
+    ] {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|x| x == sfx))
+        {
+            continue;
+        }
+        outcomes.push((fault, run(&b, sfx, fault).await));
+    }
+    let rows: Vec<Row> = outcomes.iter().map(|(f, o)| row(&solo, o, *f)).collect();
+    table(&rows);
+    let faulted: Vec<&Outcome> = outcomes.iter().map(|(_, o)| o).collect();
+    check(&rows, &solo, &faulted);
+    for (_, o) in outcomes.iter().filter(|(f, _)| *f == Fault::SkewedProducer) {
+        assert_eq!(
+            o.dlq_future,
+            skewed_events(&b).len(),
+            "the skewed producer's events are dead-lettered as future_timestamp"
+        );
+    }
+}
+
+/// One line of the fault table.
+struct Row {
+    fault: Fault,
+    missing: usize,
+    extra: usize,
+    duplicates: usize,
+    wrong_customers: usize,
+    events_off: u64,
+    dlq: usize,
+    restarts: usize,
+}
+
+fn row(solo: &Outcome, o: &Outcome, fault: Fault) -> Row {
+    Row {
+        fault,
+        missing: solo.ids.difference(&o.ids).count(),
+        extra: o.ids.difference(&solo.ids).count(),
+        duplicates: o.records - o.ids.len(),
+        wrong_customers: o.wrong_customers.len(),
+        events_off: o.events_off,
+        dlq: o.dlq,
+        restarts: o.restarts,
+    }
+}
+
+fn table(rows: &[Row]) {
+    eprintln!("| scenario | result | events off | alerts missing | alerts extra | duplicate records (same id) | DLQ | member restarts |");
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let ok = r.missing == 0 && r.extra == 0 && r.events_off == 0;
+        eprintln!(
+            "| {:?} | {} | {} | {} | {} | {} | {} | {} |",
+            r.fault,
+            if ok { "pass" } else { "FAIL" },
+            r.events_off,
+            r.missing,
+            r.extra,
+            r.duplicates,
+            r.dlq,
+            r.restarts
+        );
+    }
+}
+
+fn check(rows: &[Row], solo: &Outcome, faulted: &[&Outcome]) {
+    assert!(
+        solo.wrong_customers.is_empty(),
+        "the fault-free run applies every event once: {} customers off ({} events), e.g. {:?}",
+        solo.wrong_customers.len(),
+        solo.events_off,
+        &solo.wrong_customers[..solo.wrong_customers.len().min(5)]
     );
-    assert_eq!(
-        solo,
-        faulted,
-        "join at 20 %, SIGKILL at 50 % and 80 %: {}; {}",
-        diff(&solo, &faulted),
-        tails(&logs)
-    );
+    for (r, o) in rows.iter().zip(faulted) {
+        assert!(
+            r.events_off == 0 && r.wrong_customers == 0,
+            "{:?}: every event exactly once: {} customers off ({} events), e.g. {:?}; {}",
+            r.fault,
+            r.wrong_customers,
+            r.events_off,
+            &o.wrong_customers[..o.wrong_customers.len().min(5)],
+            tails(&o.logs)
+        );
+        assert_eq!(
+            solo.ids,
+            o.ids,
+            "{:?}: {}; {}",
+            r.fault,
+            diff(&solo.ids, &o.ids),
+            tails(&o.logs)
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Restore of a large, uncompacted changelog through the local broker (tansu, memory storage,
-//! which never compacts: every version a member wrote is still in the log). One JSON line,
+//! Restore of a large, uncompacted changelog through the local broker (tansu, memory storage
+//! whatever `TANSU_STORAGE` says: it never compacts, so every version a member wrote is still in
+//! the log). One JSON line,
 //! `name = "restore"`.
 //!
 //! A child process (this binary again, `CHURN_BENCH_RESTORE_PRODUCE` set) produces
@@ -169,7 +170,9 @@ fn main() {
         produce(brokers, topic);
         return;
     }
-    let broker = Broker::start();
+    // The memory engine: it never compacts (the log keeps every version, the case measured),
+    // and tansu's sqlite engine serves a log of millions of records too slowly for a benchmark.
+    let broker = Broker::start_on(Some("memory"));
     let parts = env_or("CHURN_BENCH_RESTORE_PARTITIONS", 4) as i32;
     let customers = env_or("CHURN_BENCH_RESTORE_CUSTOMERS", 1_000_000);
     let versions = env_or("CHURN_BENCH_RESTORE_VERSIONS", 10);

@@ -32,7 +32,14 @@ pub struct Broker {
 }
 
 impl Broker {
+    #[allow(dead_code)] // not every benchmark that includes this module calls it
     pub fn start() -> Broker {
+        Broker::start_on(None)
+    }
+
+    /// [`Broker::start`] on a given storage engine (`TANSU_STORAGE` of scripts/broker.sh;
+    /// `None`: its default, or the environment's).
+    pub fn start_on(storage: Option<&str>) -> Broker {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         if let Ok(addr) = std::env::var("CHURN_TEST_BROKERS") {
             return Broker {
@@ -42,7 +49,11 @@ impl Broker {
             };
         }
         let dir = std::env::temp_dir().join(format!("churn-bench-broker-{}", std::process::id()));
-        let out = Command::new(root.join("scripts/broker.sh"))
+        let mut cmd = Command::new(root.join("scripts/broker.sh"));
+        if let Some(s) = storage {
+            cmd.env("TANSU_STORAGE", s);
+        }
+        let out = cmd
             .arg("start")
             .arg(&dir)
             .current_dir(&root)
