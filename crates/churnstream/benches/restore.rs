@@ -30,21 +30,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use support::{env_or, peak_rss, Broker};
-
-fn rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| {
-        let kb: u64 = l
-            .strip_prefix("VmRSS:")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    })
-}
+use support::{env_or, peak_rss, rss, Broker};
 
 fn model() -> Arc<churn_model::ModelArtifact> {
     let gen = churn_gen::GenConfig {

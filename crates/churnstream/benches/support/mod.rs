@@ -10,11 +10,13 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-pub fn peak_rss() -> Option<u64> {
+/// A `/proc/self/status` field in bytes (`VmHWM`, `VmRSS`, …).
+fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines().find_map(|l| {
         let kb: u64 = l
-            .strip_prefix("VmHWM:")?
+            .strip_prefix(field)?
+            .strip_prefix(':')?
             .trim()
             .trim_end_matches("kB")
             .trim()
@@ -22,6 +24,17 @@ pub fn peak_rss() -> Option<u64> {
             .ok()?;
         Some(kb * 1024)
     })
+}
+
+/// Peak RSS of this process (`VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+/// Current RSS of this process (`VmRSS`).
+#[allow(dead_code)] // not every benchmark that includes this module calls it
+pub fn rss() -> Option<u64> {
+    status_bytes("VmRSS")
 }
 
 /// A tansu broker started by this process, stopped on drop (also when the bench panics).
