@@ -8,7 +8,8 @@
 
 use polars::prelude::*;
 
-use crate::registry::{FEATURES, RECENCY_CAP_DAYS};
+use crate::catalog::{FeatureSet, Windows};
+use crate::registry::RECENCY_CAP_DAYS;
 use crate::rollup::{Carry, CustomerRollups, DayRollup, COMPLAINT_INDEX, LOGIN_INDEX};
 use crate::Error;
 
@@ -25,6 +26,9 @@ pub struct RollupFrames {
     pub as_of: i32,
     pub days: DataFrame,
     pub customers: DataFrame,
+    /// The metric catalog's feature columns of `customers`, in model-input order (after the
+    /// registry's): what [`feature_frame`] appends.
+    pub catalog: Vec<&'static str>,
 }
 
 const KIND_COLS: [&str; 8] = [
@@ -408,7 +412,23 @@ impl RollupFrames {
         customers: impl IntoIterator<Item = &'a CustomerRollups>,
         as_of: i32,
     ) -> Result<Self, Error> {
+        Self::build_with(customers, as_of, &FeatureSet::builtin())
+    }
+
+    /// [`build`](Self::build) with the metrics of `set`'s catalog as extra customer columns.
+    pub fn build_with<'a>(
+        customers: impl IntoIterator<Item = &'a CustomerRollups>,
+        as_of: i32,
+        set: &FeatureSet,
+    ) -> Result<Self, Error> {
         let customers: Vec<&CustomerRollups> = customers.into_iter().collect();
+        let cat_defs = set.catalog_defs();
+        let mut windows = Windows::new(set.compiled());
+        let mut cat_cols: Vec<Vec<f64>> = cat_defs
+            .iter()
+            .map(|_| Vec::with_capacity(customers.len()))
+            .collect();
+        let mut cat_row = Vec::with_capacity(cat_defs.len());
         let n = customers.len();
         let mut days = DayCols::with_capacity(n * 4);
         let mut c_cid = Vec::with_capacity(n);
@@ -435,9 +455,13 @@ impl RollupFrames {
             let mut current: Option<(u8, Bucket)> = None;
             let mut lt = Lifetime::start(c.carry());
             let mut tm = Timing::default();
+            windows.reset();
             for r in c.days().take_while(|r| r.day <= as_of) {
                 lt.add(&r, as_of);
                 tm.add(&r, as_of);
+                if !r.catalog.is_empty() {
+                    windows.add(&r.catalog, as_of - r.day);
+                }
                 let b = bucket(as_of, r.day);
                 match &mut current {
                     Some((cb, acc)) if *cb == b => acc.add(&r),
@@ -462,6 +486,12 @@ impl RollupFrames {
             for (col, v) in timing.iter_mut().zip(f) {
                 col.push(v);
             }
+            if !cat_defs.is_empty() {
+                windows.values(&mut cat_row);
+                for (col, v) in cat_cols.iter_mut().zip(&cat_row) {
+                    col.push(*v);
+                }
+            }
         }
         let days = days.into_frame()?;
         let mut cols = vec![
@@ -485,11 +515,18 @@ impl RollupFrames {
                 .zip(timing)
                 .map(|(name, v)| Column::new((*name).into(), v)),
         );
+        cols.extend(
+            cat_defs
+                .iter()
+                .zip(cat_cols)
+                .map(|(d, v)| Column::new(d.name.into(), v)),
+        );
         let customers = DataFrame::new_infer_height(cols)?;
         Ok(RollupFrames {
             as_of,
             days,
             customers,
+            catalog: cat_defs.iter().map(|d| d.name).collect(),
         })
     }
 }
@@ -690,6 +727,7 @@ pub fn feature_frame(frames: &RollupFrames) -> Result<DataFrame, Error> {
             .into_iter()
             .chain(LIFETIME_FEATURES.iter().map(|n| col(*n)))
             .chain(TIMING_FEATURES.iter().map(|n| col(*n)))
+            .chain(frames.catalog.iter().map(|n| col(*n)))
             .collect::<Vec<_>>(),
         )
         .sort(["cid"], SortMultipleOptions::default())
@@ -726,18 +764,20 @@ fn zero_filled() -> Vec<Expr> {
         .collect()
 }
 
-/// A feature frame as a dense row-major matrix of RAW values in registry order.
+/// A feature frame as a dense row-major matrix of RAW values in model-input order (the
+/// registry's, then the catalog's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureMatrix {
     /// `cid` of each row.
     pub cids: Vec<u32>,
-    /// Row-major, `cids.len() × FEATURES.len()`.
+    /// Row-major, `cids.len() × n_features`.
     pub values: Vec<f64>,
+    n: usize,
 }
 
 impl FeatureMatrix {
     pub fn n_features(&self) -> usize {
-        FEATURES.len()
+        self.n
     }
 
     pub fn len(&self) -> usize {
@@ -749,11 +789,11 @@ impl FeatureMatrix {
     }
 
     pub fn row(&self, i: usize) -> &[f64] {
-        let n = FEATURES.len();
+        let n = self.n;
         &self.values[i * n..(i + 1) * n]
     }
 
-    /// Extract from a [`feature_frame`] result.
+    /// Extract from a [`feature_frame`] result: every column after `cid`, in order.
     pub fn from_frame(df: &DataFrame) -> Result<Self, Error> {
         let cids: Vec<u32> = df
             .column("cid")?
@@ -761,16 +801,21 @@ impl FeatureMatrix {
             .iter()
             .map(|v| v.unwrap_or(u32::MAX))
             .collect();
-        let n = FEATURES.len();
+        let cols: Vec<&Column> = df
+            .columns()
+            .iter()
+            .filter(|c| c.name().as_str() != "cid")
+            .collect();
+        let n = cols.len();
         let mut values = vec![0.0; cids.len() * n];
-        for (j, def) in FEATURES.iter().enumerate() {
-            let c = df.column(def.name)?.f64()?;
+        for (j, column) in cols.into_iter().enumerate() {
+            let c = column.f64()?;
             for (i, v) in c.iter().enumerate() {
-                let v = v.ok_or(Error::NullFeature(def.name))?;
+                let v = v.ok_or_else(|| Error::NullFeature(column.name().to_string()))?;
                 values[i * n + j] = v;
             }
         }
-        Ok(FeatureMatrix { cids, values })
+        Ok(FeatureMatrix { cids, values, n })
     }
 }
 

@@ -94,6 +94,10 @@ pub struct DayRollup {
     /// as of this day reports as the customer's last event, whatever later days hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_at: Option<Micros>,
+    /// The day's values of the metric catalog's counters ([`crate::catalog`]), as
+    /// `(counter index, value)` in index order, non-zero values only; empty without a catalog.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub catalog: Vec<(u8, f64)>,
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -529,7 +533,8 @@ const D_UPGRADES: u32 = 1 << 10;
 const D_DOWNGRADES: u32 = 1 << 11;
 const D_CANCELS: u32 = 1 << 12;
 const D_LAST_AT: u32 = 1 << 13;
-const D_ALL: u32 = (1 << 14) - 1;
+const D_CATALOG: u32 = 1 << 14;
+const D_ALL: u32 = (1 << 15) - 1;
 
 /// Microseconds per day (a row's `last_at` is written relative to its day's start).
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -577,6 +582,7 @@ impl DayRollup {
             (self.downgrades != 0, D_DOWNGRADES),
             (self.cancels != 0, D_CANCELS),
             (self.last_at.is_some(), D_LAST_AT),
+            (!self.catalog.is_empty(), D_CATALOG),
         ]);
         put_ivar(out, i64::from(self.day) - i64::from(prev_day));
         put_uvar(out, u64::from(mask));
@@ -633,6 +639,20 @@ impl DayRollup {
                 out,
                 t.wrapping_sub(i64::from(self.day).wrapping_mul(DAY_MICROS)),
             );
+        }
+        if !self.catalog.is_empty() {
+            // At most MAX_COUNTERS + 1 entries of at most 11 bytes: within Scratch::CAP.
+            put_uvar(out, self.catalog.len() as u64);
+            for &(i, v) in &self.catalog {
+                out.put(i);
+                // Whole non-negative values (counts) as a varint of 2v; others as 1 + f64.
+                if v >= 0.0 && v.fract() == 0.0 && v < (1u64 << 52) as f64 {
+                    put_uvar(out, (v as u64) << 1);
+                } else {
+                    put_uvar(out, 1);
+                    put_f64(out, v);
+                }
+            }
         }
     }
 
@@ -714,6 +734,29 @@ impl DayRollup {
                         at,
                     })?,
             );
+        }
+        if has(D_CATALOG) {
+            let n = r.uvar()?;
+            if n == 0 || n > (crate::catalog::MAX_COUNTERS + 1) as u64 {
+                return Err(r.invalid("bad catalog value count"));
+            }
+            let mut prev: Option<u8> = None;
+            for _ in 0..n {
+                let i = r.u8()?;
+                if prev.is_some_and(|p| i <= p) || usize::from(i) > crate::catalog::MAX_COUNTERS {
+                    return Err(r.invalid("catalog values out of order"));
+                }
+                prev = Some(i);
+                let tag = r.uvar()?;
+                let v = if tag == 1 {
+                    r.f64()?
+                } else if tag & 1 == 0 {
+                    (tag >> 1) as f64
+                } else {
+                    return Err(r.invalid("bad catalog value"));
+                };
+                row.catalog.push((i, v));
+            }
         }
         Ok(row)
     }
@@ -941,8 +984,15 @@ fn kind_index(kind: EngagementKind) -> usize {
 }
 
 impl CustomerRollups {
-    /// Fold one validated event in. Order-independent (see module docs).
+    /// Fold one validated event in, without a metric catalog. Order-independent (see module
+    /// docs).
     pub fn apply(&mut self, ev: &Event) {
+        self.apply_with(ev, &[]);
+    }
+
+    /// Fold one validated event in, with what it adds to the metric catalog's counters
+    /// ([`crate::catalog::Compiled::contributions`]). Order-independent (see module docs).
+    pub fn apply_with(&mut self, ev: &Event, catalog: &[(u8, f64)]) {
         let day = day_of(ev.occurred_at);
         let ts = ev.occurred_at.timestamp_micros();
         self.first_day = Some(self.first_day.map_or(day, |d| d.min(day)));
@@ -953,8 +1003,27 @@ impl CustomerRollups {
         }
         self.rows.update(day, |row| {
             row.last_at = Some(row.last_at.map_or(ts, |t| t.max(ts)));
-            row_apply(row, ev, ts)
+            row_apply(row, ev, ts);
+            add_catalog(&mut row.catalog, catalog);
         });
+    }
+}
+
+/// Add catalog values (index order) into a day row's (index order, non-zero only).
+fn add_catalog(row: &mut Vec<(u8, f64)>, add: &[(u8, f64)]) {
+    for &(i, v) in add {
+        if v == 0.0 {
+            continue;
+        }
+        match row.binary_search_by_key(&i, |e| e.0) {
+            Ok(k) => {
+                row[k].1 += v;
+                if row[k].1 == 0.0 {
+                    row.remove(k);
+                }
+            }
+            Err(k) => row.insert(k, (i, v)),
+        }
     }
 }
 
@@ -1118,6 +1187,7 @@ mod tests {
             downgrades: 1,
             cancels: 1,
             last_at: Some(-3 * 86_400_000_000 + 5),
+            catalog: vec![(0, 3.0), (4, 0.25), (31, 1e300)],
         };
         for row in [quiet, busy, DayRollup::default()] {
             let back: DayRollup =
@@ -1161,6 +1231,7 @@ mod tests {
             downgrades: 1,
             cancels: 1,
             last_at: Some(-2 * 86_400_000_000 - 1),
+            catalog: vec![(0, 0.5), (2, 7.0), (31, f64::MAX)],
         };
         let quiet = DayRollup {
             day: 20_000,
@@ -1428,6 +1499,9 @@ mod tests {
             downgrades: u32::MAX,
             cancels: u32::MAX,
             last_at: Some(i64::MIN),
+            catalog: (0..=crate::catalog::MAX_COUNTERS as u8)
+                .map(|i| (i, -1.5))
+                .collect(),
         };
         let mut out = Vec::new();
         row.encode(i32::MIN, &mut out);

@@ -10,7 +10,9 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::FeatureSet;
 use crate::features::{feature_frame, FeatureMatrix, RollupFrames};
+#[cfg(test)]
 use crate::registry::FEATURES;
 use crate::rollup::{day_start, CustomerRollups};
 use crate::Error;
@@ -109,8 +111,10 @@ impl Default for ObservationPlan {
 pub struct TrainingSet {
     pub customer_ids: Vec<String>,
     pub as_of: Vec<i32>,
-    /// Row-major raw features, `len × FEATURES.len()`.
+    /// Row-major raw features, `len × features.len()`.
     pub values: Vec<f64>,
+    /// The features of the columns (the registry plus the catalog the set was built with).
+    pub features: FeatureSet,
     pub labels: Vec<bool>,
     /// Days the labels look ahead (the churn definition's horizon): the purge gap of
     /// [`split_boundaries`](Self::split_boundaries).
@@ -127,7 +131,7 @@ impl TrainingSet {
     }
 
     pub fn row(&self, i: usize) -> &[f64] {
-        let n = FEATURES.len();
+        let n = self.features.len();
         &self.values[i * n..(i + 1) * n]
     }
 
@@ -140,6 +144,7 @@ impl TrainingSet {
     fn rows_where(&self, keep: impl Fn(i32) -> bool) -> TrainingSet {
         let mut out = TrainingSet {
             horizon_days: self.horizon_days,
+            features: self.features.clone(),
             ..TrainingSet::default()
         };
         for i in 0..self.len() {
@@ -321,9 +326,9 @@ pub fn push_csv_field(out: &mut String, s: &str) {
 
 /// Header of [`TrainingSet::write_csv`]: `customer_id`, `as_of`, every registry feature in
 /// model-input order, `label`, `split`.
-pub fn csv_header() -> Vec<&'static str> {
+pub fn csv_header(features: &FeatureSet) -> Vec<&'static str> {
     let mut h = vec!["customer_id", "as_of"];
-    h.extend(FEATURES.iter().map(|d| d.name));
+    h.extend(features.defs().iter().map(|d| d.name));
     h.extend(["label", "split"]);
     h
 }
@@ -336,7 +341,7 @@ impl TrainingSet {
     /// within the horizon) and `split` (`train`, `valid`, `test` or `purged` per `plan`, see
     /// [`split_boundaries`](Self::split_boundaries)).
     pub fn write_csv(&self, mut w: impl Write, plan: &SplitPlan) -> std::io::Result<()> {
-        writeln!(w, "{}", csv_header().join(","))?;
+        writeln!(w, "{}", csv_header(&self.features).join(","))?;
         let mut line = String::new();
         for i in 0..self.len() {
             line.clear();
@@ -372,6 +377,16 @@ pub fn build_training_set(
     customers: &[(String, CustomerRollups)],
     plan: &ObservationPlan,
 ) -> Result<TrainingSet, Error> {
+    build_training_set_with(customers, plan, &FeatureSet::builtin())
+}
+
+/// [`build_training_set`] with the features of `features` (the registry plus a catalog; the
+/// rollups must have been folded with the same catalog, [`crate::rollups_from_events_with`]).
+pub fn build_training_set_with(
+    customers: &[(String, CustomerRollups)],
+    plan: &ObservationPlan,
+    features: &FeatureSet,
+) -> Result<TrainingSet, Error> {
     let first = customers
         .iter()
         .filter_map(|(_, c)| c.first_day)
@@ -389,16 +404,18 @@ pub fn build_training_set(
             horizon: plan.definition.horizon(),
         });
     }
-    let recency_col = FEATURES
+    let recency_col = features
+        .defs()
         .iter()
         .position(|d| d.name == "recency_activity_days")
         .unwrap_or(1);
     let mut set = TrainingSet {
         horizon_days: plan.definition.horizon(),
+        features: features.clone(),
         ..TrainingSet::default()
     };
     for &as_of in &dates {
-        let frames = RollupFrames::build(customers.iter().map(|(_, c)| c), as_of)?;
+        let frames = RollupFrames::build_with(customers.iter().map(|(_, c)| c), as_of, features)?;
         let m = FeatureMatrix::from_frame(&feature_frame(&frames)?)?;
         for i in 0..m.len() {
             let row = m.row(i);
@@ -512,8 +529,8 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], csv_header().join(","));
-        assert_eq!(csv_header().len(), FEATURES.len() + 4);
+        assert_eq!(lines[0], csv_header(&s.features).join(","));
+        assert_eq!(csv_header(&s.features).len(), FEATURES.len() + 4);
         assert!(lines[0].starts_with("customer_id,as_of,recency_purchase_days,"));
         assert!(lines[0].ends_with(",downgrade_before_decline,label,split"));
         assert!(lines[1].starts_with("cust-1,2024-10-04,"), "{}", lines[1]);

@@ -41,7 +41,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub const CAP: usize = 192;
+    pub const CAP: usize = 576;
 
     pub fn new() -> Self {
         Scratch {

@@ -30,6 +30,9 @@ pub mod names {
     pub const INGEST_OFFSET_RESETS: &str = "churn_ingest_offset_resets_total";
     /// Customers whose events arrived on another input partition than their state's.
     pub const INGEST_PARTITION_MOVES: &str = "churn_ingest_partition_moves_total";
+    /// Engagement events whose `feature` no counter of the metric catalog names (counted in
+    /// the catalog's `other` counter).
+    pub const INGEST_CATALOG_OTHER: &str = "churn_ingest_catalog_other_events_total";
     /// Source offsets stored after all their outputs were acknowledged.
     pub const INGEST_OFFSETS_STORED: &str = "churn_ingest_offsets_stored_total";
     /// Wall time to process one micro-batch.
@@ -100,6 +103,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::INGEST_DUPLICATES_DROPPED,
     names::INGEST_OFFSET_RESETS,
     names::INGEST_PARTITION_MOVES,
+    names::INGEST_CATALOG_OTHER,
     names::INGEST_DLQ_PUBLISHED,
     names::INGEST_CONSUMER_LAG,
     names::INGEST_WATERMARK_ANOMALIES,
@@ -239,6 +243,8 @@ pub struct Metrics {
     pub offset_resets: IntCounterVec,
     /// `churn_ingest_partition_moves_total`.
     pub partition_moves: IntCounter,
+    /// `churn_ingest_catalog_other_events_total`.
+    pub catalog_other: IntCounter,
     /// `churn_sink_produce_errors_total`.
     pub produce_errors: IntCounter,
     /// `churn_model_info{version}`; see [`Metrics::set_model`].
@@ -458,6 +464,13 @@ impl Metrics {
                 IntCounter::new(
                     names::INGEST_PARTITION_MOVES,
                     "Customers whose events arrived on another input partition than their state's (co-partitioning changed).",
+                ),
+            ),
+            catalog_other: register(
+                r,
+                IntCounter::new(
+                    names::INGEST_CATALOG_OTHER,
+                    "Engagement events whose feature value no metric-catalog counter names (counted in the catalog's `other` counter).",
                 ),
             ),
             state_corrupt_records: register(
@@ -709,6 +722,7 @@ mod tests {
         m.offsets_stored.inc();
         m.offset_resets.with_label_values(&["purchases"]).inc();
         m.partition_moves.inc();
+        m.catalog_other.inc();
         m.state_corrupt_records.inc();
         m.produce_errors.inc();
         m.set_model("2024-06-01-abc", 0.81);

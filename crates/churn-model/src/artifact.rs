@@ -173,6 +173,12 @@ pub struct ModelArtifact {
     /// the thresholds themselves are always probabilities. Absent in older artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub band_spec: Option<String>,
+    /// The metric catalog the features after the built-in registry come from (churn-features'
+    /// `Catalog`, as JSON); absent for the default (empty) catalog and in older artifacts.
+    /// Part of the model version: a catalog metric's definition is part of what the model
+    /// scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<serde_json::Value>,
     /// SHA-256 hex, see the type docs.
     pub hash: String,
 }
@@ -269,6 +275,9 @@ impl ModelArtifact {
         let mut content = content;
         if let (Some(cal), serde_json::Value::Object(map)) = (&self.calibration, &mut content) {
             map.insert("calibration".to_owned(), to_value(cal)?);
+        }
+        if let (Some(cat), serde_json::Value::Object(map)) = (&self.catalog, &mut content) {
+            map.insert("catalog".to_owned(), cat.clone());
         }
         let h = canonical_hash(&content);
         Ok(format!("{MODEL_VERSION_PREFIX}{}", &h[..12]))

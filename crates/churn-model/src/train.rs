@@ -487,6 +487,7 @@ pub fn train(
         calibration: None,
         score_distribution: None,
         band_spec: None,
+        catalog: None,
         hash: String::new(),
     };
 

@@ -20,6 +20,10 @@ pub struct Config {
     pub model: ModelConfig,
     pub metrics: MetricsConfig,
     pub crm: CrmConfig,
+    /// The metric catalog (`[[catalog.counters]]`, `[[catalog.metrics]]`; empty = the built-in
+    /// registry alone): what `train` adds to the features, and what `run` requires the model's
+    /// catalog to equal ([`Config::check_model_catalog`]).
+    pub catalog: churn_features::Catalog,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -609,6 +613,26 @@ impl Config {
     }
 
     /// Semantic checks serde cannot express.
+    /// The registry plus this configuration's metric catalog (checked).
+    pub fn feature_set(&self) -> Result<churn_features::FeatureSet, Error> {
+        churn_features::FeatureSet::new(self.catalog.clone())
+            .map_err(|e| Error::Catalog(format!("config [catalog]: {}", e.0)))
+    }
+
+    /// Refuse a model whose metric catalog differs from this configuration's, naming the
+    /// difference (serving would compute other features than the model was trained on).
+    pub fn check_model_catalog(&self, model: &churn_model::ModelArtifact) -> Result<(), Error> {
+        let theirs = crate::train::feature_set_of(model)?;
+        if let Some(d) = theirs.catalog().diff(&self.catalog) {
+            return Err(Error::Catalog(format!(
+                "model {} was trained with another metric catalog than the configuration's: {d}. \
+                 Retrain with this configuration, or configure the model's catalog",
+                model.model_version
+            )));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| {
             Err(Error::Config {
@@ -677,6 +701,7 @@ impl Config {
         }
         self.kafka.check_co_partitioning().or_else(bad)?;
         self.crm.validate().or_else(bad)?;
+        self.feature_set()?;
         Ok(())
     }
 }

@@ -21,8 +21,8 @@ use churn_events::{
     AlertData, CloudEvent, DecodeLimits, Event, LapsedData, Payload, Rejection, ScoreRecordRef,
     WIN_BACK,
 };
-use churn_features::registry::{self, FEATURES};
 use churn_features::rollup::RETAIN_DAYS;
+use churn_features::FeatureSet;
 use churn_features::{
     day_of, day_start, feature_frame, CustomerRollups, FeatureMatrix, RollupFrames,
 };
@@ -754,6 +754,12 @@ pub struct Engine {
     parts: std::collections::BTreeMap<i32, PartClock>,
     /// Events that arrived for a day their partition had already closed.
     late_events: u64,
+    /// The registry plus the model's metric catalog.
+    features: FeatureSet,
+    /// What the event being folded adds to the catalog's counters (reused buffer).
+    catalog_add: Vec<(u8, f64)>,
+    /// Engagement events whose `feature` no catalog counter names (counted in `other`).
+    catalog_other: u64,
     /// Customers whose events moved to another input partition ([`Engine::partition_moves`]).
     partition_moves: u64,
     /// Processing time of the last clock advance (what "idle" is measured against).
@@ -937,15 +943,16 @@ fn due_days(
 }
 
 impl Engine {
-    /// Build an engine; fails if the model's features do not match this code's registry.
+    /// Build an engine; fails if the model's features do not match this code's registry plus
+    /// the model's metric catalog.
     pub fn new(
         model: Arc<ModelArtifact>,
         pipeline: PipelineConfig,
         alerts: AlertConfig,
     ) -> Result<Self, Error> {
-        model.check_features(&registry::names())?;
+        let features = crate::train::feature_set_of(&model)?;
         let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
-        let explainer = Explainer::new(&model, Locale::named(&alerts.locale)?);
+        let explainer = Explainer::with_features(&model, &features, Locale::named(&alerts.locale)?);
         Ok(Engine {
             explainer,
             limits: decode_limits(&pipeline),
@@ -962,6 +969,9 @@ impl Engine {
             sources: Vec::new(),
             parts: Default::default(),
             late_events: 0,
+            features,
+            catalog_add: Vec::new(),
+            catalog_other: 0,
             partition_moves: 0,
             clock_at: None,
             nps_days: VecDeque::new(),
@@ -995,6 +1005,17 @@ impl Engine {
     /// input): folded into the state, but the closed day is not scored again.
     pub fn late_events(&self) -> u64 {
         self.late_events
+    }
+
+    /// Engagement events with a `feature` value no counter of the model's metric catalog names:
+    /// counted in the catalog's `other` counter (0 without a catalog that filters by feature).
+    pub fn catalog_other_events(&self) -> u64 {
+        self.catalog_other
+    }
+
+    /// The features this engine computes: the registry plus the model's metric catalog.
+    pub fn features(&self) -> &FeatureSet {
+        &self.features
     }
 
     /// Decode, validate, de-duplicate and fold one message payload from source `source` (a small
@@ -1176,8 +1197,15 @@ impl Engine {
         } else {
             c.partition = partition;
         }
+        if self
+            .features
+            .compiled()
+            .contributions(ev, &mut self.catalog_add)
+        {
+            self.catalog_other += 1;
+        }
         let c = self.customers.get_mut(slot)?;
-        c.rollups.apply(ev);
+        c.rollups.apply_with(ev, &self.catalog_add);
         c.recent.push(fingerprint, window);
         if !c.changed {
             c.changed = true;
@@ -1480,14 +1508,14 @@ impl Engine {
             return Ok(());
         }
         let m = self.feature_rows(keys.iter().map(|(s, _, _)| *s), today)?;
-        let mut input = Vec::with_capacity(FEATURES.len());
+        let mut input = Vec::with_capacity(self.features.len());
         let as_of = day_start(today + 1) - Duration::seconds(1);
         let window = day_start(today).format("%Y-%m-%d").to_string();
         let as_of_text = ScoreRecordRef::as_of_text(as_of);
         for i in 0..m.len() {
             let (slot, received, trigger) = keys[m.cids[i] as usize];
             let raw = m.row(i);
-            registry::model_input(raw, &mut input);
+            self.features.model_input(raw, &mut input);
             let p = self.model.predict_proba(&input);
             let Some((key, c)) = self.customers.get(slot) else {
                 continue;
@@ -1625,10 +1653,11 @@ impl Engine {
         day: i32,
     ) -> Result<FeatureMatrix, Error> {
         let empty = CustomerRollups::default();
-        let frames = RollupFrames::build(
+        let frames = RollupFrames::build_with(
             keys.into_iter()
                 .map(|s| self.customers.get(s).map_or(&empty, |(_, c)| &c.rollups)),
             day,
+            &self.features,
         )?;
         Ok(FeatureMatrix::from_frame(&feature_frame(&frames)?)?)
     }

@@ -1243,6 +1243,8 @@ struct Track {
     late_events: u64,
     /// Partition moves already counted in the metric.
     partition_moves: u64,
+    /// Catalog `other` events already counted in the metric.
+    catalog_other: u64,
 }
 
 /// A start offset of [`StateChange::Restore`]: the topic is in `pipeline.recreated_topics`
@@ -1315,6 +1317,11 @@ fn update_backlog(ctx: &ServiceContext, engine: &mut Engine, track: &mut Track, 
     if late > track.late_events {
         metrics.late_events.inc_by(late - track.late_events);
         track.late_events = late;
+    }
+    let other = engine.catalog_other_events();
+    if other > track.catalog_other {
+        metrics.catalog_other.inc_by(other - track.catalog_other);
+        track.catalog_other = other;
     }
     let moves = engine.partition_moves();
     if moves > track.partition_moves {
@@ -1612,6 +1619,7 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    cfg.check_model_catalog(&model)?;
     let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
     metrics
         .model_info
@@ -1660,6 +1668,7 @@ pub async fn run(
         health: health.clone(),
         late_events: 0,
         partition_moves: 0,
+        catalog_other: 0,
     };
     // (the service loop's three checkpoints: after every batch, on a sweep, at shutdown)
     macro_rules! checkpoint {

@@ -51,4 +51,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("export {path}: {message}")]
     Export { path: String, message: String },
+    /// A metric catalog that cannot be used, or a model whose catalog differs from the
+    /// configuration's (fatal: fix the configuration or retrain).
+    #[error("metric catalog: {0}")]
+    Catalog(String),
 }

@@ -29,7 +29,8 @@
 use std::collections::BTreeMap;
 
 use churn_events::Reason;
-use churn_features::registry::{Group, FEATURES};
+use churn_features::registry::{FeatureDef, Group, FEATURES};
+use churn_features::FeatureSet;
 use churn_model::ModelArtifact;
 use serde::Serialize;
 
@@ -163,12 +164,13 @@ pub struct SignIssue {
 /// The sign check of a model: every coefficient that contradicts its registry direction.
 /// Features the registry does not know are skipped (the artifact's own feature list decides).
 pub fn sign_check(model: &ModelArtifact) -> Vec<SignIssue> {
+    let features = crate::train::feature_set_of(model).unwrap_or_default();
     model
         .feature_names
         .iter()
         .zip(&model.coefficients)
         .filter_map(|(name, &c)| {
-            let d = churn_features::registry::get(name)?;
+            let d = features.get(name)?;
             (!d.direction.agrees(c)).then(|| SignIssue {
                 feature: name.clone(),
                 group: d.group.as_str(),
@@ -193,7 +195,9 @@ pub struct GroupContribution {
 /// Builds the reasons of alerts for one model.
 #[derive(Debug, Clone)]
 pub struct Explainer {
-    /// Per registry feature: its coefficient agrees with its direction (counts in reasons).
+    /// Every feature of the model (the registry's, then its catalog's).
+    defs: Vec<FeatureDef>,
+    /// Per feature: its coefficient agrees with its direction (counts in reasons).
     counts: Vec<bool>,
     coefficients: Vec<f64>,
     mean: Vec<f64>,
@@ -211,12 +215,21 @@ fn col(name: &str) -> usize {
 impl Explainer {
     /// The explainer of `model` (whose features must be the registry's, as the engine checks).
     pub fn new(model: &ModelArtifact, locale: Locale) -> Self {
-        let counts = FEATURES
+        Self::with_features(model, &FeatureSet::builtin(), locale)
+    }
+
+    /// The explainer of `model` over `features` (the registry plus the model's catalog, as the
+    /// engine checks): catalog metrics take part in their declared group's reason and can lead
+    /// it.
+    pub fn with_features(model: &ModelArtifact, features: &FeatureSet, locale: Locale) -> Self {
+        let defs = features.defs().to_vec();
+        let counts = defs
             .iter()
             .zip(&model.coefficients)
             .map(|(d, &c)| d.direction.agrees(c))
             .collect();
         Explainer {
+            defs,
             counts,
             coefficients: model.coefficients.clone(),
             mean: model.scaler_mean.clone(),
@@ -235,7 +248,7 @@ impl Explainer {
             .map(|&g| {
                 let mut sum = 0.0;
                 let mut lead = (usize::MAX, f64::NEG_INFINITY);
-                for (j, d) in FEATURES.iter().enumerate() {
+                for (j, d) in self.defs.iter().enumerate() {
                     if d.group != g || !self.counts.get(j).copied().unwrap_or(false) {
                         continue;
                     }
@@ -294,7 +307,7 @@ impl Explainer {
     /// Population value of a raw feature (the training mean, back through its transform).
     fn typical(&self, name: &str) -> f64 {
         let j = col(name);
-        let (Some(d), Some(&m)) = (FEATURES.get(j), self.mean.get(j)) else {
+        let (Some(d), Some(&m)) = (self.defs.get(j), self.mean.get(j)) else {
             return 0.0;
         };
         match d.transform {
@@ -305,7 +318,7 @@ impl Explainer {
 
     fn reason(&self, g: &GroupContribution, raw: &[f64]) -> Reason {
         let v = |name: &str| raw.get(col(name)).copied().unwrap_or(0.0);
-        let d = FEATURES.get(g.lead);
+        let d = self.defs.get(g.lead);
         let (text_key, args) = self.text_args(g.group, &v);
         Reason {
             feature: d.map_or("", |d| d.name).into(),

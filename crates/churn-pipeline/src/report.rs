@@ -127,8 +127,10 @@ pub fn backtest_on_set(
     };
     let k = k.max(1);
     let w = ((n * 2 / 5) / k).max(1);
-    let names: Vec<String> = FEATURES.iter().map(|d| d.name.to_string()).collect();
-    let bindings: Vec<String> = FEATURES
+    let names: Vec<String> = set.features.names().iter().map(|n| n.to_string()).collect();
+    let bindings: Vec<String> = set
+        .features
+        .defs()
         .iter()
         .map(|d| d.binding.as_str().to_string())
         .collect();

@@ -1,7 +1,7 @@
 //! Offline training and evaluation through the same feature code the service uses.
 //!
 //! events → [`churn_features::rollups_from_events`] → [`build_training_set`] (observations at
-//! many dates, labels strictly after each date) → time split → [`registry::model_input`] →
+//! many dates, labels strictly after each date) → time split → [`FeatureSet::model_input`] →
 //! [`churn_model::train`] → test-split evaluation next to a naive recency baseline.
 
 use std::collections::BTreeMap;
@@ -10,11 +10,11 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use churn_events::Event;
-use churn_features::registry::{self, FEATURES};
+use churn_features::registry::FEATURES;
 use churn_features::training::{
-    build_training_set, date_string, push_csv_field, ObservationPlan, SplitPlan, TrainingSet,
+    build_training_set_with, date_string, push_csv_field, ObservationPlan, SplitPlan, TrainingSet,
 };
-use churn_features::{day_start, rollups_from_events};
+use churn_features::{day_start, rollups_from_events_with, Catalog, FeatureSet};
 use churn_model::{
     metrics as m, BandSpec, Bands, CalibrationBin, Dataset, ModelArtifact, ScoreDistribution,
     TrainParams, TrainReport,
@@ -26,11 +26,11 @@ use crate::Error;
 
 /// Model inputs (transformed, unscaled) of a training set as a matrix.
 pub fn design_matrix(set: &TrainingSet) -> Array2<f64> {
-    let n = FEATURES.len();
+    let n = set.features.len();
     let mut x = Array2::zeros((set.len(), n));
     let mut buf = Vec::with_capacity(n);
     for (i, mut row) in x.rows_mut().into_iter().enumerate() {
-        registry::model_input(set.row(i), &mut buf);
+        set.features.model_input(set.row(i), &mut buf);
         for (dst, src) in row.iter_mut().zip(&buf) {
             *dst = *src;
         }
@@ -388,8 +388,35 @@ pub fn training_set_from_events(
     events: &[Event],
     plan: &ObservationPlan,
 ) -> Result<TrainingSet, Error> {
-    let customers = rollups_from_events(events);
-    Ok(build_training_set(&customers, plan)?)
+    training_set_with(events, plan, &FeatureSet::builtin())
+}
+
+/// [`training_set_from_events`] with the registry plus a metric catalog.
+pub fn training_set_with(
+    events: &[Event],
+    plan: &ObservationPlan,
+    features: &FeatureSet,
+) -> Result<TrainingSet, Error> {
+    let customers = rollups_from_events_with(events, features);
+    Ok(build_training_set_with(&customers, plan, features)?)
+}
+
+/// The features a model scores: the registry plus the catalog stored in the artifact (none:
+/// the registry alone), checked against the model's feature names.
+pub fn feature_set_of(model: &ModelArtifact) -> Result<FeatureSet, Error> {
+    let catalog: Catalog = match &model.catalog {
+        None => Catalog::default(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Error::Catalog(format!(
+                "model {}: its metric catalog does not parse: {e}",
+                model.model_version
+            ))
+        })?,
+    };
+    let set = FeatureSet::new(catalog)
+        .map_err(|e| Error::Catalog(format!("model {}: {e}", model.model_version)))?;
+    model.check_features(&set.names())?;
+    Ok(set)
 }
 
 /// Train a model from an event history. Returns the artifact (metrics filled in), a summary and
@@ -458,8 +485,10 @@ pub fn train_with(
         }
         .into());
     }
-    let names: Vec<String> = FEATURES.iter().map(|d| d.name.to_string()).collect();
-    let bindings: Vec<String> = FEATURES
+    let names: Vec<String> = set.features.names().iter().map(|n| n.to_string()).collect();
+    let bindings: Vec<String> = set
+        .features
+        .defs()
         .iter()
         .map(|d| d.binding.as_str().to_string())
         .collect();
@@ -489,6 +518,13 @@ pub fn train_with(
         &bindings,
         &refit_params,
     )?;
+    if !set.features.catalog().is_empty() {
+        model.catalog = Some(
+            serde_json::to_value(set.features.catalog())
+                .map_err(|e| Error::Catalog(format!("catalog: {e}")))?,
+        );
+        model.model_version = model.compute_model_version()?;
+    }
     if let serde_json::Value::Object(m) = &mut model.train_params {
         m.insert(
             "selection".into(),
@@ -693,7 +729,10 @@ mod tests {
         export_training_set(&set, &path).expect("export");
         let text = std::fs::read_to_string(&path).expect("written");
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some(csv_header().join(",").as_str()));
+        assert_eq!(
+            lines.next(),
+            Some(csv_header(&set.features).join(",").as_str())
+        );
         let mut per_split = BTreeMap::new();
         for l in lines {
             let split = l.rsplit(',').next().unwrap_or_default().to_string();

@@ -52,6 +52,7 @@ fn constant_model(p: f64) -> Arc<ModelArtifact> {
         calibration: None,
         score_distribution: None,
         band_spec: None,
+        catalog: None,
     })
 }
 

@@ -406,6 +406,9 @@ fn main() -> Result<()> {
                 .map_err(|e: String| anyhow::anyhow!("--bands: {e}"))?;
             let calibration: train::CalibrationMethod =
                 calibration.parse().map_err(anyhow::Error::msg)?;
+            // The metric catalog comes from the configuration (`--config`, `[catalog]`); the
+            // model records it, and `run` refuses a configuration with another one.
+            let features = load_config(cli.config.as_deref(), None)?.feature_set()?;
             let events = read_events(&events)?;
             let plan = observation_plan(
                 &churn,
@@ -420,7 +423,7 @@ fn main() -> Result<()> {
                 ..TrainParams::default()
             };
             let t0 = std::time::Instant::now();
-            let set = train::training_set_from_events(&events, &plan)?;
+            let set = train::training_set_with(&events, &plan, &features)?;
             if let Some(path) = &export_training_set {
                 train::export_training_set(&set, path)?;
                 info!(path = %path.display(), rows = set.len(), "training set written");
@@ -479,8 +482,9 @@ fn main() -> Result<()> {
             cutoffs,
         } => {
             let model = ModelArtifact::load(&model)?;
-            // A model of another feature set would not fit the design matrix: say which.
-            model.check_features(&churn_features::registry::names())?;
+            // The registry plus the model's own metric catalog; a model of another feature set
+            // would not fit the design matrix: say which.
+            let features = train::feature_set_of(&model)?;
             let events = read_events(&events)?;
             let plan = observation_plan(
                 &churn,
@@ -490,7 +494,7 @@ fn main() -> Result<()> {
                 active_within_days,
             );
             let spin = churn_pipeline::report::spinner("building features");
-            let set = train::training_set_from_events(&events, &plan)?;
+            let set = train::training_set_with(&events, &plan, &features)?;
             spin.finish_and_clear();
             let (_, _, test, _) = set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID);
             let ev = train::evaluate(&model, &test);
