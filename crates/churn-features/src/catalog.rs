@@ -10,8 +10,9 @@
 //! - **metrics**: model inputs computed from the counters as of a day, appended to the built-in
 //!   registry in declaration order: `count` (a counter over the last 7, 28 or 90 days), `change`
 //!   (the relative change of a counter, last 7 or 28 days against the window before it:
-//!   `(cur-prev)/(prev+1)`, capped at 5) and `ratio` (one metric over another, 0 when the
-//!   denominator is 0, capped at `cap`, default 100).
+//!   `(cur-prev)/(prev+1)`, capped at 5) and `ratio` (one value over another, 0 when the
+//!   denominator is 0, capped at `cap`, default 100; each operand is an earlier metric of the
+//!   catalog or, if no metric has that name, a counter over the ratio's `window`).
 //!
 //! The built-in registry ([`crate::registry::FEATURES`]) is the default catalog: an empty
 //! catalog adds nothing, so state and features are exactly the built-in ones. Bounds (so state
@@ -108,10 +109,11 @@ pub struct MetricDef {
     /// A counter's relative change, last `window` days against the `window` days before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
-    /// `[numerator, denominator]`: two earlier metrics of this catalog.
+    /// `[numerator, denominator]`: each an earlier metric of this catalog or, if no metric has
+    /// that name, a counter over `window` days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratio: Option<[String; 2]>,
-    /// Days (`count`: 7, 28 or 90; `change`: 7 or 28). Default 28.
+    /// Days (`count` and a ratio's counters: 7, 28 or 90; `change`: 7 or 28). Default 28.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
     /// Cap of a `ratio` (default [`RATIO_CAP`]).
@@ -141,9 +143,28 @@ pub struct CatalogError(pub String);
 /// How a compiled metric is computed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Kind {
-    Count { counter: u8, window: i32 },
-    Change { counter: u8, window: i32 },
-    Ratio { num: usize, den: usize, cap: f64 },
+    Count {
+        counter: u8,
+        window: i32,
+    },
+    Change {
+        counter: u8,
+        window: i32,
+    },
+    Ratio {
+        num: Operand,
+        den: Operand,
+        cap: f64,
+    },
+}
+
+/// One side of a ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Operand {
+    /// An earlier metric (its index in the catalog).
+    Metric(usize),
+    /// A counter over a window.
+    Counter(u8, i32),
 }
 
 /// A counter, compiled for matching.
@@ -380,7 +401,7 @@ impl Catalog {
             if set.iter().filter(|s| **s).count() != 1 {
                 return err(format!("{at}: set exactly one of count, change, ratio"));
             }
-            let window = m.window.unwrap_or(28);
+            let window = m.window.unwrap_or(28) as i32;
             let find = |c: &str| {
                 counter(c).ok_or_else(|| {
                     CatalogError(format!(
@@ -394,12 +415,12 @@ impl Catalog {
                 })
             };
             let kind = if let Some(c) = &m.count {
-                if !WINDOWS.contains(&window) {
+                if !WINDOWS.contains(&(window as u32)) {
                     return err(format!("{at}: window {window}, one of 7, 28, 90"));
                 }
                 Kind::Count {
                     counter: find(c)?,
-                    window: window as i32,
+                    window,
                 }
             } else if let Some(c) = &m.change {
                 if ![7, 28].contains(&window) {
@@ -410,19 +431,26 @@ impl Catalog {
                 }
                 Kind::Change {
                     counter: find(c)?,
-                    window: window as i32,
+                    window,
                 }
             } else {
                 let [num, den] = m
                     .ratio
                     .as_ref()
                     .map_or([""; 2], |[a, b]| [a.as_str(), b.as_str()]);
-                let pos = |n: &str| {
-                    metric_names.iter().position(|x| *x == n).ok_or_else(|| {
-                        CatalogError(format!(
-                            "{at}: ratio of `{n}`, which is not an earlier metric of the catalog"
-                        ))
-                    })
+                if !WINDOWS.contains(&(window as u32)) {
+                    return err(format!("{at}: window {window}, one of 7, 28, 90"));
+                }
+                let pos = |n: &str| match metric_names.iter().position(|x| *x == n) {
+                    Some(i) => Ok(Operand::Metric(i)),
+                    None => counter(n)
+                        .map(|c| Operand::Counter(c, window))
+                        .ok_or_else(|| {
+                            CatalogError(format!(
+                                "{at}: ratio of `{n}`, which is neither an earlier metric nor a \
+                                 counter of the catalog"
+                            ))
+                        }),
                 };
                 let cap = m.cap.unwrap_or(RATIO_CAP);
                 if !(cap.is_finite() && cap > 0.0) {
@@ -434,9 +462,6 @@ impl Catalog {
                     cap,
                 }
             };
-            if m.window.is_some() && matches!(kind, Kind::Ratio { .. }) {
-                return err(format!("{at}: a ratio has no window of its own"));
-            }
             let transform = match &m.transform {
                 None if matches!(kind, Kind::Count { .. }) => Transform::Log1p,
                 None => Transform::Identity,
@@ -481,10 +506,10 @@ impl Catalog {
                      (cur-prev)/(prev+1), capped at 5 (catalog)",
                     m.change.as_deref().unwrap_or_default()
                 ),
-                Kind::Ratio { num, den, cap } => format!(
-                    "{} / {} (0 when the denominator is 0; capped at {cap}) (catalog)",
-                    metric_names[*num], metric_names[*den]
-                ),
+                Kind::Ratio { cap, .. } => {
+                    let [a, b] = m.ratio.clone().unwrap_or_default();
+                    format!("{a} / {b} (0 when the denominator is 0; capped at {cap}) (catalog)")
+                }
             });
             metric_names.push(&m.name);
             kinds.push(kind);
@@ -688,23 +713,26 @@ impl<'a> Windows<'a> {
         }
     }
 
+    /// A counter's total over the last `window` days (7, 28 or 90).
+    fn sum(&self, counter: u8, window: i32) -> f64 {
+        let s = self
+            .sums
+            .get(usize::from(counter))
+            .copied()
+            .unwrap_or_default();
+        match window {
+            7 => s[0],
+            28 => s[1],
+            _ => s[2],
+        }
+    }
+
     /// The metric values, in catalog order, into `out` (cleared first).
     pub(crate) fn values(&self, out: &mut Vec<f64>) {
         out.clear();
         for k in &self.compiled.metrics {
             let v = match *k {
-                Kind::Count { counter, window } => {
-                    let s = self
-                        .sums
-                        .get(usize::from(counter))
-                        .copied()
-                        .unwrap_or_default();
-                    match window {
-                        7 => s[0],
-                        28 => s[1],
-                        _ => s[2],
-                    }
-                }
+                Kind::Count { counter, window } => self.sum(counter, window),
                 Kind::Change { counter, window } => {
                     let s = self
                         .sums
@@ -719,10 +747,11 @@ impl<'a> Windows<'a> {
                     ((cur - prev) / (prev + 1.0)).min(CHANGE_CAP)
                 }
                 Kind::Ratio { num, den, cap } => {
-                    let (n, d) = (
-                        out.get(num).copied().unwrap_or(0.0),
-                        out.get(den).copied().unwrap_or(0.0),
-                    );
+                    let value = |o: Operand, out: &Vec<f64>| match o {
+                        Operand::Metric(i) => out.get(i).copied().unwrap_or(0.0),
+                        Operand::Counter(c, w) => self.sum(c, w),
+                    };
+                    let (n, d) = (value(num, out), value(den, out));
                     if d > 0.0 {
                         (n / d).min(cap)
                     } else {
@@ -773,6 +802,10 @@ mod tests {
         name = "other_28d"
         count = "other"
         group = "context"
+        [[metrics]]
+        name = "likes_per_post_7d"
+        ratio = ["like", "post"]
+        window = 7
     "#;
 
     fn ev(payload: Payload) -> Event {
@@ -831,7 +864,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [(3, 12.5)]);
-        assert_eq!(set.len(), FEATURES.len() + 5);
+        assert_eq!(set.len(), FEATURES.len() + 6);
         assert_eq!(set.catalog_defs()[0].name, "posts_28d");
         assert_eq!(set.catalog_defs()[0].transform, Transform::Log1p);
         assert_eq!(set.catalog_defs()[2].transform, Transform::Identity);
@@ -856,9 +889,13 @@ mod tests {
             "posts_change_7d"
         );
         assert_eq!(out[4], 0.0);
+        assert!(
+            (out[5] - 10.0 / 4.0).abs() < 1e-12,
+            "likes_per_post_7d from counters"
+        );
         w.reset();
         w.values(&mut out);
-        assert_eq!(out, [0.0; 5], "no posts: the ratio is 0, not NaN");
+        assert_eq!(out, [0.0; 6], "no posts: the ratio is 0, not NaN");
     }
 
     #[test]
@@ -871,7 +908,7 @@ mod tests {
             ("[[counters]]\nname = \"a\"\n[[metrics]]\nname = \"m\"\ncount = \"a\"\nwindow = 30", "window 30"),
             ("[[counters]]\nname = \"a\"\n[[metrics]]\nname = \"m\"\nchange = \"a\"\nwindow = 90", "change window"),
             ("[[counters]]\nname = \"a\"\n[[metrics]]\nname = \"m\"\ncount = \"a\"\nchange = \"a\"", "exactly one"),
-            ("[[metrics]]\nname = \"m\"\nratio = [\"a\", \"b\"]", "not an earlier metric"),
+            ("[[metrics]]\nname = \"m\"\nratio = [\"a\", \"b\"]", "neither an earlier metric nor a counter"),
             ("[[counters]]\nname = \"Bad Name\"", "counter name"),
         ] {
             let e = Catalog::from_toml(toml)
@@ -896,7 +933,10 @@ mod tests {
         b.metrics.pop();
         b.metrics[0].window = Some(7);
         let d = a.diff(&b).expect("differs");
-        assert!(d.contains("metric `other_28d` only in the model"), "{d}");
+        assert!(
+            d.contains("metric `likes_per_post_7d` only in the model"),
+            "{d}"
+        );
         assert!(d.contains("metric `posts_28d` defined differently"), "{d}");
         assert!(Catalog::default()
             .diff(&a)

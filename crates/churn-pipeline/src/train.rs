@@ -401,6 +401,43 @@ pub fn training_set_with(
     Ok(build_training_set_with(&customers, plan, features)?)
 }
 
+/// One feature's weight in a model: what `evaluate` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FeatureWeight {
+    pub feature: String,
+    /// Reason group (`context`: scored, never a reason).
+    pub group: &'static str,
+    /// Coefficient on the standardised model input (positive: more risk).
+    pub coefficient: f64,
+    /// `|coefficient|` over the sum of all `|coefficient|`s: the feature's share of the
+    /// model's weight on standardised inputs.
+    pub importance: f64,
+    /// Whether the sign agrees with the feature's declared direction.
+    pub sign_agrees: bool,
+}
+
+/// Every feature's coefficient and standardised importance, largest importance first.
+pub fn feature_weights(model: &ModelArtifact, features: &FeatureSet) -> Vec<FeatureWeight> {
+    let total: f64 = model.coefficients.iter().map(|c| c.abs()).sum();
+    let mut out: Vec<FeatureWeight> = model
+        .feature_names
+        .iter()
+        .zip(&model.coefficients)
+        .map(|(name, &c)| {
+            let d = features.get(name);
+            FeatureWeight {
+                feature: name.clone(),
+                group: d.map_or("", |d| d.group.as_str()),
+                coefficient: c,
+                importance: if total > 0.0 { c.abs() / total } else { 0.0 },
+                sign_agrees: d.is_none_or(|d| d.direction.agrees(c)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.importance.total_cmp(&a.importance));
+    out
+}
+
 /// The features a model scores: the registry plus the catalog stored in the artifact (none:
 /// the registry alone), checked against the model's feature names.
 pub fn feature_set_of(model: &ModelArtifact) -> Result<FeatureSet, Error> {

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use churn_events::Event;
 use churn_features::{
-    day_of, day_start, feature_frame, rollups_from_events_with, Catalog, FeatureMatrix,
-    FeatureSet, RollupFrames,
+    day_of, day_start, feature_frame, rollups_from_events_with, Catalog, FeatureMatrix, FeatureSet,
+    RollupFrames,
 };
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
 use churn_pipeline::{train, Engine};
@@ -162,6 +162,10 @@ fn parity(catalog: Catalog) {
     for k in churn_features::FEATURES.len()..features.len() {
         let (_, m) = engine.features_as_of(checkpoints[2]).expect("features");
         let nonzero = (0..m.len()).filter(|&r| m.row(r)[k] != 0.0).count();
-        assert!(nonzero > 10, "{}: {nonzero} non-zero rows", features.defs()[k].name);
+        assert!(
+            nonzero > 10,
+            "{}: {nonzero} non-zero rows",
+            features.defs()[k].name
+        );
     }
 }

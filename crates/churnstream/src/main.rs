@@ -506,9 +506,24 @@ fn main() -> Result<()> {
                 per_band: Vec<churn_pipeline::report::BandRow>,
                 /// Reliability tables and ECE without and with the artifact's calibrator.
                 calibration: train::CalibrationReport,
+                /// Every feature's coefficient and standardised importance, largest first.
+                coefficients: Vec<train::FeatureWeight>,
             }
             let per_band = churn_pipeline::report::band_table(&model, &test);
             let calibration = train::calibration_report(&model, &test);
+            let coefficients = train::feature_weights(&model, &features);
+            eprintln!("coefficients (on standardised inputs; importance = |coefficient| / Σ|coefficient|):");
+            eprintln!("  {:<32} {:>11} {:>10}  {:<20} sign", "feature", "coefficient", "importance", "group");
+            for w in &coefficients {
+                eprintln!(
+                    "  {:<32} {:>11.4} {:>10.4}  {:<20} {}",
+                    w.feature,
+                    w.coefficient,
+                    w.importance,
+                    w.group,
+                    if w.sign_agrees { "ok" } else { "contradicts direction" }
+                );
+            }
             eprintln!(
                 "calibration ({}): ECE before {:.4} after {:.4} (equal-count bins: {:.4} -> {:.4}); \
                  mean predicted {:.4} -> {:.4}, observed {:.4}",
@@ -547,7 +562,8 @@ fn main() -> Result<()> {
                 serde_json::to_string_pretty(&Printed {
                     ev: &ev,
                     per_band,
-                    calibration
+                    calibration,
+                    coefficients,
                 })?
             );
             if let Some(path) = &scores_out {
