@@ -93,86 +93,71 @@ fn a_model_records_its_catalog_and_serving_refuses_another() {
     assert_ne!(plain.model_version, model.model_version);
 }
 
-/// Counters per product feature of the default generator: its uses, and the sum of their
-/// `duration_s`, which the test draws i.i.d. (the built-in features ignore the duration of a
-/// feature use, and the generator's churn process never sees it).
+/// 20 catalog metrics over a counter no event matches: the test overwrites their values.
 fn noise_catalog() -> Catalog {
-    let features = [
-        "dashboard",
-        "reports",
-        "export",
-        "collaboration",
-        "integrations",
-        "automation",
-        "api",
-    ];
-    let mut toml = String::new();
-    for f in features {
+    let mut toml = String::from("[[counters]]\nname = \"never\"\nfeature = \"never_emitted\"\n");
+    for k in 0..20 {
         toml.push_str(&format!(
-            "[[counters]]\nname = \"n_{f}\"\nfeature = \"{f}\"\n\
-             [[counters]]\nname = \"d_{f}\"\nfeature = \"{f}\"\nsum = \"duration_s\"\n"
+            "[[metrics]]\nname = \"noise_{k}\"\ncount = \"never\"\ntransform = \"identity\"\n"
         ));
     }
-    // Mean duration per use: pure noise (0 without a use in the window).
-    let mut k = 0;
-    'outer: for w in [7, 28, 90] {
-        for f in features {
-            if k == 20 {
-                break 'outer;
-            }
-            toml.push_str(&format!(
-                "[[metrics]]\nname = \"mean_duration_{f}_{w}d\"\nratio = [\"d_{f}\", \"n_{f}\"]\nwindow = {w}\n"
-            ));
-            k += 1;
-        }
-    }
-    let c = Catalog::from_toml(&toml).expect("noise catalog");
-    assert_eq!(c.metrics.len(), 20);
-    c
+    Catalog::from_toml(&toml).expect("noise catalog")
 }
 
-/// README "Robust to noisy metrics": 20 pure-noise catalog metrics cost at most 0.01 test AUC.
+/// Item 4 of issue 12: 20 pure-noise catalog metrics cost at most 0.01 test AUC. The noise is
+/// pure by construction: the 20 columns of the training set are i.i.d. draws (log-normal, a
+/// count-like skew, and some exact zeros), independent of everything; the other columns are the
+/// built-in features of the same rows. A harder profile than the default (low churn, weaker
+/// signals), so there is room to lose.
 #[test]
 fn twenty_pure_noise_metrics_lower_test_auc_by_at_most_a_hundredth() {
-    let mut pop = churn_gen::generate(&churn_gen::GenConfig {
-        customers: 900,
-        days: 240,
+    let pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 1500,
+        days: 300,
         seed: 21,
+        profile: churn_gen::Profile::LowChurn,
         ..Default::default()
     });
+    let noise = FeatureSet::new(noise_catalog()).expect("valid");
+    let mut with_noise =
+        train::training_set_with(&pop.events, &Default::default(), &noise).expect("set");
+    let n = churn_features::FEATURES.len();
+    let width = noise.len();
+    assert_eq!(width, n + 20);
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let mut noisy = 0;
-    for ev in &mut pop.events {
-        if let Payload::Engagement(e) = &mut ev.payload {
-            if e.feature.is_some() {
-                e.duration_s = Some((rng.gen::<f64>() * 600.0).round());
-                noisy += 1;
-            }
+    for row in with_noise.values.chunks_mut(width) {
+        for v in &mut row[n..] {
+            *v = if rng.gen::<f64>() < 0.2 {
+                0.0
+            } else {
+                (rng.gen::<f64>() * 3.0).exp()
+            };
         }
     }
-    assert!(noisy > 10_000, "{noisy} feature uses");
-    let plan = Default::default();
-    let auc = |features: &FeatureSet| {
-        let set = train::training_set_with(&pop.events, &plan, features).expect("set");
+    let builtin = churn_features::training::TrainingSet {
+        values: with_noise
+            .values
+            .chunks(width)
+            .flat_map(|r| r[..n].iter().copied())
+            .collect(),
+        features: FeatureSet::builtin(),
+        ..with_noise.clone()
+    };
+    let auc = |set: &churn_features::training::TrainingSet| {
         let (model, summary, _) =
-            train::train_on_set(&set, &params(), train::DEFAULT_BANDS).expect("model");
+            train::train_on_set(set, &params(), train::DEFAULT_BANDS).expect("model");
         assert!(summary.converged, "converged");
         (model.metrics["test_auc"], model)
     };
-    let (base, _) = auc(&FeatureSet::builtin());
-    let noise = FeatureSet::new(noise_catalog()).expect("valid");
-    let (with_noise, model) = auc(&noise);
-    eprintln!("test AUC: built-in {base:.4}, with 20 noise metrics {with_noise:.4}");
+    let (base, _) = auc(&builtin);
+    let (noisy, model) = auc(&with_noise);
+    eprintln!("test AUC: built-in {base:.4}, with 20 pure-noise metrics {noisy:.4}");
     assert!(
-        with_noise >= base - 0.01,
-        "20 noise metrics: test AUC {with_noise:.4} vs {base:.4} without"
+        noisy >= base - 0.01,
+        "20 noise metrics: test AUC {noisy:.4} vs {base:.4} without"
     );
-    // The noise metrics are real inputs with non-zero spread (not constant columns).
-    let n = churn_features::FEATURES.len();
     assert_eq!(model.feature_names.len(), n + 20);
-    assert!(
-        model.scaler_std[n..].iter().all(|s| *s > 1.0),
-        "{:?}",
-        &model.scaler_std[n..]
-    );
+    assert!(model.feature_names[n..]
+        .iter()
+        .all(|f| f.starts_with("noise_")));
 }

@@ -513,7 +513,10 @@ fn main() -> Result<()> {
             let calibration = train::calibration_report(&model, &test);
             let coefficients = train::feature_weights(&model, &features);
             eprintln!("coefficients (on standardised inputs; importance = |coefficient| / Σ|coefficient|):");
-            eprintln!("  {:<32} {:>11} {:>10}  {:<20} sign", "feature", "coefficient", "importance", "group");
+            eprintln!(
+                "  {:<32} {:>11} {:>10}  {:<20} sign",
+                "feature", "coefficient", "importance", "group"
+            );
             for w in &coefficients {
                 eprintln!(
                     "  {:<32} {:>11.4} {:>10.4}  {:<20} {}",
@@ -521,7 +524,11 @@ fn main() -> Result<()> {
                     w.coefficient,
                     w.importance,
                     w.group,
-                    if w.sign_agrees { "ok" } else { "contradicts direction" }
+                    if w.sign_agrees {
+                        "ok"
+                    } else {
+                        "contradicts direction"
+                    }
                 );
             }
             eprintln!(
