@@ -261,3 +261,137 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
         .sum();
     assert_eq!(rejected as usize, bad.len());
 }
+
+/// Issue 12, a metric catalog end to end: a social-network population whose churn depends on
+/// specific actions and their ratios (`generate --profile social`), a model trained with
+/// deploy/catalogs/social.toml, the service run with that configuration: at-risk alerts whose
+/// reasons name catalog metrics, unknown action names counted in the catalog's `other`, and a
+/// configuration without the catalog refused before anything is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_model_alerts_with_reasons_that_name_catalog_metrics() {
+    let t = setup("e2e-catalog").await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let catalog = Config::load(Some(&root.join("deploy/catalogs/social.toml")))
+        .expect("shipped catalog loads")
+        .catalog;
+    let features = churn_features::FeatureSet::new(catalog.clone()).expect("valid catalog");
+    let mut pop = churn_gen::generate(&churn_gen::GenConfig {
+        customers: 200,
+        days: 180,
+        seed: 5,
+        profile: churn_gen::Profile::Social,
+        ..Default::default()
+    });
+    let plan = churn_features::training::ObservationPlan {
+        definition: churn_features::training::ChurnDefinition::Cancel { horizon_days: 28 },
+        active_within_days: 28,
+        ..Default::default()
+    };
+    let set = churn_pipeline::train::training_set_with(&pop.events, &plan, &features)
+        .expect("training set");
+    let (model, summary, _) = churn_pipeline::train::train_with(
+        &set,
+        &churn_pipeline::train::TrainOptions {
+            params: churn_model::TrainParams {
+                alphas: churn_pipeline::train::DEFAULT_ALPHAS.to_vec(),
+                ..Default::default()
+            },
+            bands: "top:20%,5%,1%".parse().expect("bands"),
+            calibration: Default::default(),
+        },
+    )
+    .expect("model");
+    assert!(model.catalog.is_some(), "the artifact records its catalog");
+    eprintln!("catalog model: test AUC {:.3}", summary.test.auc);
+
+    // Without the catalog in the configuration, `run` refuses the model at once.
+    let refused = kafka::run(
+        t.cfg.clone(),
+        std::sync::Arc::new(model.clone()),
+        std::sync::Arc::new(churn_metrics::Metrics::new()),
+        churn_metrics::Health::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("a configuration without the model's catalog is refused");
+    assert!(
+        refused.to_string().contains("only in the model"),
+        "{refused}"
+    );
+
+    // Some actions the catalog does not name: counted in `other`, not dropped.
+    let mut unnamed = 0;
+    for ev in pop.events.iter_mut().step_by(5000) {
+        if let churn_events::Payload::Engagement(e) = &mut ev.payload {
+            if e.feature.is_some() {
+                e.feature = Some("poke".into());
+                unnamed += 1;
+            }
+        }
+    }
+    assert!(unnamed > 10, "{unnamed}");
+    let mut cfg = t.cfg.clone();
+    cfg.catalog = catalog;
+    let served = common::serve(&cfg, model).await;
+    let addr = served.addr;
+    let mut publisher = kafka::Publisher::new(&cfg).expect("publisher");
+    for ev in &pop.events {
+        publisher.send_event(ev).await.expect("send");
+    }
+    let total = publisher.flush().await.expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let body = loop {
+        let (_, body) = common::http_get(addr, "/metrics").await;
+        let n: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("churn_ingest_events_consumed_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        if n as usize >= total || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    served.stop().await;
+    assert_eq!(
+        common::metric(&body, "churn_ingest_catalog_other_events_total"),
+        Some(unnamed as f64),
+        "unnamed actions counted in other"
+    );
+    let alerts = common::read_topic(
+        &cfg.kafka.brokers,
+        &cfg.topics.alerts,
+        usize::MAX,
+        Duration::from_secs(10),
+    )
+    .await;
+    let names: BTreeSet<&str> = features.catalog_defs().iter().map(|d| d.name).collect();
+    let (mut at_risk, mut named) = (0, 0);
+    let mut seen = BTreeMap::new();
+    for r in &alerts {
+        let ev: CloudEvent<serde_json::Value> =
+            serde_json::from_slice(&r.payload).expect("alert json");
+        if ev.ty != churn_events::ALERT_TYPE {
+            continue;
+        }
+        let data: AlertData = serde_json::from_value(ev.data).expect("at-risk data");
+        at_risk += 1;
+        if data
+            .reasons
+            .iter()
+            .any(|x| names.contains(x.feature.as_str()))
+        {
+            named += 1;
+        }
+        for x in &data.reasons {
+            *seen.entry(x.feature.clone()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("{at_risk} at-risk alerts, {named} with a catalog reason; reasons {seen:?}");
+    assert!(at_risk >= 10, "{at_risk} at-risk alerts");
+    assert!(
+        named * 2 >= at_risk,
+        "most alerts name a catalog metric: {named} of {at_risk} ({seen:?})"
+    );
+}

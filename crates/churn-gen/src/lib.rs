@@ -6,15 +6,16 @@
 //! from the simulation itself, never from the events, so a model trained on the events can be
 //! scored against the truth.
 //!
-//! Three hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
+//! Four hidden processes exist, chosen by [`GenConfig::profile`]: [`Profile::Default`] (below,
 //! "Hidden churn process": subscriptions, engagement, NPS, churn after a visible disengagement
 //! phase), [`Profile::LowChurn`] (the same process at a low base rate and with weaker signals:
 //! every warned cause's hazard × [`LOW_CHURN_HAZARD_SCALE`], churn without warning ×
 //! [`LOW_CHURN_RANDOM_SCALE`], activity in a disengagement phase decaying only to
 //! [`LOW_CHURN_M_END`] of normal; about 2 % of the customers leave per month, a third of them
-//! without any phase) and
+//! without any phase),
 //! [`Profile::Retail`] ("Hidden retail process": a non-contractual shop where customers drop out
-//! unobserved, the textbook BG/NBD setting).
+//! unobserved, the textbook BG/NBD setting) and [`Profile::Social`] ("Hidden social process": a
+//! subscription social network whose cancel hazard reads ratios of the customer's recent actions).
 //!
 //! The output is deterministic: the same [`GenConfig`] gives byte-identical events and labels.
 //! Every customer draws from its own `StdRng` seeded from `(seed, customer index)`, so adding
@@ -149,6 +150,72 @@
 //! period and 44–46 % never buy a second time: ≈ 14 900 purchases and ≈ 102 000 events in all
 //! (sessions, page views, logins, purchases). A BG/NBD fit (`lifetimes`) on these purchases
 //! recovers r ≈ 0.37, α ≈ 33, a ≈ 0.73, b ≈ 2.3.
+//!
+//! # Hidden social process
+//!
+//! [`Profile::Social`] is a subscription social network with contractual churn, in the spirit of
+//! the simulation in C. Gold, "Fighting Churn With Data" (2020): eight user actions with
+//! correlated, heterogeneous rates, and a churn probability that depends on the customer's own
+//! behaviour. Here the hazard reads *ratios* of recent actions, so the total activity says little
+//! and the per-action counts less than the counts and their ratios. The constants are those of
+//! `crates/churn-gen/src/social.rs`. `churn_inactivity_days` plays no part; `churnstream generate
+//! --profile social` defaults to 365 days.
+//!
+//! 1. **Population.** 60 % of the customers (`P_EXISTING`) exist when the period starts: they
+//!    signed up 7 + Exp(mean 240) days before it, and that history (at most 365 days) is
+//!    simulated without output; a customer who churns in it is replaced by a fresh draw (at most
+//!    50 times), so the customers at the start are survivors, not fresh sign-ups with the
+//!    population's worst habits. They emit no `start`. The other 40 % sign up at a uniformly
+//!    random second of the period with a `subscription` `start` (plan `social`, MRR 9.99 EUR) and
+//!    are active on their signup day. Every subscriber renews every 30 days at the signup time of
+//!    day (`renew`, MRR 9.99; existing customers in the phase of their signup).
+//! 2. **Rates** (never emitted). Per active day, the eight actions `post`, `like`, `message`,
+//!    `reply`, `new_friend`, `unfriend`, `dislike`, `ad_view` have log-normal rates with medians
+//!    0.7, 2.0, 1.0, 0.7, 0.5, 0.15, 0.6, 1.2 and log-σ 0.8, 0.8, 0.9, 0.9, 0.6, 0.6, 0.7, 0.5.
+//!    The log-rates are correlated through factors: z_k = a_k·g + b_k·f_group + rest·e_k (general
+//!    activity g with loadings 0.6, 0.6, 0.6, 0.6, 0.5, 0.4, 0.5, 0.4; a content factor for post,
+//!    like, dislike and a conversation-and-network factor for message, reply, new_friend,
+//!    unfriend with loadings 0.5, 0.5, 0.5, 0.5, 0.4, 0.3, 0.4; ad_view has none), so people
+//!    who post a lot also like and dislike a lot. A day is *active* with probability
+//!    logistic(0.6 + 0.6·g + 0.8·N(0, 1)) (mean ≈ 0.62).
+//! 3. **Events.** On an active day: one `login` (`engagement`) at a diurnal time, then
+//!    Poisson(rate × multiplier) `feature_use` events per action with `feature` = the action's
+//!    name, uniformly in the 3 hours after the login (same day). Nothing else (no sessions,
+//!    purchases, NPS, e-mail). About 12 events per active customer-day.
+//! 4. **Drift.** A mood μ (Ornstein-Uhlenbeck: μ ← 0.95·μ + 0.1·N(0, 1) a day, σ ≈ 0.32)
+//!    multiplies like, reply, new_friend by e^(0.5·μ) and dislike, unfriend by e^(−0.5·μ).
+//!    *Souring episodes* start with probability 0.004 a day (when none runs): their intensity π
+//!    ramps linearly from 0 to 1 over U(14, 42) days, stays at 1 for U(7, 35) days and falls back
+//!    to 0 over 14 days; with peak factor F ~ U(1.5, 4) and f = 1 + (F − 1)·π, one of three kinds
+//!    (equally likely): *ad fatigue* (ad_view × f), *conflict* (dislike and unfriend × f) or
+//!    *fading* (like, reply, new_friend ÷ f). Active days also become rarer (× (1 − 0.25·π)).
+//!    The bad ratios thus rise for weeks before the hazard peaks: lead time.
+//! 5. **Satisfaction** s ≤ 0 is read daily from the customer's recent behaviour: exponentially
+//!    weighted sums E of the daily action counts (time constant 14 days), as ratios
+//!    r = (E_x + ref) / (E_y + 1) / ref of their reference ref (the ratio of the median rates,
+//!    so r = 1 with no data):
+//!    s = −2·(1 − r_like/post)⁺ − 2·(1 − r_reply/message)⁺ − 1.2·c(r_unfriend/new_friend)
+//!    − 2·c(r_dislike/like) − 2·c(r_ad_view/post), with c(r) = min((r − 2)⁺, 3). Likes per post
+//!    (a proxy of likes received) and replies per message help up to their reference and not
+//!    beyond; unfriends per new friend, dislikes per like and ad views per post are tolerated up
+//!    to twice their reference, then hurt linearly. s does not change when all actions scale
+//!    together, is not a function of any single count (three times the dislikes is bad, unless
+//!    the likes tripled too), and is piecewise linear in the ratios, not in log counts.
+//! 6. **Churn.** From the day after signup, a daily cancel hazard 0.00005·e^(−s) (at most 0.5;
+//!    cause `dissatisfied`), plus 0.00015 a day at random (cause `random`, no warning). The
+//!    cancel happens at a uniformly random second of that day: a `subscription` `cancel` with
+//!    MRR 0 exactly at `churn_at`, after which the customer emits nothing (that day's events
+//!    after it are dropped).
+//! 7. **Labels.** `churned`, `churn_at` (the cancel instant) and `cause` (`dissatisfied`,
+//!    `random` or `none`); `segment_hint` is `social-light|regular|heavy` by the expected events
+//!    per day, p_active·(1 + Σ rates): below 4, below 10, at least 10.
+//!
+//! With 2000 customers over 365 days (seeds 42, 1, 2) 36.8–37.3 % of the customers churn, about
+//! 10–12 % of them at random, evenly over the year (≈ 3.3–3.4 M events, 12.1–12.2 per active
+//! customer-day). In 28-day snapshots (6000 customers, churn in the next 28 days, logistic
+//! regression, held-out customers) the total of feature uses and logins reaches a test AUC of
+//! ≈ 0.61, the eight log counts ≈ 0.77 and the counts plus the five ratios (x / (y + 1)) ≈ 0.80
+//! (the ignored test `social_ratios_beat_counts_beat_totals`).
 
 use std::io::{BufRead, Write};
 
@@ -178,13 +245,13 @@ pub struct GenConfig {
     /// disengagement phase (7/15·N to 7/5·N days) and the floor of the visit rate (default
     /// profile only).
     pub churn_inactivity_days: u32,
-    /// The hidden process: [`Profile::Default`] (absent in older configs) or
-    /// [`Profile::Retail`].
+    /// The hidden process: [`Profile::Default`] (absent in older configs), [`Profile::Retail`],
+    /// [`Profile::LowChurn`] or [`Profile::Social`].
     pub profile: Profile,
 }
 
-/// Which hidden process [`generate`] simulates (crate docs: "Hidden churn process" and "Hidden
-/// retail process").
+/// Which hidden process [`generate`] simulates (crate docs: "Hidden churn process", "Hidden
+/// retail process" and "Hidden social process").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
@@ -200,6 +267,17 @@ pub enum Profile {
     /// disengagement phase whose activity decays only to [`LOW_CHURN_M_END`] of normal. Harder
     /// than the default.
     LowChurn,
+    /// Subscription social network (crate docs, "Hidden social process"), after the simulation
+    /// in Gold's "Fighting Churn With Data": a `social` plan at 9.99 EUR that renews every 30
+    /// days; on active days a `login` and Poisson counts of eight actions emitted as
+    /// `feature_use` with `feature` = `post`, `like`, `message`, `reply`, `new_friend`,
+    /// `unfriend`, `dislike` or `ad_view` (heterogeneous, correlated log-normal rates). The daily
+    /// cancel hazard 0.00005·e^(−s) reads a satisfaction s ≤ 0 of the last weeks' *ratios*
+    /// (likes per post and replies per message below their reference; unfriends per new friend,
+    /// dislikes per like, ad views per post above twice theirs), which drift in souring episodes
+    /// that build up over weeks; plus 0.00015 a day at random. A `cancel` (MRR 0) ends the
+    /// customer's events; `cause` is `dissatisfied` or `random`. About 37 % churn in 365 days.
+    Social,
 }
 
 /// [`Profile::LowChurn`]: factor on the daily hazard of every cause that starts a
@@ -214,14 +292,20 @@ pub const LOW_CHURN_M_END: (f64, f64) = (0.25, 0.6);
 
 impl Profile {
     /// Every profile, in CLI order.
-    pub const ALL: [Profile; 3] = [Profile::Default, Profile::Retail, Profile::LowChurn];
+    pub const ALL: [Profile; 4] = [
+        Profile::Default,
+        Profile::Retail,
+        Profile::LowChurn,
+        Profile::Social,
+    ];
 
-    /// The CLI / config name: `default` or `retail`.
+    /// The CLI / config name: `default`, `retail`, `low_churn` or `social`.
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Default => "default",
             Profile::Retail => "retail",
             Profile::LowChurn => "low_churn",
+            Profile::Social => "social",
         }
     }
 }
@@ -233,7 +317,9 @@ impl std::str::FromStr for Profile {
         Profile::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown profile `{s}` (expected default, retail or low_churn)"))
+            .ok_or_else(|| {
+                format!("unknown profile `{s}` (expected default, retail, low_churn or social)")
+            })
     }
 }
 
@@ -269,9 +355,11 @@ pub struct Label {
     /// When (the `cancel` instant for subscribers; the customer is silent afterwards).
     pub churn_at: Option<DateTime<Utc>>,
     /// `none`, `disengaged`, `detractor`, `downgrade`, `complaints`, `price` or `random`
-    /// (retail profile: `none` or `dropout`).
+    /// (retail profile: `none` or `dropout`; social profile: `none`, `dissatisfied` or
+    /// `random`).
     pub cause: String,
-    /// Latent persona, e.g. `pro-regular` or `payg-light` (retail: `retail-light|regular|heavy`).
+    /// Latent persona, e.g. `pro-regular` or `payg-light` (retail: `retail-light|regular|heavy`,
+    /// social: `social-light|regular|heavy`).
     pub segment_hint: String,
     /// Retail profile: the true probability that the customer is alive at the end of the period,
     /// given its hidden λ and p and its purchases (crate docs, retail step 6). `None` for the
@@ -1063,15 +1151,15 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
         phase: Phase::Normal,
         hazard_scale: match cfg.profile {
             Profile::LowChurn => LOW_CHURN_HAZARD_SCALE,
-            Profile::Default | Profile::Retail => 1.0,
+            Profile::Default | Profile::Retail | Profile::Social => 1.0,
         },
         h_random: match cfg.profile {
             Profile::LowChurn => H_RANDOM * LOW_CHURN_RANDOM_SCALE,
-            Profile::Default | Profile::Retail => H_RANDOM,
+            Profile::Default | Profile::Retail | Profile::Social => H_RANDOM,
         },
         m_end: match cfg.profile {
             Profile::LowChurn => LOW_CHURN_M_END,
-            Profile::Default | Profile::Retail => (0.04, 0.15),
+            Profile::Default | Profile::Retail | Profile::Social => (0.04, 0.15),
         },
     };
     let churn = if days > 0 {
@@ -1096,6 +1184,24 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
     }
 }
 
+/// Name of engagement feature `f`: the default profile's `FEATURES`, then the social profile's
+/// actions.
+fn feature_name(f: u8) -> &'static str {
+    let f = usize::from(f);
+    FEATURES
+        .get(f)
+        .copied()
+        .unwrap_or_else(|| social::ACTIONS[f - social::FEATURE_BASE])
+}
+
+/// Name of plan `p`: the default profile's `PLANS`, then the social profile's plan.
+fn plan_name(p: u8) -> &'static str {
+    PLANS
+        .get(usize::from(p))
+        .copied()
+        .unwrap_or(social::PLAN_NAME)
+}
+
 fn materialize(rec: &Rec, cfg: &GenConfig, ids: &[String], cw: usize, sw: usize) -> Event {
     let cust = rec.cust as usize;
     let payload = match rec.body {
@@ -1118,7 +1224,7 @@ fn materialize(rec: &Rec, cfg: &GenConfig, ids: &[String], cw: usize, sw: usize)
         } => Payload::Engagement(Engagement {
             kind,
             duration_s: duration_ds.map(|d| f64::from(d) / 10.0),
-            feature: feature.map(|f| FEATURES[usize::from(f)].to_owned()),
+            feature: feature.map(|f| feature_name(f).to_owned()),
         }),
         Body::Feedback {
             score,
@@ -1135,7 +1241,7 @@ fn materialize(rec: &Rec, cfg: &GenConfig, ids: &[String], cw: usize, sw: usize)
             mrr_cents,
         } => Payload::Subscription(Subscription {
             action,
-            plan: PLANS[usize::from(plan)].to_owned(),
+            plan: plan_name(plan).to_owned(),
             mrr: f64::from(mrr_cents) / 100.0,
         }),
     };
@@ -1182,6 +1288,7 @@ fn simulate_range(cfg: &GenConfig, range: std::ops::Range<usize>, cw: usize) -> 
         part.labels.push(match cfg.profile {
             Profile::Default | Profile::LowChurn => simulate_customer(cfg, idx, id, &mut buf),
             Profile::Retail => retail::simulate_customer(cfg, idx, id, &mut buf),
+            Profile::Social => social::simulate_customer(cfg, idx, id, &mut buf),
         });
         // Stable: same-second events keep their generation order (start before its visit,
         // cancel last).
@@ -1489,6 +1596,7 @@ pub fn read_labels_csv(mut r: impl BufRead) -> Result<Vec<Label>, GenError> {
 }
 
 mod retail;
+mod social;
 
 #[cfg(test)]
 mod tests;

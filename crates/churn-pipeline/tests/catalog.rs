@@ -1,7 +1,6 @@
 //! The metric catalog end to end, offline: a model records its catalog and serving refuses a
 //! configuration with another; pure-noise catalog metrics barely move test AUC.
 
-use churn_events::Payload;
 use churn_features::{Catalog, FeatureSet};
 use churn_model::TrainParams;
 use churn_pipeline::config::Config;

@@ -187,7 +187,7 @@ enum Cmd {
         /// customers a month, a third of them without warning; milder disengagement; 365 days
         /// unless --days).
         /// All are documented in the churn-gen crate docs.
-        #[arg(long, default_value = "default", value_parser = ["default", "retail", "low_churn"])]
+        #[arg(long, default_value = "default", value_parser = ["default", "retail", "low_churn", "social"])]
         profile: String,
         /// Also publish the events to Kafka (as `replay` does; topic by type, key = customer_id).
         #[arg(long)]
@@ -623,6 +623,7 @@ fn main() -> Result<()> {
                 churn_gen::Profile::Default => 180,
                 churn_gen::Profile::Retail => 730,
                 churn_gen::Profile::LowChurn => 365,
+                churn_gen::Profile::Social => 365,
             });
             let mut cfg = churn_gen::GenConfig {
                 customers,
