@@ -261,10 +261,16 @@ pub fn get(name: &str) -> Option<&'static FeatureDef> {
 
 /// Write the registry as CSV: `name,binding,transform,group,direction,description`, one row per
 /// feature in model-input order (what `churnstream features` prints).
-pub fn write_csv(mut w: impl std::io::Write) -> std::io::Result<()> {
+pub fn write_csv(w: impl std::io::Write) -> std::io::Result<()> {
+    write_csv_of(w, FEATURES)
+}
+
+/// [`write_csv`] of any feature list (the registry plus a metric catalog:
+/// [`crate::FeatureSet::defs`]).
+pub fn write_csv_of(mut w: impl std::io::Write, defs: &[FeatureDef]) -> std::io::Result<()> {
     writeln!(w, "name,binding,transform,group,direction,description")?;
     let mut line = String::new();
-    for d in FEATURES {
+    for d in defs {
         line.clear();
         for (k, field) in [
             d.name,

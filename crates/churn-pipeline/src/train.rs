@@ -438,6 +438,126 @@ pub fn feature_weights(model: &ModelArtifact, features: &FeatureSet) -> Vec<Feat
     out
 }
 
+/// One model of a [`Comparison`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ComparedModel {
+    pub model_version: String,
+    /// Model inputs (the registry's plus its catalog's).
+    pub features: usize,
+    /// Metrics of its metric catalog (0: the registry alone).
+    pub catalog_metrics: usize,
+    /// The time window of its training data.
+    pub data_window: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    /// Its test AUC as recorded at training time (on its own history's test split).
+    pub recorded_test_auc: Option<f64>,
+    /// Its evaluation on the shared test rows.
+    pub test: Evaluation,
+}
+
+/// Two models evaluated on the same test rows (same customers, dates and labels): metrics side
+/// by side and a paired bootstrap (customers resampled with replacement) of the AUC difference.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Comparison {
+    pub rows: usize,
+    pub models: [ComparedModel; 2],
+    /// AUC of the second model minus the first's, on the shared rows.
+    pub auc_difference: f64,
+    /// 2.5 % and 97.5 % quantiles of the bootstrap AUC differences.
+    pub auc_difference_ci95: [f64; 2],
+    /// Share of bootstrap samples in which the second model's AUC is higher.
+    pub second_better_share: f64,
+    pub bootstrap_samples: usize,
+}
+
+/// Compare `a` (scored on `ta`) with `b` (on `tb`): both sets must hold the same rows in the same
+/// order (the same events and observation plan; the features may differ, e.g. another catalog).
+pub fn compare(
+    a: &ModelArtifact,
+    ta: &TrainingSet,
+    b: &ModelArtifact,
+    tb: &TrainingSet,
+    samples: usize,
+    seed: u64,
+) -> Result<Comparison, Error> {
+    use rand::{Rng, SeedableRng};
+    if ta.customer_ids != tb.customer_ids || ta.as_of != tb.as_of || ta.labels != tb.labels {
+        return Err(Error::Catalog(
+            "compare: the two models' test rows differ (same events and churn definition needed)"
+                .into(),
+        ));
+    }
+    let (pa, pb) = (score(a, ta).risk, score(b, tb).risk);
+    let y = &ta.labels;
+    // Rows by customer: the bootstrap resamples customers, whose rows are correlated.
+    let mut by_customer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in ta.customer_ids.iter().enumerate() {
+        by_customer.entry(c.as_str()).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = by_customer.into_values().collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut diffs, mut better) = (Vec::with_capacity(samples), 0usize);
+    let (mut sa, mut sb, mut sy) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        sa.clear();
+        sb.clear();
+        sy.clear();
+        for _ in 0..groups.len() {
+            for &i in &groups[rng.gen_range(0..groups.len())] {
+                sa.push(pa[i]);
+                sb.push(pb[i]);
+                sy.push(y[i]);
+            }
+        }
+        let d = m::auc(&sb, &sy) - m::auc(&sa, &sy);
+        if d.is_finite() {
+            better += usize::from(d > 0.0);
+            diffs.push(d);
+        }
+    }
+    diffs.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        diffs
+            .get(((diffs.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let compared = |model: &ModelArtifact, set: &TrainingSet| ComparedModel {
+        model_version: model.model_version.clone(),
+        features: model.feature_names.len(),
+        catalog_metrics: set.features.catalog_defs().len(),
+        data_window: model.data_window,
+        recorded_test_auc: model.metrics.get("test_auc").copied(),
+        test: evaluate(model, set),
+    };
+    Ok(Comparison {
+        rows: ta.len(),
+        models: [compared(a, ta), compared(b, tb)],
+        auc_difference: m::auc(&pb, y) - m::auc(&pa, y),
+        auc_difference_ci95: [q(0.025), q(0.975)],
+        second_better_share: better as f64 / diffs.len().max(1) as f64,
+        bootstrap_samples: diffs.len(),
+    })
+}
+
+/// Record the churn definition and observation rule of a model's labels in its artifact
+/// (`train_params.observation_plan`; not part of the model version), so `evaluate` labels the
+/// same way by default.
+pub fn record_plan(model: &mut ModelArtifact, plan: &ObservationPlan) -> Result<(), Error> {
+    if let serde_json::Value::Object(m) = &mut model.train_params {
+        m.insert("observation_plan".into(), serde_json::to_value(plan)?);
+    }
+    model.seal()?;
+    Ok(())
+}
+
+/// The observation plan recorded by [`record_plan`] (`None` for artifacts without one).
+pub fn recorded_plan(model: &ModelArtifact) -> Option<ObservationPlan> {
+    model
+        .train_params
+        .get("observation_plan")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 /// The features a model scores: the registry plus the catalog stored in the artifact (none:
 /// the registry alone), checked against the model's feature names.
 pub fn feature_set_of(model: &ModelArtifact) -> Result<FeatureSet, Error> {

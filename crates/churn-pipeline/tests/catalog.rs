@@ -77,12 +77,9 @@ fn a_model_records_its_catalog_and_serving_refuses_another() {
         "{e}"
     );
     // A default model under a configured catalog is refused too.
-    let (plain, _, _) = train::train_on_set(
-        &train::training_set_from_events(&pop.events, &plan).expect("set"),
-        &params(),
-        train::DEFAULT_BANDS,
-    )
-    .expect("model");
+    let plain_set = train::training_set_from_events(&pop.events, &plan).expect("set");
+    let (plain, _, _) =
+        train::train_on_set(&plain_set, &params(), train::DEFAULT_BANDS).expect("model");
     assert!(plain.catalog.is_none());
     let e = cfg
         .check_model_catalog(&plain)
@@ -90,6 +87,43 @@ fn a_model_records_its_catalog_and_serving_refuses_another() {
     assert!(e.to_string().contains("only in the config"), "{e}");
     // The catalog is part of the model version: same data, other catalog, other version.
     assert_ne!(plain.model_version, model.model_version);
+
+    // `compare`: both on the same test rows, each with its own features.
+    let test = |s: &churn_features::training::TrainingSet| {
+        s.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID).2
+    };
+    let (tp, tc) = (test(&plain_set), test(&set));
+    let c = train::compare(&plain, &tp, &model, &tc, 50, 1).expect("comparable");
+    assert_eq!(c.rows, tp.len());
+    assert_eq!(c.models[1].catalog_metrics, 2);
+    assert_eq!(c.bootstrap_samples, 50);
+    let d = c.models[1].test.auc - c.models[0].test.auc;
+    assert!((c.auc_difference - d).abs() < 1e-12);
+    assert!(c.auc_difference_ci95[0] <= c.auc_difference_ci95[1]);
+    // A model against itself: no difference in any sample.
+    let same = train::compare(&model, &tc, &model, &tc, 20, 1).expect("comparable");
+    assert_eq!(
+        (same.auc_difference, same.auc_difference_ci95),
+        (0.0, [0.0, 0.0])
+    );
+    assert_eq!(same.second_better_share, 0.0);
+    // The churn definition recorded in the artifact (what `evaluate` and `compare` label by).
+    let mut recorded = model.clone();
+    assert_eq!(train::recorded_plan(&recorded), None);
+    train::record_plan(&mut recorded, &plan).expect("record");
+    let back = churn_model::ModelArtifact::from_json_str(
+        &recorded.to_json_pretty(),
+        std::path::Path::new("memory"),
+    )
+    .expect("hash still checks");
+    assert_eq!(train::recorded_plan(&back), Some(plan));
+    assert_eq!(
+        back.model_version, model.model_version,
+        "not part of the version"
+    );
+    // Other rows: refused.
+    let fewer = tc.between(tc.as_of[0], tc.as_of[0] + 1);
+    assert!(train::compare(&plain, &tp, &model, &fewer, 5, 1).is_err());
 }
 
 /// 20 catalog metrics over a counter no event matches: the test overwrites their values.

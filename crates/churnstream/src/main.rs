@@ -130,19 +130,22 @@ enum Cmd {
         /// The model artifact to evaluate.
         #[arg(long, default_value = "model/model.json")]
         model: PathBuf,
-        /// Churn definition, as given to `train`.
-        #[arg(long, default_value = "inactivity", value_parser = ["inactivity", "cancel"])]
-        churn: String,
-        /// Days of the churn definition / label horizon, as given to `train`.
-        #[arg(long, default_value_t = 30)]
-        churn_days: i32,
-        /// Days between observation dates, as given to `train`.
-        #[arg(long, default_value_t = 7)]
-        every_days: i32,
-        /// As given to `train` (see `train --help`).
-        #[arg(long, default_value_t = 0)]
-        within_days: i32,
-        /// As given to `train` (see `train --help`). Absent: --churn-days.
+        /// Churn definition. Absent: the one the model was trained with (recorded in the
+        /// artifact; `inactivity` for artifacts that do not record it). A definition other than
+        /// the model's is allowed (a warning says so, and the JSON's `observation_plan` shows
+        /// what was used).
+        #[arg(long, value_parser = ["inactivity", "cancel"])]
+        churn: Option<String>,
+        /// Days of the churn definition / label horizon. Absent: the model's (else 30).
+        #[arg(long)]
+        churn_days: Option<i32>,
+        /// Days between observation dates. Absent: the model's (else 7).
+        #[arg(long)]
+        every_days: Option<i32>,
+        /// See `train --help`. Absent: the model's (else 0).
+        #[arg(long)]
+        within_days: Option<i32>,
+        /// See `train --help`. Absent: the model's (else --churn-days).
         #[arg(long)]
         active_within_days: Option<i32>,
         /// Also write the test split's scores (.csv): customer_id, as_of, label, risk, band,
@@ -272,8 +275,27 @@ enum Cmd {
         #[arg(long, value_name = "FILE.jsonl")]
         rejects: Option<PathBuf>,
     },
+    /// Compare two models on the same test rows of an event history (same customers, dates and
+    /// labels; each model computes its own features, catalog included): AUC, log loss, Brier,
+    /// lift, precision/recall side by side, and a paired bootstrap over customers of the AUC
+    /// difference (candidate − baseline) with its 95 % interval. JSON on stdout.
+    Compare {
+        /// Event history (JSONL, plain or gzip).
+        #[arg(long)]
+        events: PathBuf,
+        /// The first model (e.g. the one deployed).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The second model (e.g. a retrained candidate).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Bootstrap samples of the AUC difference.
+        #[arg(long, default_value_t = 200)]
+        bootstrap: usize,
+    },
     /// Print the feature registry as CSV: name, binding (rational/emotional/structural),
-    /// transform (identity/log1p, applied before standardisation), description.
+    /// transform (identity/log1p, applied before standardisation), group, direction,
+    /// description; then the metrics of the configuration's catalog (`--config`, `[catalog]`).
     Features {
         /// Write to this file instead of stdout.
         #[arg(long)]
@@ -434,6 +456,8 @@ fn main() -> Result<()> {
                 calibration,
             };
             let (mut model, summary, _) = train::train_with(&set, &opts)?;
+            // The churn definition and observation rule, so `evaluate` uses the same labels.
+            train::record_plan(&mut model, &plan)?;
             if let Some(t) = source_date_epoch()? {
                 // Not part of the hash or the model version: only for byte-identical files.
                 model.created_at = t;
@@ -486,13 +510,45 @@ fn main() -> Result<()> {
             // would not fit the design matrix: say which.
             let features = train::feature_set_of(&model)?;
             let events = read_events(&events)?;
-            let plan = observation_plan(
-                &churn,
-                churn_days,
-                every_days,
-                within_days,
-                active_within_days,
-            );
+            let recorded = train::recorded_plan(&model);
+            let given = churn.is_some()
+                || churn_days.is_some()
+                || every_days.is_some()
+                || within_days.is_some()
+                || active_within_days.is_some();
+            let plan = match recorded {
+                Some(r) if !given => r,
+                _ => {
+                    // Each flag not given takes the model's value (or train's default).
+                    let base =
+                        recorded.unwrap_or_else(|| observation_plan("inactivity", 30, 7, 0, None));
+                    let (kind, days, within) = match base.definition {
+                        ChurnDefinition::Inactivity { days, within_days } => {
+                            ("inactivity", days, within_days)
+                        }
+                        ChurnDefinition::Cancel { horizon_days } => ("cancel", horizon_days, 0),
+                    };
+                    let churn_days = churn_days.unwrap_or(days);
+                    observation_plan(
+                        churn.as_deref().unwrap_or(kind),
+                        churn_days,
+                        every_days.unwrap_or(base.every_days),
+                        within_days.unwrap_or(within),
+                        active_within_days.or(if churn_days == days {
+                            Some(base.active_within_days)
+                        } else {
+                            None
+                        }),
+                    )
+                }
+            };
+            if let Some(r) = recorded.filter(|r| *r != plan) {
+                tracing::warn!(
+                    model = %serde_json::to_string(&r)?,
+                    used = %serde_json::to_string(&plan)?,
+                    "evaluating with another churn definition / observation rule than the model was trained with: labels differ from training's"
+                );
+            }
             let spin = churn_pipeline::report::spinner("building features");
             let set = train::training_set_with(&events, &plan, &features)?;
             spin.finish_and_clear();
@@ -503,6 +559,11 @@ fn main() -> Result<()> {
             struct Printed<'a> {
                 #[serde(flatten)]
                 ev: &'a train::Evaluation,
+                /// The churn definition and observation rule of the labels.
+                observation_plan: &'a ObservationPlan,
+                /// Whether that differs from the one the model was trained with (absent in
+                /// artifacts that do not record it).
+                plan_differs_from_training: Option<bool>,
                 per_band: Vec<churn_pipeline::report::BandRow>,
                 /// Reliability tables and ECE without and with the artifact's calibrator.
                 calibration: train::CalibrationReport,
@@ -568,6 +629,8 @@ fn main() -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&Printed {
                     ev: &ev,
+                    observation_plan: &plan,
+                    plan_differs_from_training: recorded.map(|r| r != plan),
                     per_band,
                     calibration,
                     coefficients,
@@ -784,18 +847,67 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Compare {
+            events,
+            baseline,
+            candidate,
+            bootstrap,
+        } => {
+            let a = ModelArtifact::load(&baseline)?;
+            let b = ModelArtifact::load(&candidate)?;
+            // The labels of both: the churn definition the models were trained with.
+            let plan = match (train::recorded_plan(&a), train::recorded_plan(&b)) {
+                (Some(x), Some(y)) if x != y => anyhow::bail!(
+                    "the models were trained with different churn definitions / observation rules \
+                     ({} vs {}): their scores answer different questions",
+                    serde_json::to_string(&x)?,
+                    serde_json::to_string(&y)?
+                ),
+                (Some(x), _) | (None, Some(x)) => x,
+                (None, None) => observation_plan("inactivity", 30, 7, 0, None),
+            };
+            let events = read_events(&events)?;
+            let part = |model: &ModelArtifact| -> Result<churn_features::training::TrainingSet> {
+                let features = train::feature_set_of(model)?;
+                let set = train::training_set_with(&events, &plan, &features)?;
+                Ok(set.time_split(train::SPLIT_TRAIN, train::SPLIT_VALID).2)
+            };
+            let (ta, tb) = (part(&a)?, part(&b)?);
+            let c = train::compare(&a, &ta, &b, &tb, bootstrap, 42)?;
+            eprintln!(
+                "{} rows: AUC {:.4} ({}) vs {:.4} ({}): difference {:+.4}, 95 % CI [{:+.4}, {:+.4}], \
+                 candidate better in {:.0} % of {} bootstrap samples",
+                c.rows,
+                c.models[0].test.auc,
+                c.models[0].model_version,
+                c.models[1].test.auc,
+                c.models[1].model_version,
+                c.auc_difference,
+                c.auc_difference_ci95[0],
+                c.auc_difference_ci95[1],
+                c.second_better_share * 100.0,
+                c.bootstrap_samples
+            );
+            println!("{}", serde_json::to_string_pretty(&c)?);
+            Ok(())
+        }
         Cmd::Features { out } => {
+            // The registry, then the configuration's metric catalog (`--config`, `[catalog]`).
+            let features = load_config(cli.config.as_deref(), None)?.feature_set()?;
+            let defs = features.defs();
             match out {
                 Some(p) => {
                     let f =
                         File::create(&p).with_context(|| format!("creating {}", p.display()))?;
-                    churn_features::registry::write_csv(BufWriter::new(f))?;
+                    churn_features::registry::write_csv_of(BufWriter::new(f), defs)?;
                 }
-                None => match churn_features::registry::write_csv(std::io::stdout().lock()) {
-                    // `churnstream features | head` is fine.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                    other => other?,
-                },
+                None => {
+                    match churn_features::registry::write_csv_of(std::io::stdout().lock(), defs) {
+                        // `churnstream features | head` is fine.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        other => other?,
+                    }
+                }
             }
             Ok(())
         }
