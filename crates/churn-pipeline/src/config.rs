@@ -612,7 +612,6 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Semantic checks serde cannot express.
     /// The registry plus this configuration's metric catalog (checked).
     pub fn feature_set(&self) -> Result<churn_features::FeatureSet, Error> {
         churn_features::FeatureSet::new(self.catalog.clone())
@@ -633,6 +632,7 @@ impl Config {
         Ok(())
     }
 
+    /// Semantic checks serde cannot express.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| {
             Err(Error::Config {
