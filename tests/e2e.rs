@@ -22,6 +22,29 @@ async fn setup(name: &str) -> Topics {
     Topics { cfg }
 }
 
+/// Poll /metrics until `churn_ingest_events_consumed_total` (summed over its series) reaches
+/// `total` or `limit` passes: the count and the last /metrics body.
+async fn wait_consumed(
+    addr: std::net::SocketAddr,
+    total: usize,
+    limit: Duration,
+) -> (usize, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) = common::http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let n: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("churn_ingest_events_consumed_total{"))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        if n as usize >= total || Instant::now() > deadline {
+            return (n as usize, body);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Malformed inputs with the reason code each must be rejected with.
 fn malformed(n: usize) -> Vec<(Vec<u8>, &'static str)> {
     let samples: Vec<(Vec<u8>, &'static str)> = vec![
@@ -69,20 +92,7 @@ async fn generated_events_produce_alerts_for_churners_and_bad_events_reach_the_d
     assert_eq!(total, pop.events.len() + bad.len());
 
     // Wait until /metrics shows everything consumed.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let consumed = loop {
-        let (status, body) = common::http_get(addr, "/metrics").await;
-        assert_eq!(status, 200);
-        let n: f64 = body
-            .lines()
-            .filter(|l| l.starts_with("churn_ingest_events_consumed_total{"))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum();
-        if n as usize >= total || Instant::now() > deadline {
-            break n as usize;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (consumed, _) = wait_consumed(addr, total, Duration::from_secs(240)).await;
     assert_eq!(consumed, total, "consumed count on /metrics");
     let (_, ready) = common::http_get(addr, "/readyz").await;
     assert!(
@@ -339,19 +349,7 @@ async fn a_catalog_model_alerts_with_reasons_that_name_catalog_metrics() {
         publisher.send_event(ev).await.expect("send");
     }
     let total = publisher.flush().await.expect("flush");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let body = loop {
-        let (_, body) = common::http_get(addr, "/metrics").await;
-        let n: f64 = body
-            .lines()
-            .filter(|l| l.starts_with("churn_ingest_events_consumed_total{"))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-            .sum();
-        if n as usize >= total || Instant::now() > deadline {
-            break body;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (_, body) = wait_consumed(addr, total, Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     served.stop().await;
     assert_eq!(

@@ -539,42 +539,47 @@ impl Catalog {
             return None;
         }
         let mut out = Vec::new();
-        let names =
-            |c: &Catalog| -> Vec<String> { c.counters.iter().map(|x| x.name.clone()).collect() };
-        let (a, b) = (names(self), names(other));
-        for n in a.iter().filter(|n| !b.contains(n)) {
-            out.push(format!("counter `{n}` only in the model"));
-        }
-        for n in b.iter().filter(|n| !a.contains(n)) {
-            out.push(format!("counter `{n}` only in the config"));
-        }
-        for c in &self.counters {
-            if let Some(o) = other.counters.iter().find(|o| o.name == c.name) {
-                if o != c {
-                    out.push(format!("counter `{}` defined differently", c.name));
-                }
-            }
-        }
-        let names =
-            |c: &Catalog| -> Vec<String> { c.metrics.iter().map(|x| x.name.clone()).collect() };
-        let (a, b) = (names(self), names(other));
-        for n in a.iter().filter(|n| !b.contains(n)) {
-            out.push(format!("metric `{n}` only in the model"));
-        }
-        for n in b.iter().filter(|n| !a.contains(n)) {
-            out.push(format!("metric `{n}` only in the config"));
-        }
-        for m in &self.metrics {
-            if let Some(o) = other.metrics.iter().find(|o| o.name == m.name) {
-                if o != m {
-                    out.push(format!("metric `{}` defined differently", m.name));
-                }
-            }
-        }
+        diff_named(
+            "counter",
+            &self.counters,
+            &other.counters,
+            |c| &c.name,
+            &mut out,
+        );
+        diff_named(
+            "metric",
+            &self.metrics,
+            &other.metrics,
+            |m| &m.name,
+            &mut out,
+        );
         if out.is_empty() {
             out.push("same definitions in a different order".to_owned());
         }
         Some(out.join("; "))
+    }
+}
+
+/// What differs between two lists of named definitions (`ours` the model's, `theirs` the
+/// configuration's), in words, into `out`.
+fn diff_named<T: PartialEq>(
+    what: &str,
+    ours: &[T],
+    theirs: &[T],
+    name: impl Fn(&T) -> &String,
+    out: &mut Vec<String>,
+) {
+    let find = |list: &'_ [T], n: &String| list.iter().find(|x| name(x) == n).map(|_| ());
+    for x in ours.iter().filter(|x| find(theirs, name(x)).is_none()) {
+        out.push(format!("{what} `{}` only in the model", name(x)));
+    }
+    for x in theirs.iter().filter(|x| find(ours, name(x)).is_none()) {
+        out.push(format!("{what} `{}` only in the config", name(x)));
+    }
+    for x in ours {
+        if theirs.iter().any(|o| name(o) == name(x) && o != x) {
+            out.push(format!("{what} `{}` defined differently", name(x)));
+        }
     }
 }
 
@@ -713,13 +718,17 @@ impl<'a> Windows<'a> {
         }
     }
 
-    /// A counter's total over the last `window` days (7, 28 or 90).
-    fn sum(&self, counter: u8, window: i32) -> f64 {
-        let s = self
-            .sums
+    /// A counter's sums (zeros for an index out of range).
+    fn sums_of(&self, counter: u8) -> [f64; 5] {
+        self.sums
             .get(usize::from(counter))
             .copied()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// A counter's total over the last `window` days (7, 28 or 90).
+    fn sum(&self, counter: u8, window: i32) -> f64 {
+        let s = self.sums_of(counter);
         match window {
             7 => s[0],
             28 => s[1],
@@ -734,11 +743,7 @@ impl<'a> Windows<'a> {
             let v = match *k {
                 Kind::Count { counter, window } => self.sum(counter, window),
                 Kind::Change { counter, window } => {
-                    let s = self
-                        .sums
-                        .get(usize::from(counter))
-                        .copied()
-                        .unwrap_or_default();
+                    let s = self.sums_of(counter);
                     let (cur, prev) = if window == 7 {
                         (s[0], s[3])
                     } else {
