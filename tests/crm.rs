@@ -159,6 +159,11 @@ async fn start_crm(crm: Arc<Mutex<Crm>>) -> SocketAddr {
 
 /// A CloudEvents alert as the pipeline publishes it.
 fn alert(customer: &str) -> (String, Vec<u8>) {
+    alert_with(customer, churn_events::TREATED)
+}
+
+/// [`alert`] with `treatment` (`treated` or `holdout`).
+fn alert_with(customer: &str, treatment: &str) -> (String, Vec<u8>) {
     let day = Utc
         .with_ymd_and_hms(2026, 3, 2, 0, 0, 0)
         .single()
@@ -185,6 +190,11 @@ fn alert(customer: &str) -> (String, Vec<u8>) {
         as_of: day,
         last_event_at: Some(day),
         trigger: "event".into(),
+        treatment: treatment.into(),
+        experiment: Some(churn_events::Experiment {
+            holdout_share: 0.2,
+            salt: "crm-test".into(),
+        }),
     };
     let ev = CloudEvent::alert("urn:churnstream:score", "2026-03-02", data);
     (ev.id.clone(), serde_json::to_vec(&ev).expect("json"))
@@ -283,11 +293,21 @@ async fn scenario() {
         .send_raw(&cfg.topics.alerts, Some(b"cust-bad"), b"not an alert")
         .await
         .expect("send");
+    // Two alerts of holdout customers: never POSTed, their offsets are done all the same.
+    let mut held = Vec::new();
+    for c in ["cust-h1", "cust-h2"] {
+        let (id, body) = alert_with(c, churn_events::HOLDOUT);
+        publisher
+            .send_raw(&cfg.topics.alerts, Some(c.as_bytes()), &body)
+            .await
+            .expect("send");
+        held.push(id);
+    }
     publisher.flush().await.expect("flush");
     // Where each record landed (for the source.* headers).
     let on_topic =
-        common::read_topic(&brokers, &cfg.topics.alerts, 11, Duration::from_secs(10)).await;
-    assert_eq!(on_topic.len(), 11);
+        common::read_topic(&brokers, &cfg.topics.alerts, 13, Duration::from_secs(10)).await;
+    assert_eq!(on_topic.len(), 13);
 
     // Run until every good alert was accepted and both failures are dead-lettered.
     let metrics = Arc::new(Metrics::new());
@@ -297,12 +317,13 @@ async fn scenario() {
         .map(|a| &a.1)
         .filter(|id| **id != refused_id && **id != down_id)
         .collect();
-    wait_until("8 deliveries and 3 dead letters", deadline, || {
+    wait_until("8 deliveries, 3 dead letters, 2 held out", deadline, || {
         let all = {
             let c = crm.lock().expect("lock");
             good.iter().all(|id| c.delivered(id) == 1)
         };
         all && metrics.crm_delivery("dead_lettered").get() == 3
+            && metrics.crm_delivery("held_out").get() == 2
     })
     .await;
     let first_run = t0.elapsed();
@@ -310,7 +331,10 @@ async fn scenario() {
 
     {
         let c = crm.lock().expect("lock");
-        assert_eq!(c.hits.len(), 10, "the non-alert was never POSTed");
+        assert_eq!(c.hits.len(), 10, "the non-alert and the holdout alerts were never POSTed");
+        for id in &held {
+            assert!(!c.hits.contains_key(id), "holdout alert {id} was POSTed");
+        }
         for (i, (_, id, body)) in alerts.iter().enumerate() {
             let hits = &c.hits[id];
             let want = match i {

@@ -113,12 +113,40 @@ impl OffsetTracker {
 
 /// The CloudEvents `id` of an alert, or why it has none.
 pub fn alert_id(payload: &[u8]) -> Result<String, String> {
+    alert_head(payload).map(|h| h.id)
+}
+
+/// What the forwarder reads of an alert before delivering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertHead {
+    /// The CloudEvents `id` (the webhook's `ce-id`).
+    pub id: String,
+    /// `data.treatment` is `holdout`: the customer is in the holdout group and the alert is not
+    /// delivered (alerts without the field, lapsed alerts among them, are delivered).
+    pub holdout: bool,
+}
+
+/// The [`AlertHead`] of an alert, or why it has none.
+pub fn alert_head(payload: &[u8]) -> Result<AlertHead, String> {
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(default)]
+        treatment: Option<String>,
+    }
     #[derive(Deserialize)]
     struct Envelope {
         id: String,
+        #[serde(default)]
+        data: Option<Data>,
     }
     match serde_json::from_slice::<Envelope>(payload) {
-        Ok(e) if !e.id.trim().is_empty() => Ok(e.id),
+        Ok(e) if !e.id.trim().is_empty() => Ok(AlertHead {
+            id: e.id,
+            holdout: e
+                .data
+                .and_then(|d| d.treatment)
+                .is_some_and(|t| t == churn_events::HOLDOUT),
+        }),
         Ok(_) => Err("invalid_alert: empty `id`".into()),
         Err(e) => Err(format!(
             "invalid_alert: not a CloudEvents JSON object with a string `id`: {e}"
@@ -203,6 +231,7 @@ pub async fn run_with<D: Deliver>(
     let stop = shutdown.child_token();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let dead = metrics.crm_delivery("dead_lettered");
+    let held_out = metrics.crm_delivery("held_out");
     let mut lanes = Vec::new();
     // A lane only ends when `stop` is cancelled or its queue is closed, so one that ends while
     // the loop below runs has died (panicked, or returned after a fatal dead-letter failure):
@@ -221,6 +250,7 @@ pub async fn run_with<D: Deliver>(
                 dlq: dlq.to_string(),
                 dlq_limit: churn_pipeline::kafka::dlq_record_limit(&cfg),
                 dead: dead.clone(),
+                held_out: held_out.clone(),
                 stop: stop.clone(),
             },
         ));
@@ -357,6 +387,8 @@ struct Lane<D> {
     /// What a dead letter must fit: the producer's `message.max.bytes`.
     dlq_limit: usize,
     dead: IntCounter,
+    /// `churn_crm_deliveries_total{outcome="held_out"}`.
+    held_out: IntCounter,
     stop: CancellationToken,
 }
 
@@ -375,17 +407,23 @@ async fn lane<D: Deliver>(
                 None => return,
             },
         };
-        let outcome = match alert_id(&job.payload) {
-            Ok(id) => l.forwarder.deliver(&id, &job.payload, &l.stop).await,
-            Err(reason) => Delivery::Failed {
+        let outcome = match alert_head(&job.payload) {
+            // A holdout alert: nothing to deliver, its offset is done.
+            Ok(h) if h.holdout => {
+                l.held_out.inc();
+                None
+            }
+            Ok(h) => Some(l.forwarder.deliver(&h.id, &job.payload, &l.stop).await),
+            Err(reason) => Some(Delivery::Failed {
                 reason,
                 attempts: 0,
-            },
+            }),
         };
         match outcome {
-            Delivery::Delivered { .. } => {}
-            Delivery::Cancelled { .. } => return,
-            Delivery::Failed { reason, attempts } => {
+            None => {}
+            Some(Delivery::Delivered { .. }) => {}
+            Some(Delivery::Cancelled { .. }) => return,
+            Some(Delivery::Failed { reason, attempts }) => {
                 warn!(
                     partition = job.partition,
                     offset = job.offset,
@@ -553,6 +591,16 @@ mod tests {
         t.begin(0, 20);
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.finish(0, 20), Some(21));
+    }
+
+    #[test]
+    fn holdout_alerts_are_recognised_by_their_treatment() {
+        let head = |p: &str| alert_head(p.as_bytes()).expect("valid");
+        assert!(head(r#"{"id":"a","data":{"treatment":"holdout"}}"#).holdout);
+        assert!(!head(r#"{"id":"a","data":{"treatment":"treated"}}"#).holdout);
+        // Lapsed alerts and alerts written before holdout groups have no treatment.
+        assert!(!head(r#"{"id":"a","data":{"reason":"cancel"}}"#).holdout);
+        assert!(!head(r#"{"id":"a"}"#).holdout);
     }
 
     #[test]

@@ -81,6 +81,68 @@ pub struct AlertData {
     pub last_event_at: Option<DateTime<Utc>>,
     /// "event" when triggered by an incoming event, "sweep" when by the silent-customer timer.
     pub trigger: String,
+    /// [`TREATED`] (the CRM forwarder delivers it) or [`HOLDOUT`] (kept on the alerts topic for
+    /// analysis, never delivered): see [`Experiment::assign`]. Alerts written before holdout
+    /// groups existed read as treated.
+    #[serde(default = "treated")]
+    pub treatment: String,
+    /// The holdout experiment the treatment was assigned under (absent in alerts written
+    /// before holdout groups existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
+}
+
+/// `treatment` of an alert the CRM acts on.
+pub const TREATED: &str = "treated";
+/// `treatment` of an alert held out: no CRM action, so its outcome measures what acting is worth.
+pub const HOLDOUT: &str = "holdout";
+
+fn treated() -> String {
+    TREATED.into()
+}
+
+/// A holdout experiment: a deterministic share of customers whose at-risk alerts are not acted
+/// on (`alerts.holdout_share`, `alerts.holdout_salt`). Comparing how often treated and holdout
+/// customers churn after an alert measures the retention lift of acting on alerts
+/// (`churnstream outcomes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Share of customers in the holdout group, 0–1 (0: no holdout, every alert is treated).
+    pub holdout_share: f64,
+    /// Salt of the assignment hash: a new salt draws a new holdout group.
+    pub salt: String,
+}
+
+impl Experiment {
+    /// Whether `customer_id` is in the holdout group: the first 8 bytes of
+    /// SHA-256(`salt` NUL `customer_id` NUL), as a fraction of 2^64, below `holdout_share`.
+    /// A pure function of the id and the experiment: the same customer is always in the same
+    /// group, in every process, in backtests and in the generator's treatment effect.
+    pub fn is_holdout(&self, customer_id: &str) -> bool {
+        if self.holdout_share <= 0.0 {
+            return false;
+        }
+        let mut h = Sha256::new();
+        for part in [self.salt.as_str(), customer_id] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        let digest = h.finalize();
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        // 53 bits: exact in an f64.
+        let u = (u64::from_be_bytes(head) >> 11) as f64 / (1u64 << 53) as f64;
+        u < self.holdout_share
+    }
+
+    /// [`HOLDOUT`] or [`TREATED`] for `customer_id`.
+    pub fn assign(&self, customer_id: &str) -> &'static str {
+        if self.is_holdout(customer_id) {
+            HOLDOUT
+        } else {
+            TREATED
+        }
+    }
 }
 
 impl CloudEvent<AlertData> {
@@ -254,6 +316,49 @@ mod tests {
         assert_ne!(a, alert_id("c1", "m1", "2026-02-01", "critical"));
         // Separator prevents ambiguity between ("ab","c") and ("a","bc").
         assert_ne!(alert_id("ab", "c", "w", "b"), alert_id("a", "bc", "w", "b"));
+    }
+
+    #[test]
+    fn holdout_assignment_is_deterministic_and_has_the_configured_share() {
+        let e = Experiment {
+            holdout_share: 0.2,
+            salt: "s1".into(),
+        };
+        let ids: Vec<String> = (0..20_000).map(|i| format!("cust-{i}")).collect();
+        let held = ids.iter().filter(|id| e.is_holdout(id)).count();
+        let share = held as f64 / ids.len() as f64;
+        assert!((share - 0.2).abs() < 0.015, "holdout share {share}");
+        for id in &ids[..200] {
+            assert_eq!(e.assign(id), e.assign(id));
+        }
+        // Another salt draws another group; share 0 holds nobody out, share 1 everybody.
+        let other = Experiment {
+            salt: "s2".into(),
+            ..e.clone()
+        };
+        let differ = ids.iter().filter(|id| e.is_holdout(id) != other.is_holdout(id)).count();
+        assert!(differ > 4_000, "{differ} customers change group with the salt");
+        let none = Experiment {
+            holdout_share: 0.0,
+            ..e.clone()
+        };
+        let all = Experiment {
+            holdout_share: 1.0,
+            ..e
+        };
+        assert!(ids.iter().all(|id| none.assign(id) == TREATED));
+        assert!(ids.iter().all(|id| all.assign(id) == HOLDOUT));
+    }
+
+    #[test]
+    fn alerts_written_before_holdout_groups_read_as_treated() {
+        let json = r#"{"customer_id":"c1","risk":0.5,"risk_band":"high","previous_risk":null,
+            "previous_band":null,"segment":"loyal","reasons":[],"recommended_action":"nurture",
+            "revenue_at_risk":1.0,"model_version":"m","as_of":"2026-02-01T23:59:59Z",
+            "last_event_at":null,"trigger":"event"}"#;
+        let d: AlertData = serde_json::from_str(json).expect("old alert");
+        assert_eq!(d.treatment, TREATED);
+        assert!(d.experiment.is_none());
     }
 
     #[test]

@@ -458,6 +458,11 @@ fn sample_alert_data() -> AlertData {
         as_of: ts("2026-03-01T00:00:00Z"),
         last_event_at: Some(ts("2026-01-23T08:15:00Z")),
         trigger: "event".into(),
+        treatment: churn_events::HOLDOUT.into(),
+        experiment: Some(churn_events::Experiment {
+            holdout_share: 0.1,
+            salt: "spring-2026".into(),
+        }),
     }
 }
 

@@ -248,6 +248,27 @@ pub struct GenConfig {
     /// The hidden process: [`Profile::Default`] (absent in older configs), [`Profile::Retail`],
     /// [`Profile::LowChurn`] or [`Profile::Social`].
     pub profile: Profile,
+    /// Opt-in treatment effect (default and low_churn profiles): `None` simulates nobody being
+    /// treated, as before.
+    pub treatment: Option<TreatmentEffect>,
+}
+
+/// A simulated retention campaign, so that holdout measurement can be tested end to end
+/// (`churnstream outcomes`): every customer outside the experiment's holdout group (the
+/// pipeline's own assignment, [`churn_events::Experiment::is_holdout`]) is "treated", and a
+/// treated customer whose disengagement phase would end in churn recovers instead with
+/// probability `recover_probability`, between 80 % and 95 % into the phase — late, so that an
+/// at-risk alert during the decline comes first, as a real campaign acts after its alert. The
+/// draw uses its own random stream: holdout customers, and everything before a recovery, are
+/// exactly what the same seed gives without the effect. The simulated lift is therefore
+/// `recover_probability` of the would-be churners among the alerted; what `outcomes` measures
+/// is lower by the alerts that come after the churn (a late alert is not treatable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreatmentEffect {
+    /// Probability (0–1) that a treated would-be churner recovers.
+    pub recover_probability: f64,
+    /// The holdout experiment (`alerts.holdout_share`, `alerts.holdout_salt`).
+    pub experiment: churn_events::Experiment,
 }
 
 /// Which hidden process [`generate`] simulates (crate docs: "Hidden churn process", "Hidden
@@ -335,6 +356,7 @@ impl Default for GenConfig {
                 .unwrap_or_default(),
             churn_inactivity_days: 30,
             profile: Profile::Default,
+            treatment: None,
         }
     }
 }
@@ -680,9 +702,24 @@ struct Sim<'b> {
     h_random: f64,
     /// Range of `m_end` (default: 0.04–0.15; [`LOW_CHURN_M_END`]).
     m_end: (f64, f64),
+    /// [`TreatmentEffect`] of a treated customer: the recovery probability and the seed of its
+    /// own random stream (`None`: untreated, or no effect simulated).
+    treated: Option<(f64, u64)>,
 }
 
 impl Sim<'_> {
+    /// A treated would-be churner's recovery day ([`TreatmentEffect`]), for a disengagement
+    /// phase of `len` days starting on `day`.
+    fn treated_recovery(&self, day: u32, len: u32) -> Option<u32> {
+        let (p, seed) = self.treated?;
+        let mut rng = StdRng::seed_from_u64(mix(seed ^ mix(u64::from(day))));
+        if rng.gen::<f64>() >= p {
+            return None;
+        }
+        let f: f64 = rng.gen_range(0.8..0.95);
+        Some(day + ((f * f64::from(len)).round() as u32).clamp(1, len.saturating_sub(1).max(1)))
+    }
+
     fn emit(&mut self, ts: u32, body: Body) {
         if ts >= self.lo && ts < self.hi {
             self.out.push((ts, body));
@@ -880,7 +917,7 @@ impl Sim<'_> {
                                 let f: f64 = self.rng.gen_range(0.35..0.75);
                                 Some(day + ((f * f64::from(len)).round() as u32).max(1))
                             } else {
-                                None
+                                self.treated_recovery(day, len)
                             };
                             self.phase = Phase::Disengaging {
                                 since: day,
@@ -1161,6 +1198,16 @@ fn simulate_customer(cfg: &GenConfig, idx: usize, id: String, out: &mut Vec<(u32
             Profile::LowChurn => LOW_CHURN_M_END,
             Profile::Default | Profile::Retail | Profile::Social => (0.04, 0.15),
         },
+        treated: cfg
+            .treatment
+            .as_ref()
+            .filter(|t| !t.experiment.is_holdout(&id))
+            .map(|t| {
+                (
+                    t.recover_probability,
+                    mix(cfg.seed ^ mix(idx as u64) ^ 0x7EA7_3E47),
+                )
+            }),
     };
     let churn = if days > 0 {
         sim.run(

@@ -1329,3 +1329,58 @@ fn social_ratios_beat_counts_beat_totals() {
         );
     }
 }
+
+#[test]
+fn the_treatment_effect_saves_treated_would_be_churners_and_leaves_the_holdout_alone() {
+    let experiment = churn_events::Experiment {
+        holdout_share: 0.5,
+        salt: "gen-test".into(),
+    };
+    let base = GenConfig {
+        customers: 1500,
+        days: 150,
+        seed: 9,
+        ..GenConfig::default()
+    };
+    let treated_cfg = GenConfig {
+        treatment: Some(TreatmentEffect {
+            recover_probability: 0.5,
+            experiment: experiment.clone(),
+        }),
+        ..base.clone()
+    };
+    let (a, b) = (generate(&base), generate(&treated_cfg));
+    let by_customer = |pop: &Population| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in &pop.events {
+            m.entry(e.customer_id.clone())
+                .or_default()
+                .push(serde_json::to_string(e).expect("json"));
+        }
+        m
+    };
+    let (ea, eb) = (by_customer(&a), by_customer(&b));
+    let mut churn = [[0usize; 2]; 2]; // [holdout?][without effect, with effect]
+    for (la, lb) in a.labels.iter().zip(&b.labels) {
+        assert_eq!(la.customer_id, lb.customer_id);
+        let holdout = experiment.is_holdout(&la.customer_id);
+        if holdout {
+            // The holdout group is exactly what the seed gives without the effect.
+            assert_eq!(la, lb, "holdout label of {}", la.customer_id);
+            assert_eq!(ea.get(&la.customer_id), eb.get(&la.customer_id));
+        }
+        // The effect only ever saves: nobody churns because of it.
+        assert!(la.churned || !lb.churned, "{} churned only when treated", la.customer_id);
+        churn[usize::from(holdout)][0] += usize::from(la.churned);
+        churn[usize::from(holdout)][1] += usize::from(lb.churned);
+    }
+    let [treated, holdout] = churn;
+    assert_eq!(holdout[0], holdout[1]);
+    // Half of the treated would-be churners whose phase ends inside the period recover (the
+    // random, warning-free churns are not treatable): well below the untreated count.
+    let saved = treated[0] - treated[1];
+    assert!(
+        saved * 4 > treated[0] && saved * 3 < treated[0] * 2,
+        "treated churners {treated:?}"
+    );
+}

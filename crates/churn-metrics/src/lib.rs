@@ -55,6 +55,9 @@
 //! | `scores` | `churn_score_scores_total` | counter | |
 //! | `alerts` | `churn_score_alerts_total` (at-risk alerts) | counter | `band`, `action` |
 //! | `lapsed_cancel`, `lapsed_inactivity` | `churn_score_lapsed_alerts_total` | counter | `reason` |
+//! | `holdout_alerts` | `churn_score_holdout_alerts_total` (at-risk alerts held out) | counter | |
+//! | `holdout_share` | `churn_score_holdout_share` | gauge (0..1) | `salt` |
+//! | `outcomes` | `churn_business_alert_outcomes_total` | counter | `treatment`, `band`, `action`, `outcome` |
 //! | `sweeps` | `churn_score_sweep_runs_total` | counter | |
 //! | `sweep_rescored` | `churn_score_sweep_rescored_total` | counter | |
 //! | `customers_tracked` | `churn_state_customers_tracked` | gauge | |
@@ -72,7 +75,8 @@
 //! | `crm_deliveries` | `churn_crm_deliveries_total` | counter | `outcome` |
 //! | `crm_delivery_duration` | `churn_crm_delivery_duration_seconds` | histogram (0.005–300 s) | |
 //!
-//! `alerts` is pre-created for every [`ALERT_BANDS`] × [`ALERT_ACTIONS`] pair and
+//! `alerts` is pre-created for every [`ALERT_BANDS`] × [`ALERT_ACTIONS`] pair, `outcomes` for
+//! every [`TREATMENTS`] × band × action × [`OUTCOMES`] combination (144 series), and
 //! `customers_by_band` for every [`RISK_BANDS`] value, `crm_deliveries` for every
 //! [`CRM_OUTCOMES`] value and `churn_score_lapsed_alerts_total` for every [`LAPSE_REASONS`]
 //! value, so those series exist (at 0) from start-up.
@@ -86,7 +90,7 @@ pub mod metrics;
 pub use health::Health;
 pub use http::{bind, serve};
 pub use metrics::{
-    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES,
+    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES, OUTCOMES, TREATMENTS,
     RISK_BANDS,
 };
 /// Re-exported so callers use the same prometheus version as the registry.

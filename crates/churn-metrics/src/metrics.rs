@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family name. This module is the only place names are spelled.
@@ -55,6 +55,16 @@ pub mod names {
     /// Lapsed alerts published (CloudEvents type `com.churnstream.customer.lapsed`, action
     /// `win_back`), by `reason` (`cancel`, `inactivity`).
     pub const SCORE_LAPSED_ALERTS: &str = "churn_score_lapsed_alerts_total";
+    /// At-risk alerts of the holdout group (`treatment: holdout`, also counted in
+    /// `churn_score_alerts_total`; the CRM forwarder does not deliver them).
+    pub const SCORE_HOLDOUT_ALERTS: &str = "churn_score_holdout_alerts_total";
+    /// Share of customers in the holdout group (`alerts.holdout_share`), labelled with the
+    /// experiment's `salt`.
+    pub const SCORE_HOLDOUT_SHARE: &str = "churn_score_holdout_share";
+    /// Alerted customers whose outcome became known (the churn definition judged over its
+    /// horizon after the first alert of the episode), by `treatment`, `band`, `action` and
+    /// `outcome` (`churned`, `retained`).
+    pub const BUSINESS_ALERT_OUTCOMES: &str = "churn_business_alert_outcomes_total";
     /// Timer sweeps run.
     pub const SCORE_SWEEP_RUNS: &str = "churn_score_sweep_runs_total";
     /// Customers re-scored by timer sweeps.
@@ -118,6 +128,9 @@ pub const METRIC_NAMES: &[&str] = &[
     names::SCORE_SCORES,
     names::SCORE_ALERTS,
     names::SCORE_LAPSED_ALERTS,
+    names::SCORE_HOLDOUT_ALERTS,
+    names::SCORE_HOLDOUT_SHARE,
+    names::BUSINESS_ALERT_OUTCOMES,
     names::SCORE_SWEEP_RUNS,
     names::SCORE_SWEEP_RESCORED,
     names::STATE_CUSTOMERS_TRACKED,
@@ -139,19 +152,27 @@ pub const METRIC_NAMES: &[&str] = &[
 ];
 
 /// Outcomes of CRM webhook deliveries (`outcome` label of `churn_crm_deliveries_total`).
-pub const CRM_OUTCOMES: &[&str] = &["delivered", "retried", "dead_lettered"];
+pub const CRM_OUTCOMES: &[&str] = &["delivered", "retried", "dead_lettered", "held_out"];
+
+/// Treatments of at-risk alerts (`treatment` label of `churn_business_alert_outcomes_total`).
+pub const TREATMENTS: &[&str] = &["treated", "holdout"];
+/// Alert outcomes (`outcome` label of `churn_business_alert_outcomes_total`).
+pub const OUTCOMES: &[&str] = &["churned", "retained"];
 
 /// Reasons of lapsed alerts (`reason` label of `churn_score_lapsed_alerts_total`).
 pub const LAPSE_REASONS: &[&str] = &["cancel", "inactivity"];
 
 /// Risk bands that raise alerts (`band` label of `churn_score_alerts_total`).
 pub const ALERT_BANDS: &[&str] = &["medium", "high", "critical"];
-/// Recommended actions (`action` label of `churn_score_alerts_total`).
+/// Recommended actions (`action` label of `churn_score_alerts_total` and
+/// `churn_business_alert_outcomes_total`).
 pub const ALERT_ACTIONS: &[&str] = &[
     "reactivation_email",
     "feedback_call",
     "loyalty_reward",
     "engagement_nudge",
+    "service_recovery",
+    "targeted_offer",
 ];
 /// All risk bands (`band` label of `churn_business_customers_by_risk_band`).
 pub const RISK_BANDS: &[&str] = &["low", "medium", "high", "critical"];
@@ -209,6 +230,12 @@ pub struct Metrics {
     pub scores: IntCounter,
     /// `churn_score_alerts_total{band,action}` (at-risk alerts only).
     pub alerts: IntCounterVec,
+    /// `churn_score_holdout_alerts_total`.
+    pub holdout_alerts: IntCounter,
+    /// `churn_score_holdout_share{salt}`; see [`Metrics::set_experiment`].
+    pub holdout_share: GaugeVec,
+    /// `churn_business_alert_outcomes_total{treatment,band,action,outcome}`; see [`Metrics::outcome`].
+    pub outcomes: IntCounterVec,
     /// `churn_score_lapsed_alerts_total{reason="cancel"}`.
     pub lapsed_cancel: IntCounter,
     /// `churn_score_lapsed_alerts_total{reason="inactivity"}`.
@@ -377,6 +404,33 @@ impl Metrics {
                         "At-risk alerts published (type com.churnstream.customer.at_risk), by risk band and recommended action.",
                     ),
                     &["band", "action"],
+                ),
+            ),
+            holdout_alerts: register(
+                r,
+                IntCounter::new(
+                    names::SCORE_HOLDOUT_ALERTS,
+                    "At-risk alerts of the holdout group (treatment holdout; not delivered to the CRM).",
+                ),
+            ),
+            holdout_share: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        names::SCORE_HOLDOUT_SHARE,
+                        "Share of customers in the holdout group (alerts.holdout_share), by experiment salt.",
+                    ),
+                    &["salt"],
+                ),
+            ),
+            outcomes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::BUSINESS_ALERT_OUTCOMES,
+                        "Alerted customers whose outcome is known (churn definition judged over its horizon after the episode's first alert), by treatment, band, action and outcome.",
+                    ),
+                    &["treatment", "band", "action", "outcome"],
                 ),
             ),
             lapsed_cancel: lapsed.with_label_values(&["cancel"]),
@@ -583,6 +637,12 @@ impl Metrics {
         for band in ALERT_BANDS {
             for action in ALERT_ACTIONS {
                 m.alerts.with_label_values(&[*band, *action]);
+                for treatment in TREATMENTS {
+                    for outcome in OUTCOMES {
+                        m.outcomes
+                            .with_label_values(&[*treatment, *band, *action, *outcome]);
+                    }
+                }
             }
         }
         for band in RISK_BANDS {
@@ -614,6 +674,22 @@ impl Metrics {
     /// Use values from [`ALERT_BANDS`] and [`ALERT_ACTIONS`] to keep the label set bounded.
     pub fn alert(&self, band: &str, action: &str) -> IntCounter {
         self.alerts.with_label_values(&[band, action])
+    }
+
+    /// Handle for `churn_business_alert_outcomes_total{treatment,band,action,outcome}`: `treatment`
+    /// from [`TREATMENTS`], `band` from [`ALERT_BANDS`], `action` from [`ALERT_ACTIONS`].
+    pub fn outcome(&self, holdout: bool, band: &str, action: &str, churned: bool) -> IntCounter {
+        let treatment = if holdout { "holdout" } else { "treated" };
+        let outcome = if churned { "churned" } else { "retained" };
+        self.outcomes
+            .with_label_values(&[treatment, band, action, outcome])
+    }
+
+    /// Records the holdout experiment: `churn_score_holdout_share{salt}` = `share` (any
+    /// previous salt is removed).
+    pub fn set_experiment(&self, salt: &str, share: f64) {
+        self.holdout_share.reset();
+        self.holdout_share.with_label_values(&[salt]).set(share);
     }
 
     /// Handle for `churn_crm_deliveries_total{outcome}`; resolve once per outcome and cache.
@@ -704,6 +780,9 @@ mod tests {
         m.event_to_alert_latency.observe(0.2);
         m.scores.inc();
         m.alert("high", "feedback_call").inc();
+        m.holdout_alerts.inc();
+        m.set_experiment("salt-1", 0.1);
+        m.outcome(true, "high", "feedback_call", false).inc();
         m.lapsed_cancel.inc();
         m.lapsed_inactivity.inc();
         m.sweeps.inc();
@@ -821,6 +900,14 @@ mod tests {
             let series = format!("churn_score_lapsed_alerts_total{{reason=\"{reason}\"}} 0");
             assert!(text.contains(&series), "missing {series}");
         }
+        let outcomes = text
+            .lines()
+            .filter(|l| l.starts_with("churn_business_alert_outcomes_total{") && l.ends_with(" 0"))
+            .count();
+        assert_eq!(
+            outcomes,
+            TREATMENTS.len() * ALERT_BANDS.len() * ALERT_ACTIONS.len() * OUTCOMES.len()
+        );
         for band in RISK_BANDS {
             let series = format!("churn_business_customers_by_risk_band{{band=\"{band}\"}} 0");
             assert!(text.contains(&series), "missing {series}");

@@ -11,13 +11,16 @@ use churn_features::registry::Group;
 use crate::engine::{AlertOut, Engine, Ingest};
 use crate::Error;
 
-/// Counters of a replay.
+/// Counters of a replay, and the alert outcomes it resolved.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReplayStats {
     pub events: usize,
     pub duplicates: usize,
     pub scores: usize,
     pub sweeps: usize,
+    /// Alert outcomes that became known during the replay, in emission order
+    /// ([`crate::outcomes`]).
+    pub outcomes: Vec<crate::engine::Outcome>,
 }
 
 /// Feed `events` (in order) in micro-batches of at most `batch` events that never span two
@@ -43,6 +46,7 @@ pub fn replay(
         let s = engine.score_dirty()?;
         stats.scores += s.scores.len();
         alerts.extend(s.alerts);
+        stats.outcomes.extend(s.outcomes);
         let day = engine.watermark().map(churn_features::day_of);
         if day != last_day {
             last_day = day;
@@ -50,6 +54,7 @@ pub fn replay(
             stats.sweeps += 1;
             stats.scores += s.scores.len();
             alerts.extend(s.alerts);
+            stats.outcomes.extend(s.outcomes);
         }
     }
     Ok((alerts, stats))
@@ -655,6 +660,8 @@ mod tests {
             as_of: end(day),
             last_event_at: None,
             trigger: "event".into(),
+            treatment: churn_events::TREATED.into(),
+            experiment: None,
         };
         let ev = churn_events::CloudEvent::alert("urn:test", day, data);
         AlertOut {
@@ -663,6 +670,7 @@ mod tests {
             payload: serde_json::to_vec(&ev).expect("json"),
             band: churn_model::Band::High,
             action,
+            treatment: churn_events::TREATED,
             received: None,
         }
     }

@@ -354,6 +354,13 @@ pub struct AlertConfig {
     /// budget). Resolved once against the artifact's stored score distribution, so alerts stay a
     /// function of input, model and configuration. Empty: the model's own bands.
     pub bands: String,
+    /// Share of customers held out (0 ≤ share < 1): their at-risk alerts carry
+    /// `treatment: holdout`, stay on the alerts topic and are never delivered to the CRM, so
+    /// their outcomes measure the retention lift of acting on alerts. 0 = no holdout.
+    pub holdout_share: f64,
+    /// Salt of the holdout assignment (a hash of salt and customer id): change it to draw a new
+    /// holdout group.
+    pub holdout_salt: String,
 }
 
 impl AlertConfig {
@@ -380,6 +387,18 @@ impl Default for AlertConfig {
             high_value_revenue: 150.0,
             source: "urn:churnstream:score".into(),
             bands: String::new(),
+            holdout_share: 0.0,
+            holdout_salt: "churnstream-holdout-1".into(),
+        }
+    }
+}
+
+impl AlertConfig {
+    /// The holdout experiment alerts are assigned under.
+    pub fn experiment(&self) -> churn_events::Experiment {
+        churn_events::Experiment {
+            holdout_share: self.holdout_share,
+            salt: self.holdout_salt.clone(),
         }
     }
 }
@@ -664,6 +683,15 @@ impl Config {
                 "alerts.hysteresis = {}: expected a fraction in [0, 1)",
                 self.alerts.hysteresis
             ));
+        }
+        if !(0.0..1.0).contains(&self.alerts.holdout_share) {
+            return bad(format!(
+                "alerts.holdout_share = {}: expected a share in [0, 1) (0 = no holdout)",
+                self.alerts.holdout_share
+            ));
+        }
+        if self.alerts.holdout_salt.trim().is_empty() {
+            return bad("alerts.holdout_salt must not be empty".into());
         }
         if self.pipeline.batch_max_events == 0 {
             return bad("pipeline.batch_max_events must be > 0".into());

@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{
-    AlertData, CloudEvent, DecodeLimits, Event, LapsedData, Payload, Rejection, ScoreRecordRef,
-    WIN_BACK,
+    AlertData, CloudEvent, DecodeLimits, Event, Experiment, LapsedData, Payload, Rejection,
+    ScoreRecordRef, HOLDOUT, TREATED, WIN_BACK,
 };
+use churn_features::training::ChurnDefinition;
 use churn_features::rollup::RETAIN_DAYS;
 use churn_features::FeatureSet;
 use churn_features::{
@@ -29,7 +30,7 @@ use churn_features::{
 use churn_model::{Band, ModelArtifact};
 
 use crate::config::{AlertConfig, Clock, PipelineConfig};
-use crate::policy::{self, AlertMemory, PolicyColumns};
+use crate::policy::{self, AlertMemory, PackedOutcome, PendingOutcome, PolicyColumns};
 use crate::reasons::{self, Explainer, Locale};
 use crate::store::{Slot, Table};
 use crate::Error;
@@ -52,6 +53,9 @@ pub struct AlertOut {
     pub payload: Vec<u8>,
     pub band: Band,
     pub action: &'static str,
+    /// [`TREATED`] or [`HOLDOUT`] (at-risk alerts of the holdout group; lapsed alerts are
+    /// always treated).
+    pub treatment: &'static str,
     /// When the oldest event behind this score was received (for latency metrics).
     pub received: Option<Instant>,
 }
@@ -83,6 +87,25 @@ pub struct Scored {
     /// `churn_after_days` (each is one customer newly meeting the churn definition).
     pub lapsed_cancel: usize,
     pub lapsed_inactivity: usize,
+    /// Alert outcomes that became known in this pass (see [`Outcome`]).
+    pub outcomes: Vec<Outcome>,
+}
+
+/// The outcome of a customer's first at-risk alert of an episode, known once the model's churn
+/// definition can be judged: did the customer churn within the horizon after the alert day?
+/// Computed from the customer's own events ([`ChurnDefinition::label`] as of the alert day,
+/// the definition the model was trained on), never from outside labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub customer_id: String,
+    /// The alert's day.
+    pub alert_day: i32,
+    pub band: Band,
+    pub action: &'static str,
+    /// The customer was in the holdout group.
+    pub holdout: bool,
+    /// The churn definition was met within the horizon after the alert day.
+    pub churned: bool,
 }
 
 /// Business KPIs over the tracked population.
@@ -335,10 +358,10 @@ pub struct Snapshot {
 /// First byte of a binary state record (a JSON one starts with `{`).
 pub const STATE_MAGIC: u8 = 0xC5;
 /// Version of the binary state record (the second byte; JSON records were version 1).
-pub const STATE_VERSION: u8 = 5;
+pub const STATE_VERSION: u8 = 6;
 
 /// State record versions [`Snapshot::decode`] reads (binary; JSON ones are version 1).
-const READABLE_VERSIONS: [u8; 4] = [2, 3, 4, 5];
+const READABLE_VERSIONS: [u8; 5] = [2, 3, 4, 5, 6];
 
 // Presence bits of the binary state record's head.
 const S_LAST_SCORED: u8 = 1;
@@ -475,11 +498,30 @@ impl Snapshot {
                 recent_ids.push(r.u32()?);
             }
         }
+        // Version 6 adds the pending alert outcome: 0, or 1 then day, band, action, holdout.
+        let mut outcome = None;
+        if v >= 6 && r.u8()? == 1 {
+            let day = r.i32()?;
+            let b = band(&mut r)?;
+            let action = r.u8()?;
+            if usize::from(action) >= policy::ACTIONS.len() {
+                return Err(r.invalid("unknown alert action").into());
+            }
+            let holdout = r.u8()? != 0;
+            outcome = Some(PendingOutcome {
+                day,
+                band: b,
+                action,
+                holdout,
+            });
+        }
+        let outcome = PackedOutcome::from(outcome);
         let mem = AlertMemory {
             band: r.opt(has(S_BAND), band)?,
             risk: r.opt(has(S_RISK), Reader::f64)?,
             last_alert_day: r.opt(has(S_LAST_ALERT_DAY), Reader::i32)?,
             last_alert_band: r.opt(has(S_LAST_ALERT_BAND), band)?,
+            outcome,
         };
         let rollups = CustomerRollups::decode(&mut r)?;
         r.finish()?;
@@ -570,6 +612,16 @@ impl SnapshotRef<'_> {
             put_uvar(out, ids.len() as u64);
             for f in ids {
                 put_uvar(out, u64::from(*f));
+            }
+        }
+        if self.v >= 6 {
+            match m.outcome.get() {
+                None => out.push(0),
+                Some(o) => {
+                    out.push(1);
+                    put_ivar(out, i64::from(o.day));
+                    out.extend_from_slice(&[band_index(o.band), o.action, u8::from(o.holdout)]);
+                }
             }
         }
         if let Some(b) = m.band {
@@ -766,6 +818,12 @@ pub struct Engine {
     clock_at: Option<Instant>,
     /// NPS answers per day: (day, promoters, detractors, answers).
     nps_days: VecDeque<(i32, u32, u32, u32)>,
+    /// The holdout experiment at-risk alerts are assigned under (`alerts.holdout_share`).
+    experiment: Experiment,
+    /// The churn definition alert outcomes are judged by: the model's (its recorded
+    /// observation plan), else inactivity for `churn_after_days` starting within
+    /// `alerts.horizon_days`.
+    outcome_definition: ChurnDefinition,
 }
 
 /// The decoder's limits from the pipeline configuration (shared by every stage that decodes).
@@ -953,7 +1011,16 @@ impl Engine {
         let features = crate::train::feature_set_of(&model)?;
         let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
         let explainer = Explainer::with_features(&model, &features, Locale::named(&alerts.locale)?);
+        let outcome_definition = crate::train::recorded_plan(&model).map_or(
+            ChurnDefinition::Inactivity {
+                days: pipeline.churn_after_days,
+                within_days: alerts.horizon_days.round() as i32,
+            },
+            |p| p.definition,
+        );
         Ok(Engine {
+            experiment: alerts.experiment(),
+            outcome_definition,
             explainer,
             limits: decode_limits(&pipeline),
             dedupe: Dedupe::new(pipeline.dedupe_window),
@@ -980,6 +1047,24 @@ impl Engine {
 
     pub fn model(&self) -> &ModelArtifact {
         &self.model
+    }
+
+    /// The churn definition alert outcomes are judged by.
+    pub fn outcome_definition(&self) -> ChurnDefinition {
+        self.outcome_definition
+    }
+
+    /// The holdout experiment at-risk alerts are assigned under.
+    pub fn experiment(&self) -> &Experiment {
+        &self.experiment
+    }
+
+    /// Customers whose latest alert episode has no outcome yet (its horizon has not passed).
+    pub fn pending_outcomes(&self) -> usize {
+        self.customers
+            .iter()
+            .filter(|(_, _, c)| c.mem.outcome.get().is_some())
+            .count()
     }
 
     /// The low watermark over every partition: `None` while a partition that has not started
@@ -1536,6 +1621,22 @@ impl Engine {
                 self.changed.push(slot);
             }
             let segment = policy::segment(&self.cols, raw);
+            // The pending outcome of the customer's alert episode, once the horizon has passed.
+            let horizon = self.outcome_definition.horizon();
+            if let Some(o) = c.mem.outcome.get().filter(|o| today >= o.day + horizon) {
+                c.mem.outcome.set(None);
+                out.outcomes.push(Outcome {
+                    customer_id: key.clone(),
+                    alert_day: o.day,
+                    band: o.band,
+                    action: policy::ACTIONS
+                        .get(usize::from(o.action))
+                        .copied()
+                        .unwrap_or(policy::ACTIONS[0]),
+                    holdout: o.holdout,
+                    churned: self.outcome_definition.label(&c.rollups, o.day),
+                });
+            }
             // A customer who has churned (cancelled, or silent for `churn_after_days`) is no
             // longer at risk: no at-risk decision, no revenue at risk, and the band memory is
             // cleared so that after a comeback entering a band alerts again.
@@ -1606,6 +1707,7 @@ impl Engine {
                     payload: serde_json::to_vec(&ev)?,
                     band: self.model.thresholds.band(p),
                     action: WIN_BACK,
+                    treatment: TREATED,
                     received,
                 });
                 continue;
@@ -1617,6 +1719,16 @@ impl Engine {
             let top = reasons.first().and_then(reasons::reason_group);
             let action = policy::action(&self.cols, &self.alerts, raw, top);
             let last_event_at = last_event_as_of(&c.rollups, today);
+            let holdout = self.experiment.is_holdout(&key);
+            let treatment = if holdout { HOLDOUT } else { TREATED };
+            if c.mem.outcome.get().is_none() {
+                c.mem.outcome.set(Some(PendingOutcome {
+                    day: today,
+                    band,
+                    action: policy::action_index(action),
+                    holdout,
+                }));
+            }
             let data = AlertData {
                 customer_id: key.clone(),
                 risk: p,
@@ -1631,6 +1743,8 @@ impl Engine {
                 as_of,
                 last_event_at,
                 trigger: trigger.into(),
+                treatment: treatment.into(),
+                experiment: Some(self.experiment.clone()),
             };
             let ev = CloudEvent::alert(&self.alerts.source, &window, data);
             out.alerts.push(AlertOut {
@@ -1639,6 +1753,7 @@ impl Engine {
                 payload: serde_json::to_vec(&ev)?,
                 band,
                 action,
+                treatment,
                 received,
             });
         }

@@ -1139,7 +1139,15 @@ async fn publish(
         .await?;
         if !a.is_lapsed() {
             metrics.alert(a.band.as_str(), a.action).inc();
+            if a.treatment == churn_events::HOLDOUT {
+                metrics.holdout_alerts.inc();
+            }
         }
+    }
+    for o in &scored.outcomes {
+        metrics
+            .outcome(o.holdout, o.band.as_str(), o.action, o.churned)
+            .inc();
     }
     // Lapsed alerts: each one is a customer newly meeting the churn definition.
     metrics.lapsed_cancel.inc_by(scored.lapsed_cancel as u64);
@@ -1632,6 +1640,7 @@ pub async fn run(
     {
         metrics.model_training_auc.set(*auc);
     }
+    metrics.set_experiment(&cfg.alerts.holdout_salt, cfg.alerts.holdout_share);
     let stage = match cfg.pipeline.stage {
         Stage::Ingest => {
             return Err(Error::Config {

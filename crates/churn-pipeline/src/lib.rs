@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod engine;
 pub mod kafka;
 pub mod lineage;
+pub mod outcomes;
 pub mod policy;
 pub mod reasons;
 pub mod report;

@@ -140,6 +140,94 @@ pub fn next_band(bands: &Bands, current: Band, p: f64, margin: f64) -> Band {
     }
 }
 
+/// Every recommended action of an at-risk alert; a [`PendingOutcome`] stores its index.
+pub const ACTIONS: [&str; 6] = [
+    "reactivation_email",
+    "feedback_call",
+    "loyalty_reward",
+    "engagement_nudge",
+    "service_recovery",
+    "targeted_offer",
+];
+
+/// The index of `action` in [`ACTIONS`] (0 for an action not listed, which `action` never
+/// returns).
+pub fn action_index(action: &str) -> u8 {
+    ACTIONS.iter().position(|a| *a == action).unwrap_or(0) as u8
+}
+
+/// The first at-risk alert of a customer whose outcome is not known yet: did the customer meet
+/// the model's churn definition within its horizon after the alert day? Resolved (and cleared)
+/// by the first scoring on or after `day` + the definition's horizon; alerts in between
+/// (escalations, re-alerts) do not restart it. Part of the customer's state record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingOutcome {
+    /// The alert's day.
+    pub day: i32,
+    /// The alert's band.
+    pub band: Band,
+    /// Index of the alert's action in [`ACTIONS`].
+    pub action: u8,
+    /// The customer was in the holdout group (the alert was not delivered).
+    pub holdout: bool,
+}
+
+/// A [`PendingOutcome`] (or none) in 5 bytes with alignment 1, so that the alert memory — and
+/// with it every tracked customer — stays its size (`size_budget` test): the day's bytes, then
+/// one byte `1hAAABB` (present, holdout, action index, band index); all zero = none. Serialized
+/// as `Option<PendingOutcome>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Option<PendingOutcome>", into = "Option<PendingOutcome>")]
+pub struct PackedOutcome {
+    day: [u8; 4],
+    meta: u8,
+}
+
+impl PackedOutcome {
+    const PRESENT: u8 = 0x80;
+    const HOLDOUT: u8 = 0x20;
+
+    /// The pending outcome, if any.
+    pub fn get(self) -> Option<PendingOutcome> {
+        Option::from(self)
+    }
+
+    /// Replace the pending outcome.
+    pub fn set(&mut self, o: Option<PendingOutcome>) {
+        *self = PackedOutcome::from(o);
+    }
+}
+
+impl From<Option<PendingOutcome>> for PackedOutcome {
+    fn from(o: Option<PendingOutcome>) -> Self {
+        match o {
+            None => PackedOutcome::default(),
+            Some(o) => {
+                let band = Band::ALL.iter().position(|b| *b == o.band).unwrap_or(0) as u8;
+                let holdout = if o.holdout { Self::HOLDOUT } else { 0 };
+                PackedOutcome {
+                    day: o.day.to_le_bytes(),
+                    meta: Self::PRESENT | holdout | ((o.action & 0x07) << 2) | (band & 0x03),
+                }
+            }
+        }
+    }
+}
+
+impl From<PackedOutcome> for Option<PendingOutcome> {
+    fn from(p: PackedOutcome) -> Self {
+        if p.meta & PackedOutcome::PRESENT == 0 {
+            return None;
+        }
+        Some(PendingOutcome {
+            day: i32::from_le_bytes(p.day),
+            band: Band::ALL[usize::from(p.meta & 0x03)],
+            action: (p.meta >> 2) & 0x07,
+            holdout: p.meta & PackedOutcome::HOLDOUT != 0,
+        })
+    }
+}
+
 /// Per-customer alert memory.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AlertMemory {
@@ -147,6 +235,9 @@ pub struct AlertMemory {
     pub risk: Option<f64>,
     pub last_alert_day: Option<i32>,
     pub last_alert_band: Option<Band>,
+    /// The outcome of the customer's latest alert episode, while not known (state version 6).
+    #[serde(default)]
+    pub outcome: PackedOutcome,
 }
 
 /// Decide whether a new score raises an alert; updates `mem`. Returns the previous (risk, band)
@@ -184,6 +275,35 @@ pub fn decide(
     mem.last_alert_day = Some(day);
     mem.last_alert_band = Some(band);
     Some((prev_risk, prev_band))
+}
+
+#[cfg(test)]
+mod packed_outcome {
+    use super::*;
+
+    #[test]
+    fn every_pending_outcome_packs_and_unpacks() {
+        assert_eq!(PackedOutcome::default().get(), None);
+        for band in Band::ALL {
+            for action in 0..ACTIONS.len() as u8 {
+                for holdout in [false, true] {
+                    for day in [i32::MIN, -3, 0, 20_600, i32::MAX] {
+                        let o = Some(PendingOutcome {
+                            day,
+                            band,
+                            action,
+                            holdout,
+                        });
+                        assert_eq!(PackedOutcome::from(o).get(), o);
+                    }
+                }
+            }
+        }
+        assert_eq!(std::mem::size_of::<PackedOutcome>(), 5);
+        assert_eq!(std::mem::align_of::<PackedOutcome>(), 1);
+        let json = serde_json::to_string(&AlertMemory::default()).expect("json");
+        assert!(json.contains("\"outcome\":null"), "{json}");
+    }
 }
 
 #[cfg(test)]

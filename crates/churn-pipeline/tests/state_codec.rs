@@ -117,6 +117,9 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
     }
     let alerted = newest.values().filter(|s| s.mem.band.is_some()).count();
     assert!(alerted > 0, "some alert memory is in the records");
+    let pending = newest.values().filter(|s| s.mem.outcome.get().is_some()).count();
+    assert!(pending > 0, "some pending alert outcomes are in the records");
+    assert_eq!(pending, live.pending_outcomes());
 
     // A restore from the binary log, and one from the same records in the earlier JSON format,
     // hold the live state: same customers, same features, same scores.
@@ -152,6 +155,7 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
         for k in &ids {
             assert_eq!(e.rollups(k), live.rollups(k), "{k}");
         }
+        assert_eq!(e.pending_outcomes(), live.pending_outcomes());
     }
     let bin: usize = log.iter().map(|r| r.payload.len()).sum();
     let json: usize = json_log.iter().map(|r| r.payload.len()).sum();

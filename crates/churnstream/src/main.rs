@@ -204,6 +204,37 @@ enum Cmd {
         /// kafka.brokers; default 127.0.0.1:9092).
         #[arg(long, env = "CHURN_BROKERS")]
         brokers: Option<String>,
+        /// Simulate a retention campaign (profiles default and low_churn): a treated customer
+        /// (outside the holdout group of alerts.holdout_share / alerts.holdout_salt, or of
+        /// --holdout-share / --holdout-salt) whose decline would end in churn recovers instead
+        /// with this probability, late in the decline. `churnstream outcomes` measures it.
+        #[arg(long, value_name = "PROBABILITY")]
+        treatment_effect: Option<f64>,
+        /// With --treatment-effect: the holdout share (default: the config's
+        /// alerts.holdout_share).
+        #[arg(long, requires = "treatment_effect")]
+        holdout_share: Option<f64>,
+        /// With --treatment-effect: the holdout salt (default: the config's alerts.holdout_salt).
+        #[arg(long, requires = "treatment_effect")]
+        holdout_salt: Option<String>,
+    },
+    /// Replay a history through the streaming engine with its holdout group and print the
+    /// measured retention lift: churn within the horizon after an alert, treated vs holdout,
+    /// overall, per band and per action (JSON on stdout, a table on stderr; README "Holdout and
+    /// measured lift").
+    Outcomes {
+        /// Event history, one JSON event per line (gzip-compressed files are read too).
+        #[arg(long)]
+        events: PathBuf,
+        /// The model artifact to score with (its churn definition judges the outcomes).
+        #[arg(long, default_value = "model/model.json")]
+        model: PathBuf,
+        /// Holdout share (overrides alerts.holdout_share).
+        #[arg(long)]
+        holdout_share: Option<f64>,
+        /// Holdout salt (overrides alerts.holdout_salt).
+        #[arg(long)]
+        holdout_salt: Option<String>,
     },
     /// Publish an event file to the input topics (topic by type, key = customer_id).
     Replay {
@@ -680,8 +711,38 @@ fn main() -> Result<()> {
             publish,
             rate,
             brokers,
+            treatment_effect,
+            holdout_share,
+            holdout_salt,
         } => {
             let profile: churn_gen::Profile = profile.parse().map_err(anyhow::Error::msg)?;
+            let treatment = match treatment_effect {
+                None => None,
+                Some(p) => {
+                    if !matches!(
+                        profile,
+                        churn_gen::Profile::Default | churn_gen::Profile::LowChurn
+                    ) {
+                        bail!("--treatment-effect: only the default and low_churn profiles simulate it");
+                    }
+                    if !(0.0..=1.0).contains(&p) {
+                        bail!("--treatment-effect {p}: expected a probability in [0, 1]");
+                    }
+                    let mut alerts = load_config(cli.config.as_deref(), None)?.alerts;
+                    alerts.holdout_share = holdout_share.unwrap_or(alerts.holdout_share);
+                    alerts.holdout_salt = holdout_salt.unwrap_or(alerts.holdout_salt);
+                    if !(alerts.holdout_share > 0.0 && alerts.holdout_share < 1.0) {
+                        bail!(
+                            "--treatment-effect needs a holdout group: holdout share {} (set --holdout-share or alerts.holdout_share in (0, 1))",
+                            alerts.holdout_share
+                        );
+                    }
+                    Some(churn_gen::TreatmentEffect {
+                        recover_probability: p,
+                        experiment: alerts.experiment(),
+                    })
+                }
+            };
             let days = days.unwrap_or(match profile {
                 churn_gen::Profile::Default => 180,
                 churn_gen::Profile::Retail => 730,
@@ -693,6 +754,7 @@ fn main() -> Result<()> {
                 days,
                 seed,
                 profile,
+                treatment,
                 ..Default::default()
             };
             if profile == churn_gen::Profile::Retail {
@@ -813,6 +875,39 @@ fn main() -> Result<()> {
                     info!(path = %path.display(), "lead-time report written");
                 }
             }
+            Ok(())
+        }
+        Cmd::Outcomes {
+            events,
+            model,
+            holdout_share,
+            holdout_salt,
+        } => {
+            let mut cfg = load_config(cli.config.as_deref(), None)?;
+            if let Some(s) = holdout_share {
+                cfg.alerts.holdout_share = s;
+            }
+            if let Some(s) = holdout_salt {
+                cfg.alerts.holdout_salt = s;
+            }
+            cfg.validate().context("outcomes: holdout settings")?;
+            let model = Arc::new(with_configured_bands(
+                ModelArtifact::load(&model)?,
+                &cfg.alerts,
+            )?);
+            let events = read_events(&events)?;
+            let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
+            let (alerts, stats) =
+                backtest::replay(&mut engine, &events, cfg.pipeline.batch_max_events)?;
+            let report = churn_pipeline::outcomes::Report::of(
+                &stats.outcomes,
+                engine.pending_outcomes(),
+                engine.outcome_definition(),
+                engine.experiment(),
+            );
+            info!(alerts = alerts.len(), outcomes = stats.outcomes.len(), "outcomes replayed");
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", report.summary());
             Ok(())
         }
         Cmd::Validate { events, rejects } => {
