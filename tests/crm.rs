@@ -331,7 +331,11 @@ async fn scenario() {
 
     {
         let c = crm.lock().expect("lock");
-        assert_eq!(c.hits.len(), 10, "the non-alert and the holdout alerts were never POSTed");
+        assert_eq!(
+            c.hits.len(),
+            10,
+            "the non-alert and the holdout alerts were never POSTed"
+        );
         for id in &held {
             assert!(!c.hits.contains_key(id), "holdout alert {id} was POSTed");
         }

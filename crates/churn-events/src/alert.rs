@@ -336,8 +336,14 @@ mod tests {
             salt: "s2".into(),
             ..e.clone()
         };
-        let differ = ids.iter().filter(|id| e.is_holdout(id) != other.is_holdout(id)).count();
-        assert!(differ > 4_000, "{differ} customers change group with the salt");
+        let differ = ids
+            .iter()
+            .filter(|id| e.is_holdout(id) != other.is_holdout(id))
+            .count();
+        assert!(
+            differ > 4_000,
+            "{differ} customers change group with the salt"
+        );
         let none = Experiment {
             holdout_share: 0.0,
             ..e.clone()

@@ -14,8 +14,8 @@ pub mod alert;
 mod decode;
 
 pub use alert::{
-    AlertData, CloudEvent, Experiment, LapsedData, Reason, ScoreRecord, ScoreRecordRef,
-    ALERT_TYPE, HOLDOUT, LAPSED_TYPE, TREATED, WIN_BACK,
+    AlertData, CloudEvent, Experiment, LapsedData, Reason, ScoreRecord, ScoreRecordRef, ALERT_TYPE,
+    HOLDOUT, LAPSED_TYPE, TREATED, WIN_BACK,
 };
 pub use decode::{
     check_key, decode, DecodeLimits, Rejection, DEFAULT_MAX_NUMBER, DEFAULT_MAX_PAST_DAYS,

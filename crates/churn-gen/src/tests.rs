@@ -1370,7 +1370,11 @@ fn the_treatment_effect_saves_treated_would_be_churners_and_leaves_the_holdout_a
             assert_eq!(ea.get(&la.customer_id), eb.get(&la.customer_id));
         }
         // The effect only ever saves: nobody churns because of it.
-        assert!(la.churned || !lb.churned, "{} churned only when treated", la.customer_id);
+        assert!(
+            la.churned || !lb.churned,
+            "{} churned only when treated",
+            la.customer_id
+        );
         churn[usize::from(holdout)][0] += usize::from(la.churned);
         churn[usize::from(holdout)][1] += usize::from(lb.churned);
     }

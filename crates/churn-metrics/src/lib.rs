@@ -90,8 +90,8 @@ pub mod metrics;
 pub use health::Health;
 pub use http::{bind, serve};
 pub use metrics::{
-    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES, OUTCOMES, TREATMENTS,
-    RISK_BANDS,
+    names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES,
+    OUTCOMES, RISK_BANDS, TREATMENTS,
 };
 /// Re-exported so callers use the same prometheus version as the registry.
 pub use prometheus;

@@ -21,8 +21,8 @@ use churn_events::{
     AlertData, CloudEvent, DecodeLimits, Event, Experiment, LapsedData, Payload, Rejection,
     ScoreRecordRef, HOLDOUT, TREATED, WIN_BACK,
 };
-use churn_features::training::ChurnDefinition;
 use churn_features::rollup::RETAIN_DAYS;
+use churn_features::training::ChurnDefinition;
 use churn_features::FeatureSet;
 use churn_features::{
     day_of, day_start, feature_frame, CustomerRollups, FeatureMatrix, RollupFrames,

@@ -56,4 +56,16 @@ pub enum Error {
     /// configuration's (fatal: fix the configuration or retrain).
     #[error("metric catalog: {0}")]
     Catalog(String),
+    /// Too few churning or staying customers to ship a model (fatal for `train`: a longer
+    /// history, more customers or another churn definition is needed).
+    #[error(
+        "too few examples: the training rows hold {churners} churning and {stayers} staying \
+         customers; a model needs at least {min} of each (train::MIN_CLASS_CUSTOMERS). \
+         Use a longer history or more customers; until then new customers get no model score"
+    )]
+    TooFewExamples {
+        churners: usize,
+        stayers: usize,
+        min: usize,
+    },
 }

@@ -4,7 +4,7 @@
 //! many dates, labels strictly after each date) → time split → [`FeatureSet::model_input`] →
 //! [`churn_model::train`] → test-split evaluation next to a naive recency baseline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -626,6 +626,11 @@ pub fn train_on_set(
 /// calibrated scores of the validation split (the score distribution that `lift:` and `top:`
 /// bands resolve against), set the bands, evaluate on the test split. Returns the artifact, a
 /// summary and the test split.
+/// The fewest distinct churning and staying customers the training rows (train + validation
+/// splits) must hold for [`train_with`] to ship a model: below it, coefficients and the chosen
+/// regularisation are noise, and `train` refuses with [`Error::TooFewExamples`].
+pub const MIN_CLASS_CUSTOMERS: usize = 20;
+
 pub fn train_with(
     set: &TrainingSet,
     opts: &TrainOptions,
@@ -641,6 +646,24 @@ pub fn train_with(
             horizon: set.horizon_days,
         }
         .into());
+    }
+    // A model needs enough customers of each class in what it is fit on (train + validation).
+    let (mut churners, mut stayers) = (HashSet::new(), HashSet::new());
+    for part in [&tr, &va] {
+        for (id, y) in part.customer_ids.iter().zip(&part.labels) {
+            if *y {
+                churners.insert(id.as_str());
+            } else {
+                stayers.insert(id.as_str());
+            }
+        }
+    }
+    if churners.len() < MIN_CLASS_CUSTOMERS || stayers.len() < MIN_CLASS_CUSTOMERS {
+        return Err(Error::TooFewExamples {
+            churners: churners.len(),
+            stayers: stayers.len(),
+            min: MIN_CLASS_CUSTOMERS,
+        });
     }
     let names: Vec<String> = set.features.names().iter().map(|n| n.to_string()).collect();
     let bindings: Vec<String> = set
@@ -774,6 +797,45 @@ mod tests {
         let (model, summary, test) =
             train_on_set(&set, &params, DEFAULT_BANDS).expect("training on generated data");
         (set, model, summary, test)
+    }
+
+    /// A tenant too small for a model gets a clear refusal naming the counts, not a model fit
+    /// on a handful of churners.
+    #[test]
+    fn too_few_churners_or_stayers_are_refused() {
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 40,
+            days: 150,
+            seed: 5,
+            ..Default::default()
+        });
+        let set = training_set_from_events(&pop.events, &ObservationPlan::default())
+            .expect("observations in 150 days");
+        let e = train_on_set(&set, &TrainParams::default(), DEFAULT_BANDS)
+            .expect_err("40 customers are too few");
+        match e {
+            Error::TooFewExamples {
+                churners,
+                stayers,
+                min,
+            } => {
+                assert_eq!(min, MIN_CLASS_CUSTOMERS);
+                assert!(churners < min || stayers < min, "{churners} / {stayers}");
+                assert!(churners + stayers > 0);
+            }
+            other => panic!("expected TooFewExamples, got {other}"),
+        }
+        assert!(e_text_names_the_minimum());
+    }
+
+    fn e_text_names_the_minimum() -> bool {
+        Error::TooFewExamples {
+            churners: 3,
+            stayers: 40,
+            min: 20,
+        }
+        .to_string()
+        .contains("3 churning and 40 staying customers; a model needs at least 20")
     }
 
     /// The calibrator is fit on the validation rows scored by the train-only model (Platt's MLE

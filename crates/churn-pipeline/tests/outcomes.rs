@@ -79,7 +79,10 @@ fn alerts_carry_the_assigned_treatment_and_each_episode_gets_its_own_outcome() {
             .or_insert(churn_features::day_of(ev.data.as_of));
     }
     let held = alerts.iter().filter(|a| a.treatment == HOLDOUT).count();
-    assert!(held * 4 > at_risk && held * 4 < at_risk * 3, "{held} of {at_risk} held out");
+    assert!(
+        held * 4 > at_risk && held * 4 < at_risk * 3,
+        "{held} of {at_risk} held out"
+    );
     assert!(alerts
         .iter()
         .filter(|a| a.is_lapsed())
@@ -103,7 +106,11 @@ fn alerts_carry_the_assigned_treatment_and_each_episode_gets_its_own_outcome() {
         let r = &batch[&o.customer_id];
         assert_eq!(o.churned, def.label(r, o.alert_day), "{}", o.customer_id);
     }
-    assert!(stats.outcomes.len() > 100, "{} outcomes", stats.outcomes.len());
+    assert!(
+        stats.outcomes.len() > 100,
+        "{} outcomes",
+        stats.outcomes.len()
+    );
     assert!(stats.outcomes.iter().any(|o| o.churned));
     assert!(stats.outcomes.iter().any(|o| !o.churned));
     // Every alerted customer has an outcome or a pending one.

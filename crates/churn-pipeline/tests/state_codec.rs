@@ -117,8 +117,14 @@ fn changelog_records_decode_to_the_live_state_and_restore_it() {
     }
     let alerted = newest.values().filter(|s| s.mem.band.is_some()).count();
     assert!(alerted > 0, "some alert memory is in the records");
-    let pending = newest.values().filter(|s| s.mem.outcome.get().is_some()).count();
-    assert!(pending > 0, "some pending alert outcomes are in the records");
+    let pending = newest
+        .values()
+        .filter(|s| s.mem.outcome.get().is_some())
+        .count();
+    assert!(
+        pending > 0,
+        "some pending alert outcomes are in the records"
+    );
     assert_eq!(pending, live.pending_outcomes());
 
     // A restore from the binary log, and one from the same records in the earlier JSON format,

@@ -905,7 +905,11 @@ fn main() -> Result<()> {
                 engine.outcome_definition(),
                 engine.experiment(),
             );
-            info!(alerts = alerts.len(), outcomes = stats.outcomes.len(), "outcomes replayed");
+            info!(
+                alerts = alerts.len(),
+                outcomes = stats.outcomes.len(),
+                "outcomes replayed"
+            );
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprint!("{}", report.summary());
             Ok(())
