@@ -255,6 +255,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "ChurnstreamRiskDistributionDrift",
     "ChurnstreamNotReady",
     "ChurnstreamProduceErrors",
+    "ChurnstreamScoreDrift",
 ];
 
 #[test]

@@ -404,32 +404,55 @@ pub fn build_training_set_with(
             horizon: plan.definition.horizon(),
         });
     }
-    let recency_col = features
-        .defs()
-        .iter()
-        .position(|d| d.name == "recency_activity_days")
-        .unwrap_or(1);
     let mut set = TrainingSet {
         horizon_days: plan.definition.horizon(),
         features: features.clone(),
         ..TrainingSet::default()
     };
     for &as_of in &dates {
-        let frames = RollupFrames::build_with(customers.iter().map(|(_, c)| c), as_of, features)?;
-        let m = FeatureMatrix::from_frame(&feature_frame(&frames)?)?;
-        for i in 0..m.len() {
-            let row = m.row(i);
-            if row[recency_col] >= f64::from(plan.active_within_days) {
-                continue;
-            }
-            let (id, c) = &customers[m.cids[i] as usize];
-            set.customer_ids.push(id.clone());
-            set.as_of.push(as_of);
-            set.values.extend_from_slice(row);
-            set.labels.push(plan.definition.label(c, as_of));
-        }
+        observe(
+            customers,
+            as_of,
+            features,
+            plan.active_within_days,
+            |i, row| {
+                let (id, c) = &customers[i];
+                set.customer_ids.push(id.clone());
+                set.as_of.push(as_of);
+                set.values.extend_from_slice(row);
+                set.labels.push(plan.definition.label(c, as_of));
+            },
+        )?;
     }
     Ok(set)
+}
+
+/// The observation rule of the training set on one date: calls `each(index into customers,
+/// raw feature row)` for every customer active within `active_within_days` as of the end of
+/// `as_of` (`recency_activity_days` below it). Training rows and drift populations
+/// (`churnstream drift`) both come from here.
+pub fn observe(
+    customers: &[(String, CustomerRollups)],
+    as_of: i32,
+    features: &FeatureSet,
+    active_within_days: i32,
+    mut each: impl FnMut(usize, &[f64]),
+) -> Result<(), Error> {
+    let recency_col = features
+        .defs()
+        .iter()
+        .position(|d| d.name == "recency_activity_days")
+        .unwrap_or(1);
+    let frames = RollupFrames::build_with(customers.iter().map(|(_, c)| c), as_of, features)?;
+    let m = FeatureMatrix::from_frame(&feature_frame(&frames)?)?;
+    for i in 0..m.len() {
+        let row = m.row(i);
+        if row[recency_col] >= f64::from(active_within_days) {
+            continue;
+        }
+        each(m.cids[i] as usize, row);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@
 //! | `produce_errors` | `churn_sink_produce_errors_total` | counter | |
 //! | `model_info` | `churn_model_info` | gauge (1 = loaded) | `version` |
 //! | `model_training_auc` | `churn_model_training_auc` | gauge | |
+//! | `score_psi` | `churn_model_score_psi` | gauge (PSI) | |
 //! | `nps_rolling` | `churn_business_nps_rolling_90d` | gauge (−100..100) | |
 //! | `customers_by_band` | `churn_business_customers_by_risk_band` | gauge | `band` |
 //! | `revenue_at_risk` | `churn_business_revenue_at_risk` | gauge | |

@@ -88,6 +88,9 @@ pub mod names {
     pub const MODEL_INFO: &str = "churn_model_info";
     /// Test-set ROC AUC recorded in the loaded model artifact.
     pub const MODEL_TRAINING_AUC: &str = "churn_model_training_auc";
+    /// Population stability index of the tracked customers' latest scores against the model's
+    /// training population (0 until the first KPI update with a reference).
+    pub const MODEL_SCORE_PSI: &str = "churn_model_score_psi";
     /// Net promoter score over the last 90 days, −100..100.
     pub const BUSINESS_NPS_ROLLING: &str = "churn_business_nps_rolling_90d";
     /// Customers currently in each risk `band`.
@@ -142,6 +145,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::SINK_PRODUCE_ERRORS,
     names::MODEL_INFO,
     names::MODEL_TRAINING_AUC,
+    names::MODEL_SCORE_PSI,
     names::BUSINESS_NPS_ROLLING,
     names::BUSINESS_CUSTOMERS_BY_BAND,
     names::BUSINESS_REVENUE_AT_RISK,
@@ -278,6 +282,8 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     /// `churn_model_training_auc`.
     pub model_training_auc: Gauge,
+    /// `churn_model_score_psi`.
+    pub score_psi: Gauge,
     /// `churn_business_nps_rolling_90d` (−100..100).
     pub nps_rolling: Gauge,
     /// `churn_business_customers_by_risk_band{band}`.
@@ -557,6 +563,13 @@ impl Metrics {
                 Gauge::new(
                     names::MODEL_TRAINING_AUC,
                     "Test-set ROC AUC recorded in the loaded model artifact.",
+                ),
+            ),
+            score_psi: register(
+                r,
+                Gauge::new(
+                    names::MODEL_SCORE_PSI,
+                    "Population stability index of the tracked customers' latest scores against the model's training population.",
                 ),
             ),
             nps_rolling: register(

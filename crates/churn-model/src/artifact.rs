@@ -179,6 +179,11 @@ pub struct ModelArtifact {
     /// scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<serde_json::Value>,
+    /// The training population's feature and score distributions, for drift (PSI) monitoring
+    /// (`churnstream drift`, `churn_model_score_psi`). Not part of the model version; absent in
+    /// older artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_reference: Option<crate::drift::DriftReference>,
     /// SHA-256 hex, see the type docs.
     pub hash: String,
 }

@@ -61,6 +61,7 @@
 
 mod artifact;
 pub mod calibrate;
+pub mod drift;
 mod error;
 pub mod metrics;
 pub mod train;

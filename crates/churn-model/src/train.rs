@@ -488,6 +488,7 @@ pub fn train(
         score_distribution: None,
         band_spec: None,
         catalog: None,
+        drift_reference: None,
         hash: String::new(),
     };
 

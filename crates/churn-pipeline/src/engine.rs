@@ -120,6 +120,10 @@ pub struct Kpis {
     /// Customers silent for `churn_after_days`+ days (churned by the inactivity definition), as
     /// a fraction.
     pub churned_fraction: f64,
+    /// PSI of the customers' latest scores (those with a current risk: scored after the
+    /// warm-up and not lapsed) against the model's training population (`None`: no reference
+    /// in the model, or no current scores).
+    pub score_psi: Option<f64>,
 }
 
 /// One tracked customer (its id is the table's key). Kept small: a million of these is the
@@ -1959,7 +1963,12 @@ impl Engine {
         let today = self.watermark().map(day_of);
         let mut churned = 0usize;
         k.state_bytes = self.customers.bytes();
+        let reference = self.model.drift_reference.as_ref().map(|r| &r.score);
+        let mut bins = vec![0usize; reference.map_or(0, |r| r.shares.len())];
         for (_, _, c) in self.customers.iter() {
+            if let (Some(r), Some(p)) = (reference, c.mem.risk.filter(|p| p.is_finite())) {
+                bins[r.bin(p)] += 1;
+            }
             k.state_bytes += c.rollups.heap_bytes();
             let b = c.mem.band.unwrap_or(Band::Low);
             k.by_band[Band::ALL.iter().position(|x| *x == b).unwrap_or(0)] += 1;
@@ -1983,6 +1992,11 @@ impl Engine {
         }
         if k.customers > 0 {
             k.churned_fraction = churned as f64 / k.customers as f64;
+        }
+        let scored: usize = bins.iter().sum();
+        if let (Some(r), true) = (reference, scored > 0) {
+            let actual: Vec<f64> = bins.iter().map(|b| *b as f64 / scored as f64).collect();
+            k.score_psi = Some(churn_model::drift::psi(&r.shares, &actual));
         }
         k
     }

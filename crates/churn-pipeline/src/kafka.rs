@@ -1617,6 +1617,9 @@ fn export_kpis(engine: &Engine, metrics: &Metrics) {
             .set((Utc::now().timestamp() as f64 - last).max(0.0));
     }
     metrics.churn_rate.set(k.churned_fraction);
+    if let Some(psi) = k.score_psi {
+        metrics.score_psi.set(psi);
+    }
 }
 
 /// Run the streaming service until `shutdown` is cancelled. See module docs for the semantics.

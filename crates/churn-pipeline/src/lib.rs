@@ -16,6 +16,7 @@
 pub mod backtest;
 pub mod config;
 pub mod dlq;
+pub mod drift;
 pub mod engine;
 pub mod kafka;
 pub mod lineage;

@@ -5,6 +5,8 @@
 //! [`churn_model::train`] → test-split evaluation next to a naive recency baseline.
 
 use std::collections::{BTreeMap, HashSet};
+
+use churn_model::drift::{DriftReference, Reference};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -626,28 +628,29 @@ pub fn train_on_set(
 /// calibrated scores of the validation split (the score distribution that `lift:` and `top:`
 /// bands resolve against), set the bands, evaluate on the test split. Returns the artifact, a
 /// summary and the test split.
+/// The distributions of `set`'s raw features and of `scores` (one per row).
+fn drift_reference(set: &TrainingSet, scores: &[f64]) -> Option<DriftReference> {
+    let features = (0..set.features.len())
+        .map(|j| Reference::of((0..set.len()).map(|i| set.row(i)[j])))
+        .collect::<Option<Vec<_>>>()?;
+    Some(DriftReference {
+        rows: set.len(),
+        features,
+        score: Reference::of(scores.iter().copied())?,
+    })
+}
+
 /// The fewest distinct churning and staying customers the training rows (train + validation
-/// splits) must hold for [`train_with`] to ship a model: below it, coefficients and the chosen
-/// regularisation are noise, and `train` refuses with [`Error::TooFewExamples`].
+/// splits) must hold for `churnstream train` to ship a model: below it, coefficients and the
+/// chosen regularisation are noise ([`check_examples`]).
 pub const MIN_CLASS_CUSTOMERS: usize = 20;
 
-pub fn train_with(
-    set: &TrainingSet,
-    opts: &TrainOptions,
-) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
-    let params = &opts.params;
-    let (tr, va, te, split) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
-    if tr.is_empty() || va.is_empty() || te.is_empty() {
-        let mut dates = set.as_of.clone();
-        dates.sort_unstable();
-        dates.dedup();
-        return Err(churn_features::Error::ShortHistory {
-            dates: dates.len(),
-            horizon: set.horizon_days,
-        }
-        .into());
-    }
-    // A model needs enough customers of each class in what it is fit on (train + validation).
+/// [`Error::TooFewExamples`] unless the rows a model is fit on (the train and validation splits
+/// of `set`) hold at least [`MIN_CLASS_CUSTOMERS`] distinct churning and staying customers.
+/// `churnstream train` calls it before training; the library functions do not, so small test
+/// fixtures still train.
+pub fn check_examples(set: &TrainingSet) -> Result<(), Error> {
+    let (tr, va, _, _) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
     let (mut churners, mut stayers) = (HashSet::new(), HashSet::new());
     for part in [&tr, &va] {
         for (id, y) in part.customer_ids.iter().zip(&part.labels) {
@@ -664,6 +667,25 @@ pub fn train_with(
             stayers: stayers.len(),
             min: MIN_CLASS_CUSTOMERS,
         });
+    }
+    Ok(())
+}
+
+pub fn train_with(
+    set: &TrainingSet,
+    opts: &TrainOptions,
+) -> Result<(ModelArtifact, TrainSummary, TrainingSet), Error> {
+    let params = &opts.params;
+    let (tr, va, te, split) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
+    if tr.is_empty() || va.is_empty() || te.is_empty() {
+        let mut dates = set.as_of.clone();
+        dates.sort_unstable();
+        dates.dedup();
+        return Err(churn_features::Error::ShortHistory {
+            dates: dates.len(),
+            horizon: set.horizon_days,
+        }
+        .into());
     }
     let names: Vec<String> = set.features.names().iter().map(|n| n.to_string()).collect();
     let bindings: Vec<String> = set
@@ -737,6 +759,10 @@ pub fn train_with(
     let p_valid = model.predict_batch(xva.view());
     model.score_distribution = Some(ScoreDistribution::from_scores(&p_valid, &va.labels)?);
     model.set_bands(&opts.bands)?;
+    // 5. Drift references (`churnstream drift`, `churn_model_score_psi`): the raw features and
+    //    the final model's scores of the rows it was fit on.
+    let p_tv = model.predict_batch(xtv.view());
+    model.drift_reference = drift_reference(&tv, &p_tv);
     let test = evaluate(&model, &te);
     let mut metrics: BTreeMap<String, f64> = model.metrics.clone();
     for (k, v) in [
@@ -811,8 +837,7 @@ mod tests {
         });
         let set = training_set_from_events(&pop.events, &ObservationPlan::default())
             .expect("observations in 150 days");
-        let e = train_on_set(&set, &TrainParams::default(), DEFAULT_BANDS)
-            .expect_err("40 customers are too few");
+        let e = check_examples(&set).expect_err("40 customers are too few");
         match e {
             Error::TooFewExamples {
                 churners,
@@ -826,6 +851,16 @@ mod tests {
             other => panic!("expected TooFewExamples, got {other}"),
         }
         assert!(e_text_names_the_minimum());
+        // 400 customers are enough.
+        let pop = churn_gen::generate(&churn_gen::GenConfig {
+            customers: 400,
+            days: 150,
+            seed: 5,
+            ..Default::default()
+        });
+        let set = training_set_from_events(&pop.events, &ObservationPlan::default())
+            .expect("observations in 150 days");
+        check_examples(&set).expect("400 customers are enough");
     }
 
     fn e_text_names_the_minimum() -> bool {

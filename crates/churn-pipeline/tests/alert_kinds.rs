@@ -53,6 +53,7 @@ fn constant_model(p: f64) -> Arc<ModelArtifact> {
         score_distribution: None,
         band_spec: None,
         catalog: None,
+        drift_reference: None,
     })
 }
 

@@ -236,6 +236,23 @@ enum Cmd {
         #[arg(long)]
         holdout_salt: Option<String>,
     },
+    /// Population stability index (PSI) of every feature and of the score against the model's
+    /// training population, every --every-days over a history (JSON on stdout, one line per date
+    /// on stderr; README "Drift").
+    Drift {
+        /// Event history, one JSON event per line (gzip-compressed files are read too).
+        #[arg(long)]
+        events: PathBuf,
+        /// The model artifact (trained by this version: it stores the reference distributions).
+        #[arg(long, default_value = "model/model.json")]
+        model: PathBuf,
+        /// Days between the dates reported (the last day of the history is always one).
+        #[arg(long, default_value_t = 14)]
+        every_days: i32,
+        /// Days of history before the first date reported.
+        #[arg(long, default_value_t = 56)]
+        warmup_days: i32,
+    },
     /// Publish an event file to the input topics (topic by type, key = customer_id).
     Replay {
         /// Event file to publish, one JSON event per line, in file order (gzip-compressed files
@@ -477,6 +494,7 @@ fn main() -> Result<()> {
             };
             let t0 = std::time::Instant::now();
             let set = train::training_set_with(&events, &plan, &features)?;
+            train::check_examples(&set)?;
             if let Some(path) = &export_training_set {
                 train::export_training_set(&set, path)?;
                 info!(path = %path.display(), rows = set.len(), "training set written");
@@ -910,6 +928,19 @@ fn main() -> Result<()> {
                 outcomes = stats.outcomes.len(),
                 "outcomes replayed"
             );
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", report.summary());
+            Ok(())
+        }
+        Cmd::Drift {
+            events,
+            model,
+            every_days,
+            warmup_days,
+        } => {
+            let model = ModelArtifact::load(&model)?;
+            let events = read_events(&events)?;
+            let report = churn_pipeline::drift::report(&events, &model, every_days, warmup_days)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprint!("{}", report.summary());
             Ok(())
