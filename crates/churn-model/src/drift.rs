@@ -35,8 +35,11 @@ impl Reference {
             return None;
         }
         v.sort_by(f64::total_cmp);
+        // Lower nearest-rank quantiles: every cut is a value of the reference, so a discrete
+        // feature's bins are its values (no empty bins between two values).
+        let last = (v.len() - 1) as f64;
         let mut edges: Vec<f64> = (1..BINS)
-            .map(|i| crate::metrics::quantile_sorted(&v, i as f64 / BINS as f64))
+            .map(|i| v[(last * i as f64 / BINS as f64).floor() as usize])
             .collect();
         edges.dedup();
         // A cut at the maximum leaves an empty last bin: drop it.
