@@ -122,12 +122,7 @@ impl Experiment {
         if self.holdout_share <= 0.0 {
             return false;
         }
-        let mut h = Sha256::new();
-        for part in [self.salt.as_str(), customer_id] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-        let digest = h.finalize();
+        let digest = nul_joined_sha256(&[self.salt.as_str(), customer_id]);
         let mut head = [0u8; 8];
         head.copy_from_slice(&digest[..8]);
         // 53 bits: exact in an f64.
@@ -220,23 +215,35 @@ impl CloudEvent<LapsedData> {
 /// hex chars (the type in the hash keeps it apart from every at-risk id).
 pub fn lapsed_id(customer_id: &str, lapsed_on: NaiveDate) -> String {
     let day = lapsed_on.format("%Y-%m-%d").to_string();
-    let mut h = Sha256::new();
-    for part in [LAPSED_TYPE, customer_id, day.as_str()] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex16(&nul_joined_sha256(&[
+        LAPSED_TYPE,
+        customer_id,
+        day.as_str(),
+    ]))
 }
 
 /// Deterministic alert id: hex SHA-256 of `customer \0 model \0 window \0 band`, 32 hex chars.
 pub fn alert_id(customer_id: &str, model_version: &str, window: &str, band: &str) -> String {
+    hex16(&nul_joined_sha256(&[
+        customer_id,
+        model_version,
+        window,
+        band,
+    ]))
+}
+
+/// SHA-256 of `parts`, each followed by a NUL byte (so ("ab", "c") and ("a", "bc") differ).
+fn nul_joined_sha256(parts: &[&str]) -> [u8; 32] {
     let mut h = Sha256::new();
-    for part in [customer_id, model_version, window, band] {
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    let digest = h.finalize();
+    h.finalize().into()
+}
+
+/// The first 16 bytes of `digest` as 32 lowercase hex chars.
+fn hex16(digest: &[u8; 32]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 

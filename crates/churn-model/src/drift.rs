@@ -59,21 +59,36 @@ impl Reference {
         self.edges.partition_point(|e| *e < x)
     }
 
-    /// The share of `values` (non-finite skipped) in each bin; `None` without finite values.
-    pub fn shares_of<'a>(&self, values: impl IntoIterator<Item = &'a f64>) -> Option<Vec<f64>> {
+    /// How many of `values` (non-finite skipped) fall in each bin.
+    pub fn counts_of<'a>(&self, values: impl IntoIterator<Item = &'a f64>) -> Vec<usize> {
         let mut counts = vec![0usize; self.edges.len() + 1];
-        let mut n = 0usize;
         for x in values.into_iter().filter(|x| x.is_finite()) {
             counts[self.bin(*x)] += 1;
-            n += 1;
         }
-        (n > 0).then(|| counts.iter().map(|c| *c as f64 / n as f64).collect())
+        counts
+    }
+
+    /// The share of `values` (non-finite skipped) in each bin; `None` without finite values.
+    pub fn shares_of<'a>(&self, values: impl IntoIterator<Item = &'a f64>) -> Option<Vec<f64>> {
+        shares(&self.counts_of(values))
     }
 
     /// PSI of `values` against this reference; `None` without finite values.
     pub fn psi<'a>(&self, values: impl IntoIterator<Item = &'a f64>) -> Option<f64> {
-        self.shares_of(values).map(|a| psi(&self.shares, &a))
+        self.psi_of_counts(&self.counts_of(values))
     }
+
+    /// PSI of a population given as counts per bin of this reference (what a caller that bins
+    /// as it goes, without collecting the values, has); `None` when every count is 0.
+    pub fn psi_of_counts(&self, counts: &[usize]) -> Option<f64> {
+        shares(counts).map(|a| psi(&self.shares, &a))
+    }
+}
+
+/// Counts as shares of their sum; `None` when it is 0.
+fn shares(counts: &[usize]) -> Option<Vec<f64>> {
+    let n: usize = counts.iter().sum();
+    (n > 0).then(|| counts.iter().map(|c| *c as f64 / n as f64).collect())
 }
 
 /// PSI between two share vectors of the same bins.

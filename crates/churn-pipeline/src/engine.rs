@@ -30,7 +30,7 @@ use churn_features::{
 use churn_model::{Band, ModelArtifact};
 
 use crate::config::{AlertConfig, Clock, PipelineConfig};
-use crate::policy::{self, AlertMemory, PackedOutcome, PendingOutcome, PolicyColumns};
+use crate::policy::{self, band_index, AlertMemory, PackedOutcome, PendingOutcome, PolicyColumns};
 use crate::reasons::{self, Explainer, Locale};
 use crate::store::{Slot, Table};
 use crate::Error;
@@ -546,10 +546,6 @@ impl Snapshot {
             recent_ids,
         })
     }
-}
-
-fn band_index(b: Band) -> u8 {
-    Band::ALL.iter().position(|x| *x == b).unwrap_or(0) as u8
 }
 
 /// [`Snapshot`] borrowed from the live state, for writing (no copy of the rollups).
@@ -1723,8 +1719,8 @@ impl Engine {
             let top = reasons.first().and_then(reasons::reason_group);
             let action = policy::action(&self.cols, &self.alerts, raw, top);
             let last_event_at = last_event_as_of(&c.rollups, today);
-            let holdout = self.experiment.is_holdout(&key);
-            let treatment = if holdout { HOLDOUT } else { TREATED };
+            let treatment = self.experiment.assign(&key);
+            let holdout = treatment == HOLDOUT;
             if c.mem.outcome.get().is_none() {
                 c.mem.outcome.set(Some(PendingOutcome {
                     day: today,
@@ -1970,8 +1966,7 @@ impl Engine {
                 bins[r.bin(p)] += 1;
             }
             k.state_bytes += c.rollups.heap_bytes();
-            let b = c.mem.band.unwrap_or(Band::Low);
-            k.by_band[Band::ALL.iter().position(|x| *x == b).unwrap_or(0)] += 1;
+            k.by_band[usize::from(band_index(c.mem.band.unwrap_or(Band::Low)))] += 1;
             k.revenue_at_risk += c.revenue_at_risk;
             if let (Some(t), Some(last)) = (today, c.rollups.last_event) {
                 let d = day_of(DateTime::from_timestamp_micros(last).unwrap_or_default());
@@ -1993,11 +1988,7 @@ impl Engine {
         if k.customers > 0 {
             k.churned_fraction = churned as f64 / k.customers as f64;
         }
-        let scored: usize = bins.iter().sum();
-        if let (Some(r), true) = (reference, scored > 0) {
-            let actual: Vec<f64> = bins.iter().map(|b| *b as f64 / scored as f64).collect();
-            k.score_psi = Some(churn_model::drift::psi(&r.shares, &actual));
-        }
+        k.score_psi = reference.and_then(|r| r.psi_of_counts(&bins));
         k
     }
 

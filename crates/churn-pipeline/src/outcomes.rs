@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::Outcome;
+use crate::engine::{Engine, Outcome};
+use crate::Error;
 
 /// z of a two-sided 95 % interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -87,6 +88,22 @@ impl Comparison {
             self.relative_lift_ci95 = Some((1.0 - hi, 1.0 - lo));
         }
     }
+}
+
+/// Replay `events` through `engine` ([`crate::backtest::replay`], batches of at most `batch`
+/// events) and report the alert outcomes it resolved.
+pub fn measure(
+    engine: &mut Engine,
+    events: &[churn_events::Event],
+    batch: usize,
+) -> Result<Report, Error> {
+    let (_, stats) = crate::backtest::replay(engine, events, batch)?;
+    Ok(Report::of(
+        &stats.outcomes,
+        engine.pending_outcomes(),
+        engine.outcome_definition(),
+        engine.experiment(),
+    ))
 }
 
 /// What `churnstream outcomes` prints.

@@ -140,15 +140,14 @@ pub fn next_band(bands: &Bands, current: Band, p: f64, margin: f64) -> Band {
     }
 }
 
-/// Every recommended action of an at-risk alert; a [`PendingOutcome`] stores its index.
-pub const ACTIONS: [&str; 6] = [
-    "reactivation_email",
-    "feedback_call",
-    "loyalty_reward",
-    "engagement_nudge",
-    "service_recovery",
-    "targeted_offer",
-];
+/// Every recommended action of an at-risk alert (the metrics' `action` label values); a
+/// [`PendingOutcome`] stores its index.
+pub use churn_metrics::ALERT_ACTIONS as ACTIONS;
+
+/// The index of `b` in [`Band::ALL`] (how state records and [`PackedOutcome`] store a band).
+pub fn band_index(b: Band) -> u8 {
+    Band::ALL.iter().position(|x| *x == b).unwrap_or(0) as u8
+}
 
 /// The index of `action` in [`ACTIONS`] (0 for an action not listed, which `action` never
 /// returns).
@@ -203,7 +202,7 @@ impl From<Option<PendingOutcome>> for PackedOutcome {
         match o {
             None => PackedOutcome::default(),
             Some(o) => {
-                let band = Band::ALL.iter().position(|b| *b == o.band).unwrap_or(0) as u8;
+                let band = band_index(o.band);
                 let holdout = if o.holdout { Self::HOLDOUT } else { 0 };
                 PackedOutcome {
                     day: o.day.to_le_bytes(),
@@ -286,6 +285,7 @@ mod packed_outcome {
         assert_eq!(PackedOutcome::default().get(), None);
         for band in Band::ALL {
             for action in 0..ACTIONS.len() as u8 {
+                // (three bits hold the action index)
                 for holdout in [false, true] {
                     for day in [i32::MIN, -3, 0, 20_600, i32::MAX] {
                         let o = Some(PendingOutcome {

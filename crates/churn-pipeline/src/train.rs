@@ -5,8 +5,6 @@
 //! [`churn_model::train`] → test-split evaluation next to a naive recency baseline.
 
 use std::collections::{BTreeMap, HashSet};
-
-use churn_model::drift::{DriftReference, Reference};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -14,9 +12,11 @@ use std::path::Path;
 use churn_events::Event;
 use churn_features::registry::FEATURES;
 use churn_features::training::{
-    build_training_set_with, date_string, push_csv_field, ObservationPlan, SplitPlan, TrainingSet,
+    build_training_set_with, date_string, push_csv_field, ObservationPlan, Split, SplitPlan,
+    TrainingSet,
 };
 use churn_features::{day_start, rollups_from_events_with, Catalog, FeatureSet};
+use churn_model::drift::{DriftReference, Reference};
 use churn_model::{
     metrics as m, BandSpec, Bands, CalibrationBin, Dataset, ModelArtifact, ScoreDistribution,
     TrainParams, TrainReport,
@@ -622,12 +622,6 @@ pub fn train_on_set(
     )
 }
 
-/// Train on a prepared training set: split by time ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), choose
-/// the L2 strength on validation (fit on train), calibrate on validation (Platt, on the logits
-/// of that train-only model), refit on train + validation, attach the calibrator, summarise the
-/// calibrated scores of the validation split (the score distribution that `lift:` and `top:`
-/// bands resolve against), set the bands, evaluate on the test split. Returns the artifact, a
-/// summary and the test split.
 /// The distributions of `set`'s raw features and of `scores` (one per row).
 fn drift_reference(set: &TrainingSet, scores: &[f64]) -> Option<DriftReference> {
     let features = (0..set.features.len())
@@ -650,15 +644,18 @@ pub const MIN_CLASS_CUSTOMERS: usize = 20;
 /// `churnstream train` calls it before training; the library functions do not, so small test
 /// fixtures still train.
 pub fn check_examples(set: &TrainingSet) -> Result<(), Error> {
-    let (tr, va, _, _) = set.time_split(SPLIT_TRAIN, SPLIT_VALID);
+    // The split's plan, not its copies of the rows.
+    let plan = set.split_boundaries(SPLIT_TRAIN, SPLIT_VALID);
     let (mut churners, mut stayers) = (HashSet::new(), HashSet::new());
-    for part in [&tr, &va] {
-        for (id, y) in part.customer_ids.iter().zip(&part.labels) {
-            if *y {
-                churners.insert(id.as_str());
-            } else {
-                stayers.insert(id.as_str());
-            }
+    let rows = set.customer_ids.iter().zip(&set.labels).zip(&set.as_of);
+    for ((id, y), d) in rows {
+        if !matches!(Split::of(*d, &plan), Split::Train | Split::Valid) {
+            continue;
+        }
+        if *y {
+            churners.insert(id.as_str());
+        } else {
+            stayers.insert(id.as_str());
         }
     }
     if churners.len() < MIN_CLASS_CUSTOMERS || stayers.len() < MIN_CLASS_CUSTOMERS {
@@ -671,6 +668,12 @@ pub fn check_examples(set: &TrainingSet) -> Result<(), Error> {
     Ok(())
 }
 
+/// Train on a prepared training set: split by time ([`SPLIT_TRAIN`], [`SPLIT_VALID`]), choose
+/// the L2 strength on validation (fit on train), calibrate on validation (Platt, on the logits
+/// of that train-only model), refit on train + validation, attach the calibrator, summarise the
+/// calibrated scores of the validation split (the score distribution that `lift:` and `top:`
+/// bands resolve against), set the bands, evaluate on the test split. Returns the artifact, a
+/// summary and the test split.
 pub fn train_with(
     set: &TrainingSet,
     opts: &TrainOptions,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use churn_events::{AlertData, CloudEvent, Experiment, HOLDOUT, TREATED};
 use churn_pipeline::config::{AlertConfig, PipelineConfig};
-use churn_pipeline::outcomes::Report;
+use churn_pipeline::outcomes::{self, Report};
 use churn_pipeline::{backtest, train, Engine};
 
 fn experiment() -> Experiment {
@@ -118,18 +118,17 @@ fn alerts_carry_the_assigned_treatment_and_each_episode_gets_its_own_outcome() {
     assert!(with_outcome + engine.pending_outcomes() >= first_alert.len());
 }
 
+/// `outcomes::measure` of `events` with `model` under [`experiment`].
+fn measure(model: &Arc<churn_model::ModelArtifact>, events: &[churn_events::Event]) -> Report {
+    let mut engine = Engine::new(model.clone(), pipeline(), alerts_config()).expect("engine");
+    outcomes::measure(&mut engine, events, 5_000).expect("replay")
+}
+
 #[test]
 fn the_measured_lift_holds_the_simulated_treatment_effect() {
     let effect = 0.6;
     let (pop, model) = trained(effect);
-    let mut engine = Engine::new(model.clone(), pipeline(), alerts_config()).expect("engine");
-    let (_, stats) = backtest::replay(&mut engine, &pop.events, 5_000).expect("replay");
-    let r = Report::of(
-        &stats.outcomes,
-        engine.pending_outcomes(),
-        engine.outcome_definition(),
-        engine.experiment(),
-    );
+    let r = measure(&model, &pop.events);
     eprint!("{}", r.summary());
     let c = r.overall;
     let (lo, hi) = c.relative_lift_ci95.expect("an interval");
@@ -142,14 +141,7 @@ fn the_measured_lift_holds_the_simulated_treatment_effect() {
 
     // Without the effect the same experiment (same model) measures no lift.
     let pop = churn_gen::generate(&population(0.0));
-    let mut engine = Engine::new(model, pipeline(), alerts_config()).expect("engine");
-    let (_, stats) = backtest::replay(&mut engine, &pop.events, 5_000).expect("replay");
-    let r = Report::of(
-        &stats.outcomes,
-        engine.pending_outcomes(),
-        engine.outcome_definition(),
-        engine.experiment(),
-    );
+    let r = measure(&model, &pop.events);
     eprint!("{}", r.summary());
     let (lo, hi) = r.overall.relative_lift_ci95.expect("an interval");
     assert!(lo < 0.0 && hi > 0.0, "no effect, no lift: [{lo}, {hi}]");

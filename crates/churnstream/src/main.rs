@@ -351,6 +351,29 @@ enum Cmd {
     },
 }
 
+/// `cfg` with the `--holdout-share` / `--holdout-salt` flags given, validated again.
+fn with_holdout(mut cfg: Config, share: Option<f64>, salt: Option<String>) -> Result<Config> {
+    if let Some(s) = share {
+        cfg.alerts.holdout_share = s;
+    }
+    if let Some(s) = salt {
+        cfg.alerts.holdout_salt = s;
+    }
+    cfg.validate().context("holdout settings")?;
+    Ok(cfg)
+}
+
+/// The model at `model` with `cfg`'s band override, and an engine on it for an offline replay
+/// (`backtest`, `outcomes`).
+fn replay_engine(cfg: &Config, model: &Path) -> Result<(Arc<ModelArtifact>, Engine)> {
+    let model = Arc::new(with_configured_bands(
+        ModelArtifact::load(model)?,
+        &cfg.alerts,
+    )?);
+    let engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
+    Ok((model, engine))
+}
+
 fn read_events(path: &Path) -> Result<Vec<churn_events::Event>> {
     let r = churn_gen::open_text(path).with_context(|| format!("opening {}", path.display()))?;
     churn_gen::read_jsonl(r).with_context(|| format!("reading {}", path.display()))
@@ -746,10 +769,13 @@ fn main() -> Result<()> {
                     if !(0.0..=1.0).contains(&p) {
                         bail!("--treatment-effect {p}: expected a probability in [0, 1]");
                     }
-                    let mut alerts = load_config(cli.config.as_deref(), None)?.alerts;
-                    alerts.holdout_share = holdout_share.unwrap_or(alerts.holdout_share);
-                    alerts.holdout_salt = holdout_salt.unwrap_or(alerts.holdout_salt);
-                    if !(alerts.holdout_share > 0.0 && alerts.holdout_share < 1.0) {
+                    let alerts = with_holdout(
+                        load_config(cli.config.as_deref(), None)?,
+                        holdout_share,
+                        holdout_salt,
+                    )?
+                    .alerts;
+                    if alerts.holdout_share <= 0.0 {
                         bail!(
                             "--treatment-effect needs a holdout group: holdout share {} (set --holdout-share or alerts.holdout_share in (0, 1))",
                             alerts.holdout_share
@@ -845,12 +871,8 @@ fn main() -> Result<()> {
             report,
         } => {
             let cfg = load_config(cli.config.as_deref(), None)?;
-            let model = Arc::new(with_configured_bands(
-                ModelArtifact::load(&model)?,
-                &cfg.alerts,
-            )?);
+            let (model, mut engine) = replay_engine(&cfg, &model)?;
             let events = read_events(&events)?;
-            let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
             let (alerts, stats) =
                 backtest::replay(&mut engine, &events, cfg.pipeline.batch_max_events)?;
             let mut w = BufWriter::new(File::create(&out)?);
@@ -901,31 +923,22 @@ fn main() -> Result<()> {
             holdout_share,
             holdout_salt,
         } => {
-            let mut cfg = load_config(cli.config.as_deref(), None)?;
-            if let Some(s) = holdout_share {
-                cfg.alerts.holdout_share = s;
-            }
-            if let Some(s) = holdout_salt {
-                cfg.alerts.holdout_salt = s;
-            }
-            cfg.validate().context("outcomes: holdout settings")?;
-            let model = Arc::new(with_configured_bands(
-                ModelArtifact::load(&model)?,
-                &cfg.alerts,
-            )?);
+            let cfg = with_holdout(
+                load_config(cli.config.as_deref(), None)?,
+                holdout_share,
+                holdout_salt,
+            )?;
+            let (_, mut engine) = replay_engine(&cfg, &model)?;
             let events = read_events(&events)?;
-            let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
-            let (alerts, stats) =
-                backtest::replay(&mut engine, &events, cfg.pipeline.batch_max_events)?;
-            let report = churn_pipeline::outcomes::Report::of(
-                &stats.outcomes,
-                engine.pending_outcomes(),
-                engine.outcome_definition(),
-                engine.experiment(),
-            );
+            let report = churn_pipeline::outcomes::measure(
+                &mut engine,
+                &events,
+                cfg.pipeline.batch_max_events,
+            )?;
+            let o = &report.overall;
             info!(
-                alerts = alerts.len(),
-                outcomes = stats.outcomes.len(),
+                episodes = o.treated.alerted + o.holdout.alerted,
+                pending = report.pending,
                 "outcomes replayed"
             );
             println!("{}", serde_json::to_string_pretty(&report)?);
