@@ -258,6 +258,26 @@ pub struct ScoreRecord {
     pub as_of: DateTime<Utc>,
 }
 
+/// A candidate model's score of one customer next to the live model's, on the same feature row
+/// (topic `churn.scores-shadow`, key = customer_id). Bands are each model's raw band of its own
+/// risk (its thresholds, without the live alert memory's hysteresis); `alert`/`live_alert` say
+/// whether that band reaches `alerts.min_band`. Nothing is alerted or delivered from a shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowScore {
+    pub customer_id: String,
+    /// The shadow model's risk, band, alert decision and version.
+    pub risk: f64,
+    pub risk_band: String,
+    pub alert: bool,
+    pub model_version: String,
+    /// The live model's risk, band, alert decision and version for the same row.
+    pub live_risk: f64,
+    pub live_band: String,
+    pub live_alert: bool,
+    pub live_model_version: String,
+    pub as_of: DateTime<Utc>,
+}
+
 /// [`ScoreRecord`] borrowed from the scorer, for writing many records: the same JSON, with
 /// `as_of` formatted once per scoring pass ([`ScoreRecordRef::as_of_text`]) instead of once per
 /// record.

@@ -14,8 +14,8 @@ pub mod alert;
 mod decode;
 
 pub use alert::{
-    AlertData, CloudEvent, Experiment, LapsedData, Reason, ScoreRecord, ScoreRecordRef, ALERT_TYPE,
-    HOLDOUT, LAPSED_TYPE, TREATED, WIN_BACK,
+    AlertData, CloudEvent, Experiment, LapsedData, Reason, ScoreRecord, ScoreRecordRef,
+    ShadowScore, ALERT_TYPE, HOLDOUT, LAPSED_TYPE, TREATED, WIN_BACK,
 };
 pub use decode::{
     check_key, decode, DecodeLimits, Rejection, DEFAULT_MAX_NUMBER, DEFAULT_MAX_PAST_DAYS,
@@ -211,6 +211,8 @@ pub mod topics {
     pub const SUBSCRIPTIONS: &str = "subscriptions";
     pub const ALERTS: &str = "churn.alerts";
     pub const SCORES: &str = "churn.scores";
+    /// Scores of a candidate model running in shadow mode (`model.shadow_path`).
+    pub const SHADOW_SCORES: &str = "churn.scores-shadow";
     pub const DLQ: &str = "churn.dlq";
     pub const INPUTS: [&str; 4] = [PURCHASES, ENGAGEMENT, FEEDBACK, SUBSCRIPTIONS];
 }

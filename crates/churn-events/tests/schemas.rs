@@ -26,7 +26,7 @@ const TOPIC_SCHEMAS: [(&str, &str); 4] = [
     ("subscriptions.schema.json", "subscription"),
 ];
 
-const ALL_SCHEMAS: [&str; 8] = [
+const ALL_SCHEMAS: [&str; 9] = [
     "purchases.schema.json",
     "engagement.schema.json",
     "feedback.schema.json",
@@ -35,6 +35,7 @@ const ALL_SCHEMAS: [&str; 8] = [
     "alert.schema.json",
     "lapsed.schema.json",
     "score.schema.json",
+    "shadow_score.schema.json",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -656,6 +657,35 @@ fn score_records_validate() {
     rec.risk = -0.1;
     let bad = serde_json::to_value(&rec).expect("score serializes");
     assert!(!v.is_valid(&bad), "negative risk must be rejected");
+}
+
+#[test]
+fn shadow_scores_validate() {
+    let v = validator("shadow_score.schema.json");
+    let rec = churn_events::ShadowScore {
+        customer_id: "c-42".into(),
+        risk: 0.71,
+        risk_band: "critical".into(),
+        alert: true,
+        model_version: "logit-2026-03-01".into(),
+        live_risk: 0.12,
+        live_band: "low".into(),
+        live_alert: false,
+        live_model_version: "logit-2026-02-28".into(),
+        as_of: ts("2026-03-01T00:00:00Z"),
+    };
+    let ok = serde_json::to_value(&rec).expect("shadow score serializes");
+    assert!(v.is_valid(&ok), "{:?}", errors(&v, &ok));
+    for field in ["live_risk", "alert", "live_model_version"] {
+        let mut bad = ok.clone();
+        if let Some(o) = bad.as_object_mut() {
+            o.remove(field);
+        }
+        assert!(!v.is_valid(&bad), "missing {field} must be rejected");
+    }
+    let mut bad = ok.clone();
+    bad["live_band"] = "severe".into();
+    assert!(!v.is_valid(&bad), "an unknown band must be rejected");
 }
 
 #[test]

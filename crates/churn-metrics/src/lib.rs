@@ -65,7 +65,10 @@
 //! | `checkpoint_age` | `churn_state_checkpoint_age_seconds` | gauge | |
 //! | `checkpoint_last_success` | `churn_state_checkpoint_last_success_timestamp_seconds` | gauge | |
 //! | `produce_errors` | `churn_sink_produce_errors_total` | counter | |
-//! | `model_info` | `churn_model_info` | gauge (1 = loaded) | `version` |
+//! | `model_info` | `churn_model_info` | gauge (1 = loaded) | `role`, `version` |
+//! | `model_reloads` | `churn_model_reloads_total` | counter | `role`, `outcome` |
+//! | `shadow_scores` | `churn_model_shadow_scores_total` | counter | `agreement` |
+//! | `shadow_decisions` | `churn_model_shadow_decisions_total` | counter | `live`, `shadow` |
 //! | `model_training_auc` | `churn_model_training_auc` | gauge | |
 //! | `score_psi` | `churn_model_score_psi` | gauge (PSI) | |
 //! | `nps_rolling` | `churn_business_nps_rolling_90d` | gauge (−100..100) | |
@@ -79,7 +82,8 @@
 //! `alerts` is pre-created for every [`ALERT_BANDS`] × [`ALERT_ACTIONS`] pair, `outcomes` for
 //! every [`TREATMENTS`] × band × action × [`OUTCOMES`] combination (144 series), and
 //! `customers_by_band` for every [`RISK_BANDS`] value, `crm_deliveries` for every
-//! [`CRM_OUTCOMES`] value and `churn_score_lapsed_alerts_total` for every [`LAPSE_REASONS`]
+//! [`CRM_OUTCOMES`] value, `model_reloads` for every [`MODEL_ROLES`] × [`RELOAD_OUTCOMES`] pair,
+//! `shadow_scores` for every [`SHADOW_AGREEMENTS`] value, `shadow_decisions` for its 4 pairs and `churn_score_lapsed_alerts_total` for every [`LAPSE_REASONS`]
 //! value, so those series exist (at 0) from start-up.
 //! Topics, reject reasons, partitions and model versions are configuration/data dependent and
 //! appear when first used.
@@ -92,7 +96,7 @@ pub use health::Health;
 pub use http::{bind, serve};
 pub use metrics::{
     names, Metrics, ALERT_ACTIONS, ALERT_BANDS, CRM_OUTCOMES, LAPSE_REASONS, METRIC_NAMES,
-    OUTCOMES, RISK_BANDS, TREATMENTS,
+    MODEL_ROLES, OUTCOMES, RELOAD_OUTCOMES, RISK_BANDS, SHADOW_AGREEMENTS, TREATMENTS,
 };
 /// Re-exported so callers use the same prometheus version as the registry.
 pub use prometheus;

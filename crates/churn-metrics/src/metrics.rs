@@ -84,8 +84,17 @@ pub mod names {
         "churn_state_checkpoint_last_success_timestamp_seconds";
     /// Produce requests that failed (alerts, scores, DLQ).
     pub const SINK_PRODUCE_ERRORS: &str = "churn_sink_produce_errors_total";
-    /// 1 for the loaded model `version`.
+    /// 1 for each loaded model: `role` live (serving) or shadow (candidate), and its `version`.
     pub const MODEL_INFO: &str = "churn_model_info";
+    /// Model artifacts the pipeline re-read at run time, by `role` (live, shadow) and `outcome`
+    /// (loaded, refused: it failed validation and the previous model keeps serving).
+    pub const MODEL_RELOADS: &str = "churn_model_reloads_total";
+    /// Customers the shadow model scored next to the live one, by `agreement` of their raw risk
+    /// bands (same_band, shadow_higher, shadow_lower).
+    pub const MODEL_SHADOW_SCORES: &str = "churn_model_shadow_scores_total";
+    /// Shadow comparisons by the alert decision of each model's raw band (`live`, `shadow`:
+    /// alert when the band is at least alerts.min_band, else no_alert).
+    pub const MODEL_SHADOW_DECISIONS: &str = "churn_model_shadow_decisions_total";
     /// Test-set ROC AUC recorded in the loaded model artifact.
     pub const MODEL_TRAINING_AUC: &str = "churn_model_training_auc";
     /// Population stability index of the tracked customers' latest scores against the model's
@@ -146,6 +155,9 @@ pub const METRIC_NAMES: &[&str] = &[
     names::MODEL_INFO,
     names::MODEL_TRAINING_AUC,
     names::MODEL_SCORE_PSI,
+    names::MODEL_RELOADS,
+    names::MODEL_SHADOW_SCORES,
+    names::MODEL_SHADOW_DECISIONS,
     names::BUSINESS_NPS_ROLLING,
     names::BUSINESS_CUSTOMERS_BY_BAND,
     names::BUSINESS_REVENUE_AT_RISK,
@@ -162,6 +174,14 @@ pub const CRM_OUTCOMES: &[&str] = &["delivered", "retried", "dead_lettered", "he
 pub const TREATMENTS: &[&str] = &["treated", "holdout"];
 /// Alert outcomes (`outcome` label of `churn_business_alert_outcomes_total`).
 pub const OUTCOMES: &[&str] = &["churned", "retained"];
+
+/// Roles of a loaded model (`role` label of `churn_model_info` and `churn_model_reloads_total`).
+pub const MODEL_ROLES: &[&str] = &["live", "shadow"];
+/// Outcomes of a model reload (`outcome` label of `churn_model_reloads_total`).
+pub const RELOAD_OUTCOMES: &[&str] = &["loaded", "refused"];
+/// Band agreement of a shadow score with the live one (`agreement` label of
+/// `churn_model_shadow_scores_total`).
+pub const SHADOW_AGREEMENTS: &[&str] = &["same_band", "shadow_higher", "shadow_lower"];
 
 /// Reasons of lapsed alerts (`reason` label of `churn_score_lapsed_alerts_total`).
 pub const LAPSE_REASONS: &[&str] = &["cancel", "inactivity"];
@@ -284,6 +304,12 @@ pub struct Metrics {
     pub model_training_auc: Gauge,
     /// `churn_model_score_psi`.
     pub score_psi: Gauge,
+    /// `churn_model_reloads_total{role,outcome}`; see [`Metrics::model_reload`].
+    pub model_reloads: IntCounterVec,
+    /// `churn_model_shadow_scores_total{agreement}`; see [`Metrics::shadow_score`].
+    pub shadow_scores: IntCounterVec,
+    /// `churn_model_shadow_decisions_total{live,shadow}`; see [`Metrics::shadow_decision`].
+    pub shadow_decisions: IntCounterVec,
     /// `churn_business_nps_rolling_90d` (−100..100).
     pub nps_rolling: Gauge,
     /// `churn_business_customers_by_risk_band{band}`.
@@ -554,8 +580,11 @@ impl Metrics {
             model_info: register(
                 r,
                 IntGaugeVec::new(
-                    Opts::new(names::MODEL_INFO, "1 for the loaded model version."),
-                    &["version"],
+                    Opts::new(
+                        names::MODEL_INFO,
+                        "1 for each loaded model: role live (serving) or shadow (candidate) and its version.",
+                    ),
+                    &["role", "version"],
                 ),
             ),
             model_training_auc: register(
@@ -570,6 +599,36 @@ impl Metrics {
                 Gauge::new(
                     names::MODEL_SCORE_PSI,
                     "Population stability index of the tracked customers' latest scores against the model's training population.",
+                ),
+            ),
+            model_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::MODEL_RELOADS,
+                        "Model artifacts re-read at run time, by role and outcome (refused: failed validation, the previous model keeps serving).",
+                    ),
+                    &["role", "outcome"],
+                ),
+            ),
+            shadow_scores: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::MODEL_SHADOW_SCORES,
+                        "Customers scored by the shadow model next to the live one, by agreement of their raw risk bands.",
+                    ),
+                    &["agreement"],
+                ),
+            ),
+            shadow_decisions: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        names::MODEL_SHADOW_DECISIONS,
+                        "Shadow comparisons by each model's alert decision on its raw band (alert: at least alerts.min_band).",
+                    ),
+                    &["live", "shadow"],
                 ),
             ),
             nps_rolling: register(
@@ -664,6 +723,17 @@ impl Metrics {
         for outcome in CRM_OUTCOMES {
             m.crm_deliveries.with_label_values(&[*outcome]);
         }
+        for role in MODEL_ROLES {
+            for outcome in RELOAD_OUTCOMES {
+                m.model_reload(role, outcome);
+            }
+        }
+        for agreement in SHADOW_AGREEMENTS {
+            m.shadow_score(agreement);
+        }
+        for (live, shadow) in [(false, false), (false, true), (true, false), (true, true)] {
+            m.shadow_decision(live, shadow);
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -718,12 +788,38 @@ impl Metrics {
         self.events_rejected.with_label_values(&[reason])
     }
 
-    /// Records the loaded model: `churn_model_info{version}` = 1 (any previous version is
-    /// removed) and `churn_model_training_auc` = `auc`.
-    pub fn set_model(&self, version: &str, auc: f64) {
+    /// Records the loaded models: `churn_model_info{role="live",version}` = 1, and
+    /// `{role="shadow",version}` = 1 when a shadow model runs (any previous series is removed),
+    /// and `churn_model_training_auc` = the live model's `auc` when known.
+    pub fn set_models(&self, live: &str, auc: Option<f64>, shadow: Option<&str>) {
         self.model_info.reset();
-        self.model_info.with_label_values(&[version]).set(1);
-        self.model_training_auc.set(auc);
+        self.model_info.with_label_values(&["live", live]).set(1);
+        if let Some(s) = shadow {
+            self.model_info.with_label_values(&["shadow", s]).set(1);
+        }
+        if let Some(a) = auc {
+            self.model_training_auc.set(a);
+        }
+    }
+
+    /// Handle for `churn_model_reloads_total{role,outcome}`: `role` from [`MODEL_ROLES`],
+    /// `outcome` from [`RELOAD_OUTCOMES`].
+    pub fn model_reload(&self, role: &str, outcome: &str) -> IntCounter {
+        self.model_reloads.with_label_values(&[role, outcome])
+    }
+
+    /// Handle for `churn_model_shadow_scores_total{agreement}`: a value of
+    /// [`SHADOW_AGREEMENTS`].
+    pub fn shadow_score(&self, agreement: &str) -> IntCounter {
+        self.shadow_scores.with_label_values(&[agreement])
+    }
+
+    /// Handle for `churn_model_shadow_decisions_total{live,shadow}`: whether each model's raw
+    /// band would alert.
+    pub fn shadow_decision(&self, live_alerts: bool, shadow_alerts: bool) -> IntCounter {
+        let d = |a: bool| if a { "alert" } else { "no_alert" };
+        self.shadow_decisions
+            .with_label_values(&[d(live_alerts), d(shadow_alerts)])
     }
 
     /// Text exposition format (`text/plain; version=0.0.4`) of every registered metric.
@@ -817,7 +913,7 @@ mod tests {
         m.catalog_other.inc();
         m.state_corrupt_records.inc();
         m.produce_errors.inc();
-        m.set_model("2024-06-01-abc", 0.81);
+        m.set_models("2024-06-01-abc", Some(0.81), None);
         m.nps_rolling.set(12.5);
         m.customers_by_band.with_label_values(&["low"]).set(10);
         m.revenue_at_risk.set(1234.5);
@@ -929,6 +1025,22 @@ mod tests {
             let series = format!("churn_crm_deliveries_total{{outcome=\"{outcome}\"}} 0");
             assert!(text.contains(&series), "missing {series}");
         }
+        for role in MODEL_ROLES {
+            for outcome in RELOAD_OUTCOMES {
+                let series =
+                    format!("churn_model_reloads_total{{outcome=\"{outcome}\",role=\"{role}\"}} 0");
+                assert!(text.contains(&series), "missing {series}");
+            }
+        }
+        for agreement in SHADOW_AGREEMENTS {
+            let series = format!("churn_model_shadow_scores_total{{agreement=\"{agreement}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        let decisions = text
+            .lines()
+            .filter(|l| l.starts_with("churn_model_shadow_decisions_total{") && l.ends_with(" 0"))
+            .count();
+        assert_eq!(decisions, 4);
     }
 
     #[test]
@@ -947,13 +1059,18 @@ mod tests {
     }
 
     #[test]
-    fn set_model_keeps_one_version_and_start_time_is_set() {
+    fn set_models_keeps_the_current_versions_and_start_time_is_set() {
         let m = Metrics::new();
-        m.set_model("v1", 0.7);
-        m.set_model("v2", 0.8);
+        m.set_models("v1", Some(0.7), Some("s1"));
+        m.set_models("v2", Some(0.8), None);
         let text = m.render();
-        assert!(text.contains("churn_model_info{version=\"v2\"} 1"));
+        assert!(text.contains("churn_model_info{role=\"live\",version=\"v2\"} 1"));
         assert!(!text.contains("version=\"v1\""));
+        assert!(!text.contains("role=\"shadow\""));
+        m.set_models("v2", None, Some("s2"));
+        let text = m.render();
+        assert!(text.contains("churn_model_info{role=\"shadow\",version=\"s2\"} 1"));
+        assert!(text.contains("churn_model_training_auc 0.8"));
         assert!(m.up_since.get() > 1.0e9);
     }
 

@@ -142,6 +142,9 @@ pub struct TopicsConfig {
     /// original bytes and headers plus `source.topic`/`source.partition`/`source.offset`).
     /// Unused when one process runs every stage.
     pub events: String,
+    /// Scores of the shadow model (`model.shadow_path`) next to the live model's (key =
+    /// customer id; churn_events::ShadowScore). Needed only when a shadow model is configured.
+    pub shadow_scores: String,
 }
 
 impl Default for TopicsConfig {
@@ -158,6 +161,7 @@ impl Default for TopicsConfig {
             changelog: "churn.state-changelog".into(),
             changelog_replication: 1,
             events: "churn.events".into(),
+            shadow_scores: t::SHADOW_SCORES.into(),
         }
     }
 }
@@ -406,14 +410,25 @@ impl AlertConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Path of the model artifact written by `churnstream train`.
+    /// Path of the model artifact written by `churnstream train`. `run` re-reads it every
+    /// `reload_interval_s`: a changed, valid artifact replaces the live model between two
+    /// batches; one that fails validation is refused and the old model keeps serving
+    /// (`churnstream promote` replaces it atomically).
     pub path: PathBuf,
+    /// A candidate artifact to run in shadow mode: it scores the same feature rows as the live
+    /// model, its scores go to `topics.shadow_scores` with agreement metrics, and nothing of it
+    /// is alerted. Re-read like `path`; absent (or the file missing): no shadow.
+    pub shadow_path: Option<PathBuf>,
+    /// Seconds between checks of `path` and `shadow_path` for a new artifact (0: never re-read).
+    pub reload_interval_s: u64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             path: "model/model.json".into(),
+            shadow_path: None,
+            reload_interval_s: 10,
         }
     }
 }

@@ -89,6 +89,32 @@ pub struct Scored {
     pub lapsed_inactivity: usize,
     /// Alert outcomes that became known in this pass (see [`Outcome`]).
     pub outcomes: Vec<Outcome>,
+    /// The shadow model's scores of this pass ([`Engine::set_shadow`]; empty without one).
+    pub shadow: Vec<ShadowOut>,
+}
+
+/// One shadow score (a serialized [`churn_events::ShadowScore`]) and how it compares.
+#[derive(Debug, Clone)]
+pub struct ShadowOut {
+    pub key: String,
+    pub payload: Vec<u8>,
+    /// Raw bands of the live and of the shadow model.
+    pub live_band: Band,
+    pub shadow_band: Band,
+    /// Whether each raw band reaches `alerts.min_band`.
+    pub live_alert: bool,
+    pub shadow_alert: bool,
+}
+
+impl ShadowOut {
+    /// `agreement` label of `churn_model_shadow_scores_total`.
+    pub fn agreement(&self) -> &'static str {
+        match self.shadow_band.cmp(&self.live_band) {
+            std::cmp::Ordering::Equal => "same_band",
+            std::cmp::Ordering::Greater => "shadow_higher",
+            std::cmp::Ordering::Less => "shadow_lower",
+        }
+    }
 }
 
 /// The outcome of a customer's first at-risk alert of an episode, known once the model's churn
@@ -785,6 +811,8 @@ struct PartClock {
 /// day arrives.
 pub struct Engine {
     model: Arc<ModelArtifact>,
+    /// A candidate scored next to `model` on the same rows; never alerted ([`Engine::set_shadow`]).
+    shadow: Option<Arc<ModelArtifact>>,
     pipeline: PipelineConfig,
     alerts: AlertConfig,
     limits: DecodeLimits,
@@ -824,6 +852,57 @@ pub struct Engine {
     /// observation plan), else inactivity for `churn_after_days` starting within
     /// `alerts.horizon_days`.
     outcome_definition: ChurnDefinition,
+}
+
+/// The churn definition alert outcomes are judged by: the model's recorded one, else inactivity
+/// for `churn_after_days` starting within `alerts.horizon_days`.
+fn outcome_definition(
+    model: &ModelArtifact,
+    pipeline: &PipelineConfig,
+    alerts: &AlertConfig,
+) -> ChurnDefinition {
+    crate::train::recorded_plan(model).map_or(
+        ChurnDefinition::Inactivity {
+            days: pipeline.churn_after_days,
+            within_days: alerts.horizon_days.round() as i32,
+        },
+        |p| p.definition,
+    )
+}
+
+/// The shadow model's score of one model input row next to the live model's `live` risk.
+fn shadow_out(
+    live_model: &ModelArtifact,
+    shadow: &ModelArtifact,
+    min_band: Band,
+    key: &str,
+    live: f64,
+    input: &[f64],
+    as_of: DateTime<Utc>,
+) -> Result<ShadowOut, Error> {
+    let p = shadow.predict_proba(input);
+    let (live_band, shadow_band) = (live_model.thresholds.band(live), shadow.thresholds.band(p));
+    let (live_alert, shadow_alert) = (live_band >= min_band, shadow_band >= min_band);
+    let record = churn_events::ShadowScore {
+        customer_id: key.to_string(),
+        risk: p,
+        risk_band: shadow_band.as_str().into(),
+        alert: shadow_alert,
+        model_version: shadow.model_version.clone(),
+        live_risk: live,
+        live_band: live_band.as_str().into(),
+        live_alert,
+        live_model_version: live_model.model_version.clone(),
+        as_of,
+    };
+    Ok(ShadowOut {
+        key: key.to_string(),
+        payload: serde_json::to_vec(&record)?,
+        live_band,
+        shadow_band,
+        live_alert,
+        shadow_alert,
+    })
 }
 
 /// The decoder's limits from the pipeline configuration (shared by every stage that decodes).
@@ -1011,13 +1090,7 @@ impl Engine {
         let features = crate::train::feature_set_of(&model)?;
         let min_band = policy::parse_band(&alerts.min_band).unwrap_or(Band::High);
         let explainer = Explainer::with_features(&model, &features, Locale::named(&alerts.locale)?);
-        let outcome_definition = crate::train::recorded_plan(&model).map_or(
-            ChurnDefinition::Inactivity {
-                days: pipeline.churn_after_days,
-                within_days: alerts.horizon_days.round() as i32,
-            },
-            |p| p.definition,
-        );
+        let outcome_definition = outcome_definition(&model, &pipeline, &alerts);
         Ok(Engine {
             experiment: alerts.experiment(),
             outcome_definition,
@@ -1025,6 +1098,7 @@ impl Engine {
             limits: decode_limits(&pipeline),
             dedupe: Dedupe::new(pipeline.dedupe_window),
             model,
+            shadow: None,
             pipeline,
             alerts,
             min_band,
@@ -1047,6 +1121,49 @@ impl Engine {
 
     pub fn model(&self) -> &ModelArtifact {
         &self.model
+    }
+
+    /// Replace the live model between two batches, keeping every customer's state. The new
+    /// model must compute the same features (registry plus an identical metric catalog: the
+    /// rollups were folded with the catalog's counters); otherwise it is refused and the old
+    /// model stays. Alert outcomes judged from now on use the new model's churn definition.
+    pub fn replace_model(&mut self, model: Arc<ModelArtifact>) -> Result<(), Error> {
+        self.check_same_features(&model)?;
+        let explainer =
+            Explainer::with_features(&model, &self.features, Locale::named(&self.alerts.locale)?);
+        self.outcome_definition = outcome_definition(&model, &self.pipeline, &self.alerts);
+        self.explainer = explainer;
+        self.model = model;
+        Ok(())
+    }
+
+    /// Run `shadow` next to the live model (None: stop): every scored customer is scored by it
+    /// on the same feature row, into [`Scored::shadow`]. Refused like [`Engine::replace_model`]
+    /// when its features differ.
+    pub fn set_shadow(&mut self, shadow: Option<Arc<ModelArtifact>>) -> Result<(), Error> {
+        if let Some(m) = &shadow {
+            self.check_same_features(m)?;
+        }
+        self.shadow = shadow;
+        Ok(())
+    }
+
+    /// The shadow model, if one runs.
+    pub fn shadow(&self) -> Option<&ModelArtifact> {
+        self.shadow.as_deref()
+    }
+
+    fn check_same_features(&self, model: &ModelArtifact) -> Result<(), Error> {
+        let theirs = crate::train::feature_set_of(model)?;
+        if theirs.names() != self.features.names() || model.catalog != self.model.catalog {
+            return Err(Error::Catalog(format!(
+                "model {} computes other features than the running model {} (another metric catalog): \
+                 the state was folded with the running model's counters, so it cannot be swapped in \
+                 without a restart",
+                model.model_version, self.model.model_version
+            )));
+        }
+        Ok(())
     }
 
     /// The churn definition alert outcomes are judged by.
@@ -1605,6 +1722,17 @@ impl Engine {
             let Some((key, c)) = self.customers.get(slot) else {
                 continue;
             };
+            if let Some(shadow) = &self.shadow {
+                out.shadow.push(shadow_out(
+                    &self.model,
+                    shadow,
+                    self.min_band,
+                    key,
+                    p,
+                    &input,
+                    as_of,
+                )?);
+            }
             let warm = self
                 .parts
                 .get(&c.partition)

@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
 use crate::lineage::{Lineage, Logged, Resolved, BASE_HEADER, WRITER_HEADER};
+use crate::rollout;
 use crate::Error;
 
 /// Client properties every churnstream client gets, then the user's passthrough keys.
@@ -776,7 +777,13 @@ pub async fn prepare_topics(cfg: &Config) -> Result<(), Error> {
     let consumed = cfg.consumed_topics();
     let outputs = match cfg.pipeline.stage {
         Stage::Ingest => vec![t.events.as_str(), t.dlq.as_str()],
-        Stage::All | Stage::Score => vec![t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()],
+        Stage::All | Stage::Score => {
+            let mut o = vec![t.alerts.as_str(), t.scores.as_str(), t.dlq.as_str()];
+            if cfg.model.shadow_path.is_some() {
+                o.push(t.shadow_scores.as_str());
+            }
+            o
+        }
     };
     let mut input_parts = Vec::new();
     for name in consumed.iter().copied().chain(outputs) {
@@ -991,6 +998,8 @@ enum Kind {
     Dlq,
     Alert,
     Score,
+    /// A shadow model's score (`topics.shadow_scores`).
+    Shadow,
     /// A state changelog record (the checkpoint).
     State,
 }
@@ -1002,6 +1011,7 @@ impl Kind {
             Kind::Dlq => "dead letter",
             Kind::Alert => "alert",
             Kind::Score => "score",
+            Kind::Shadow => "shadow score",
             Kind::State => "state checkpoint",
         }
     }
@@ -1089,7 +1099,7 @@ impl Sink {
                                 .observe(r.elapsed().as_secs_f64());
                         }
                     }
-                    Kind::Score | Kind::Event | Kind::State => {}
+                    Kind::Score | Kind::Shadow | Kind::Event | Kind::State => {}
                 },
                 Ok(Err((e, _))) => {
                     metrics.produce_errors.inc();
@@ -1169,6 +1179,33 @@ async fn publish(
         .await?;
     }
     metrics.scores.inc_by(scored.scores.len() as u64);
+    // Shadow scores, and how they agree with the live ones (counted per pass, 7 handles).
+    let (mut agreement, mut decisions) = ([0u64; 3], [0u64; 4]);
+    for s in &scored.shadow {
+        sink.send(
+            &cfg.topics.shadow_scores,
+            Some(s.key.as_bytes()),
+            &s.payload,
+            None,
+            Kind::Shadow,
+            None,
+        )
+        .await?;
+        let a = churn_metrics::SHADOW_AGREEMENTS
+            .iter()
+            .position(|x| *x == s.agreement())
+            .unwrap_or(0);
+        agreement[a] += 1;
+        decisions[usize::from(s.live_alert) * 2 + usize::from(s.shadow_alert)] += 1;
+    }
+    if !scored.shadow.is_empty() {
+        for (a, n) in churn_metrics::SHADOW_AGREEMENTS.iter().zip(agreement) {
+            metrics.shadow_score(a).inc_by(n);
+        }
+        for (i, n) in decisions.into_iter().enumerate() {
+            metrics.shadow_decision(i >= 2, i % 2 == 1).inc_by(n);
+        }
+    }
     Ok(())
 }
 
@@ -1622,6 +1659,84 @@ fn export_kpis(engine: &Engine, metrics: &Metrics) {
     }
 }
 
+/// The model files a running service watches ([`rollout`]).
+struct ModelFiles {
+    /// `model.path` (None: `model.reload_interval_s` = 0).
+    live: Option<rollout::Watched>,
+    /// `model.shadow_path`.
+    shadow: Option<rollout::Watched>,
+}
+
+impl ModelFiles {
+    /// Look at both files; swap in what changed and validates, refuse the rest (the previous
+    /// model keeps serving), and record the models in `churn_model_info`.
+    fn reload(&mut self, cfg: &Config, engine: &mut Engine, metrics: &Metrics) {
+        if let Some(w) = self.live.as_mut() {
+            match w.poll() {
+                rollout::Poll::Unchanged => {}
+                rollout::Poll::Missing(e) => warn!(
+                    path = %w.path().display(),
+                    error = %e,
+                    version = %engine.model().model_version,
+                    "model file gone: the loaded model keeps serving"
+                ),
+                rollout::Poll::Changed(text) => {
+                    let previous = engine.model().model_version.clone();
+                    let swapped = rollout::load_text(&text, w.path(), cfg)
+                        .and_then(|m| engine.replace_model(Arc::new(m)));
+                    match swapped {
+                        Ok(()) => {
+                            metrics.model_reload("live", "loaded").inc();
+                            info!(path = %w.path().display(), version = %engine.model().model_version, previous = %previous, "new model swapped in");
+                        }
+                        Err(e) => {
+                            metrics.model_reload("live", "refused").inc();
+                            error!(path = %w.path().display(), error = %e, version = %previous, "new model refused: the previous model keeps serving");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(w) = self.shadow.as_mut() {
+            match w.poll() {
+                rollout::Poll::Unchanged => {}
+                rollout::Poll::Missing(e) => {
+                    if let Some(old) = engine.shadow().map(|m| m.model_version.clone()) {
+                        info!(path = %w.path().display(), error = %e, version = %old, "shadow model file gone: shadow scoring stopped");
+                    }
+                    // Never fails: no model to check.
+                    let _ = engine.set_shadow(None);
+                }
+                rollout::Poll::Changed(text) => {
+                    let loaded = rollout::load_text(&text, w.path(), cfg)
+                        .and_then(|m| engine.set_shadow(Some(Arc::new(m))));
+                    match loaded {
+                        Ok(()) => {
+                            metrics.model_reload("shadow", "loaded").inc();
+                            info!(path = %w.path().display(), version = ?engine.shadow().map(|m| &m.model_version), topic = %cfg.topics.shadow_scores, "shadow model scoring");
+                        }
+                        Err(e) => {
+                            metrics.model_reload("shadow", "refused").inc();
+                            error!(path = %w.path().display(), error = %e, "shadow model refused");
+                        }
+                    }
+                }
+            }
+        }
+        let live = engine.model();
+        let auc = live
+            .metrics
+            .get("test_auc")
+            .or(live.metrics.get("valid_auc"))
+            .copied();
+        metrics.set_models(
+            &live.model_version,
+            auc,
+            engine.shadow().map(|m| m.model_version.as_str()),
+        );
+    }
+}
+
 /// Run the streaming service until `shutdown` is cancelled. See module docs for the semantics.
 pub async fn run(
     cfg: Config,
@@ -1632,17 +1747,20 @@ pub async fn run(
 ) -> Result<(), Error> {
     cfg.check_model_catalog(&model)?;
     let mut engine = Engine::new(model.clone(), cfg.pipeline.clone(), cfg.alerts.clone())?;
-    metrics
-        .model_info
-        .with_label_values(&[&model.model_version])
-        .set(1);
-    if let Some(auc) = model
-        .metrics
-        .get("test_auc")
-        .or(model.metrics.get("valid_auc"))
-    {
-        metrics.model_training_auc.set(*auc);
-    }
+    // Model files re-read every `model.reload_interval_s` (the live one as loaded at start-up;
+    // a shadow candidate from its first look).
+    let reloading = cfg.model.reload_interval_s > 0;
+    let mut models = ModelFiles {
+        live: reloading.then(|| rollout::Watched::new(&cfg.model.path)),
+        shadow: cfg
+            .model
+            .shadow_path
+            .as_deref()
+            .map(rollout::Watched::unseen),
+    };
+    models.reload(&cfg, &mut engine, &metrics);
+    let mut reload = tokio::time::interval(Duration::from_secs(cfg.model.reload_interval_s.max(1)));
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     metrics.set_experiment(&cfg.alerts.holdout_salt, cfg.alerts.holdout_share);
     let stage = match cfg.pipeline.stage {
         Stage::Ingest => {
@@ -1724,6 +1842,11 @@ pub async fn run(
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
                 checkpoint!();
                 export_kpis(&engine, &metrics);
+                continue;
+            }
+            _ = reload.tick(), if reloading || models.shadow.is_some() => {
+                // Between two batches: the swap is atomic for every score that follows.
+                tokio::task::block_in_place(|| models.reload(&cfg, &mut engine, &metrics));
                 continue;
             }
             m = consumer.recv() => m,

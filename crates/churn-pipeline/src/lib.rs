@@ -24,6 +24,7 @@ pub mod outcomes;
 pub mod policy;
 pub mod reasons;
 pub mod report;
+pub mod rollout;
 pub mod store;
 pub mod train;
 pub mod validate;

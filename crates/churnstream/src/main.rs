@@ -341,6 +341,18 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         bootstrap: usize,
     },
+    /// Replace the live model artifact (model.path, or --model) with a candidate, after
+    /// validating it as `run` would (format, hash, the configuration's metric catalog and
+    /// bands): written next to it and renamed over it, so a running pipeline swaps it in
+    /// between two batches within model.reload_interval_s, with no restart.
+    Promote {
+        /// The candidate artifact (e.g. the one running as model.shadow_path).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// The live artifact to replace (overrides model.path).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Print the feature registry as CSV: name, binding (rational/emotional/structural),
     /// transform (identity/log1p, applied before standardisation), group, direction,
     /// description; then the metrics of the configuration's catalog (`--config`, `[catalog]`).
@@ -366,7 +378,7 @@ fn with_holdout(mut cfg: Config, share: Option<f64>, salt: Option<String>) -> Re
 /// The model at `model` with `cfg`'s band override, and an engine on it for an offline replay
 /// (`backtest`, `outcomes`).
 fn replay_engine(cfg: &Config, model: &Path) -> Result<(Arc<ModelArtifact>, Engine)> {
-    let model = Arc::new(with_configured_bands(
+    let model = Arc::new(churn_pipeline::rollout::with_configured_bands(
         ModelArtifact::load(model)?,
         &cfg.alerts,
     )?);
@@ -1034,6 +1046,20 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&c)?);
             Ok(())
         }
+        Cmd::Promote { candidate, model } => {
+            let cfg = load_config(cli.config.as_deref(), None)?;
+            let live = model.unwrap_or_else(|| cfg.model.path.clone());
+            let before = ModelArtifact::load(&live).ok().map(|m| m.model_version);
+            let version = churn_pipeline::rollout::promote(&candidate, &live, &cfg)
+                .with_context(|| format!("promoting {}", candidate.display()))?;
+            println!(
+                "promoted {version} to {} (was {}); running pipelines swap it in within {} s",
+                live.display(),
+                before.as_deref().unwrap_or("none"),
+                cfg.model.reload_interval_s
+            );
+            Ok(())
+        }
         Cmd::Features { out } => {
             // The registry, then the configuration's metric catalog (`--config`, `[catalog]`).
             let features = load_config(cli.config.as_deref(), None)?.feature_set()?;
@@ -1091,29 +1117,6 @@ fn summarize(payload: &[u8], raw: bool) -> String {
     }
 }
 
-/// The model with `alerts.bands` (when set) in place of its own cut-offs: resolved once, at
-/// start-up, against the artifact's score distribution (a new `model_version`, since the bands
-/// are part of the scoring content).
-fn with_configured_bands(
-    mut model: ModelArtifact,
-    alerts: &churn_pipeline::config::AlertConfig,
-) -> Result<ModelArtifact> {
-    if let Some(spec) = alerts.band_spec()? {
-        model
-            .set_bands(&spec)
-            .with_context(|| format!("alerts.bands = `{}`", alerts.bands))?;
-        info!(
-            bands = %spec,
-            medium = model.thresholds.medium,
-            high = model.thresholds.high,
-            critical = model.thresholds.critical,
-            version = %model.model_version,
-            "band cut-offs from alerts.bands"
-        );
-    }
-    Ok(model)
-}
-
 async fn run(cfg: Config) -> Result<()> {
     if cfg.pipeline.stage == churn_pipeline::Stage::Ingest {
         let listen = cfg.metrics.listen.clone();
@@ -1122,13 +1125,13 @@ async fn run(cfg: Config) -> Result<()> {
         })
         .await;
     }
-    let model = ModelArtifact::load(&cfg.model.path).with_context(|| {
+    let model = churn_pipeline::rollout::load(&cfg.model.path, &cfg).with_context(|| {
         format!(
             "loading model {} (train one with `churnstream train`)",
             cfg.model.path.display()
         )
     })?;
-    let model = Arc::new(with_configured_bands(model, &cfg.alerts)?);
+    let model = Arc::new(model);
     let listen = cfg.metrics.listen.clone();
     serve(&listen, |metrics, health, shutdown| {
         kafka::run(cfg, model, metrics, health, shutdown)
