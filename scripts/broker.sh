@@ -40,6 +40,7 @@ free_port() {
 TOPICS=(
   "purchases:4" "engagement:4" "feedback:4" "subscriptions:4"
   "churn.alerts:4" "churn.dlq:1" "churn.crm-dlq:1" "churn.scores:4:cleanup.policy=compact"
+  "churn.scores-shadow:4:cleanup.policy=compact"
   "churn.state-changelog:4:cleanup.policy=compact" "churn.events:4"
 )
 

@@ -1066,7 +1066,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("churn_model_info{role=\"live\",version=\"v2\"} 1"));
         assert!(!text.contains("version=\"v1\""));
-        assert!(!text.contains("role=\"shadow\""));
+        assert!(!text.contains("churn_model_info{role=\"shadow\""));
         m.set_models("v2", None, Some("s2"));
         let text = m.render();
         assert!(text.contains("churn_model_info{role=\"shadow\",version=\"s2\"} 1"));
