@@ -195,6 +195,9 @@ fn alert_with(customer: &str, treatment: &str) -> (String, Vec<u8>) {
             holdout_share: 0.2,
             salt: "crm-test".into(),
         }),
+        history_days: None,
+        confidence: None,
+        score_source: None,
     };
     let ev = CloudEvent::alert("urn:churnstream:score", "2026-03-02", data);
     (ev.id.clone(), serde_json::to_vec(&ev).expect("json"))

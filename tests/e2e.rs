@@ -308,6 +308,7 @@ async fn a_catalog_model_alerts_with_reasons_that_name_catalog_metrics() {
             },
             bands: "top:20%,5%,1%".parse().expect("bands"),
             calibration: Default::default(),
+            min_history_days: churn_model::cold_start::DEFAULT_MIN_HISTORY_DAYS,
         },
     )
     .expect("model");

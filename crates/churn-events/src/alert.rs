@@ -90,7 +90,26 @@ pub struct AlertData {
     /// before holdout groups existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<Experiment>,
+    /// Days of the customer's own history (since their first event) the score rests on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
+    /// How much history backs the score: `min(1, history_days / 90)`, the share of the longest
+    /// feature window (90 days) the customer's history covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// [`SCORED_BY_MODEL`] or [`SCORED_BY_COLD_START`] (the fallback for a history shorter than
+    /// the model's `cold_start.min_history_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_source: Option<String>,
 }
+
+/// `score_source` of a score made by the logistic model.
+pub const SCORED_BY_MODEL: &str = "model";
+/// `score_source` of a score made by the cold-start fallback (a churn-rate table by tenure
+/// week and recency, for customers with too little history for the model).
+pub const SCORED_BY_COLD_START: &str = "cold_start";
+/// Days of history at which `confidence` reaches 1 (the longest feature window).
+pub const FULL_HISTORY_DAYS: f64 = 90.0;
 
 /// `treatment` of an alert the CRM acts on.
 pub const TREATED: &str = "treated";

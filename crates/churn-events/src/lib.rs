@@ -15,7 +15,8 @@ mod decode;
 
 pub use alert::{
     AlertData, CloudEvent, Experiment, LapsedData, Reason, ScoreRecord, ScoreRecordRef,
-    ShadowScore, ALERT_TYPE, HOLDOUT, LAPSED_TYPE, TREATED, WIN_BACK,
+    ShadowScore, ALERT_TYPE, FULL_HISTORY_DAYS, HOLDOUT, LAPSED_TYPE, SCORED_BY_COLD_START,
+    SCORED_BY_MODEL, TREATED, WIN_BACK,
 };
 pub use decode::{
     check_key, decode, DecodeLimits, Rejection, DEFAULT_MAX_NUMBER, DEFAULT_MAX_PAST_DAYS,

@@ -464,6 +464,9 @@ fn sample_alert_data() -> AlertData {
             holdout_share: 0.1,
             salt: "spring-2026".into(),
         }),
+        history_days: Some(412),
+        confidence: Some(1.0),
+        score_source: Some(churn_events::SCORED_BY_MODEL.into()),
     }
 }
 

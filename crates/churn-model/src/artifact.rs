@@ -184,6 +184,11 @@ pub struct ModelArtifact {
     /// older artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_reference: Option<crate::drift::DriftReference>,
+    /// The cold-start fallback: customers with less history than its `min_history_days` are
+    /// scored by this churn-rate table, not by the coefficients ([`crate::ColdStart`]). Part of
+    /// the model version; absent in older artifacts and with `train --min-history-days 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<crate::ColdStart>,
     /// SHA-256 hex, see the type docs.
     pub hash: String,
 }
@@ -284,6 +289,9 @@ impl ModelArtifact {
         if let (Some(cat), serde_json::Value::Object(map)) = (&self.catalog, &mut content) {
             map.insert("catalog".to_owned(), cat.clone());
         }
+        if let (Some(c), serde_json::Value::Object(map)) = (&self.cold_start, &mut content) {
+            map.insert("cold_start".to_owned(), to_value(c)?);
+        }
         let h = canonical_hash(&content);
         Ok(format!("{MODEL_VERSION_PREFIX}{}", &h[..12]))
     }
@@ -319,6 +327,9 @@ impl ModelArtifact {
             if !seen.insert(name.as_str()) {
                 return err(format!("duplicate feature name `{name}`"));
             }
+        }
+        if let Some(c) = &self.cold_start {
+            c.validate().map_err(ModelError::InvalidArtifact)?;
         }
         for (what, values) in [
             ("scaler_mean", &self.scaler_mean),
@@ -396,6 +407,15 @@ impl ModelArtifact {
     ///
     /// # Panics
     /// If the row length differs from the number of features.
+    /// The cold-start fallback's probability for a customer with `history_days` of history,
+    /// silent for `recency_days`; `None` when the model scores them (enough history, or no
+    /// fallback in the artifact).
+    pub fn cold_start_score(&self, history_days: f64, recency_days: f64) -> Option<f64> {
+        self.cold_start
+            .as_ref()
+            .and_then(|c| c.score(history_days, recency_days))
+    }
+
     pub fn predict_proba(&self, raw_features: &[f64]) -> f64 {
         let z = self.logit(raw_features);
         sigmoid(self.calibration.map_or(z, |c| c.apply(z)))

@@ -61,6 +61,7 @@
 
 mod artifact;
 pub mod calibrate;
+pub mod cold_start;
 pub mod drift;
 mod error;
 pub mod metrics;
@@ -70,6 +71,7 @@ pub use artifact::{
     Band, Bands, Contribution, ModelArtifact, FORMAT_VERSION, MODEL_VERSION_PREFIX,
 };
 pub use calibrate::{fit_platt, BandSpec, Calibration, ScoreDistribution};
+pub use cold_start::ColdStart;
 pub use error::{ErrorCategory, ModelError};
 pub use metrics::CalibrationBin;
 pub use train::{train, Balance, Dataset, TrainParams, TrainReport, BAND_QUANTILES, SOLVER_ROUND};

@@ -489,6 +489,7 @@ pub fn train(
         band_spec: None,
         catalog: None,
         drift_reference: None,
+        cold_start: None,
         hash: String::new(),
     };
 

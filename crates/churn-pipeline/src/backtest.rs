@@ -662,6 +662,9 @@ mod tests {
             trigger: "event".into(),
             treatment: churn_events::TREATED.into(),
             experiment: None,
+            history_days: None,
+            confidence: None,
+            score_source: None,
         };
         let ev = churn_events::CloudEvent::alert("urn:test", day, data);
         AlertOut {

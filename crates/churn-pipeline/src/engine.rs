@@ -19,7 +19,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use churn_events::{
     AlertData, CloudEvent, DecodeLimits, Event, Experiment, LapsedData, Payload, Rejection,
-    ScoreRecordRef, HOLDOUT, TREATED, WIN_BACK,
+    ScoreRecordRef, FULL_HISTORY_DAYS, HOLDOUT, SCORED_BY_COLD_START, SCORED_BY_MODEL, TREATED,
+    WIN_BACK,
 };
 use churn_features::rollup::RETAIN_DAYS;
 use churn_features::training::ChurnDefinition;
@@ -811,6 +812,8 @@ struct PartClock {
 /// day arrives.
 pub struct Engine {
     model: Arc<ModelArtifact>,
+    /// The served scoring rule of `model` (model, or cold-start fallback).
+    served: crate::train::ServedScore,
     /// A candidate scored next to `model` on the same rows; never alerted ([`Engine::set_shadow`]).
     shadow: Option<Arc<ModelArtifact>>,
     pipeline: PipelineConfig,
@@ -870,17 +873,23 @@ fn outcome_definition(
     )
 }
 
-/// The shadow model's score of one model input row next to the live model's `live` risk.
+/// The shadow model's score of one row (raw and model input) next to the live model's `live`
+/// risk.
+#[allow(clippy::too_many_arguments)]
 fn shadow_out(
     live_model: &ModelArtifact,
     shadow: &ModelArtifact,
     min_band: Band,
     key: &str,
     live: f64,
+    raw: &[f64],
     input: &[f64],
     as_of: DateTime<Utc>,
 ) -> Result<ShadowOut, Error> {
-    let p = shadow.predict_proba(input);
+    // The shadow's own served rule (its cold-start table, if any).
+    let p = crate::train::ServedScore::of(shadow)
+        .score(shadow, raw, input)
+        .risk;
     let (live_band, shadow_band) = (live_model.thresholds.band(live), shadow.thresholds.band(p));
     let (live_alert, shadow_alert) = (live_band >= min_band, shadow_band >= min_band);
     let record = churn_events::ShadowScore {
@@ -1097,6 +1106,7 @@ impl Engine {
             explainer,
             limits: decode_limits(&pipeline),
             dedupe: Dedupe::new(pipeline.dedupe_window),
+            served: crate::train::ServedScore::of(&model),
             model,
             shadow: None,
             pipeline,
@@ -1133,6 +1143,7 @@ impl Engine {
             Explainer::with_features(&model, &self.features, Locale::named(&self.alerts.locale)?);
         self.outcome_definition = outcome_definition(&model, &self.pipeline, &self.alerts);
         self.explainer = explainer;
+        self.served = crate::train::ServedScore::of(&model);
         self.model = model;
         Ok(())
     }
@@ -1718,7 +1729,8 @@ impl Engine {
             let (slot, received, trigger) = keys[m.cids[i] as usize];
             let raw = m.row(i);
             self.features.model_input(raw, &mut input);
-            let p = self.model.predict_proba(&input);
+            let served = self.served.score(&self.model, raw, &input);
+            let p = served.risk;
             let Some((key, c)) = self.customers.get(slot) else {
                 continue;
             };
@@ -1729,6 +1741,7 @@ impl Engine {
                     self.min_band,
                     key,
                     p,
+                    raw,
                     &input,
                     as_of,
                 )?);
@@ -1843,7 +1856,18 @@ impl Engine {
             let Some((previous_risk, previous_band)) = decision.filter(|_| warm) else {
                 continue;
             };
-            let reasons = self.explainer.reasons(&input, raw, 3);
+            let reasons = if served.cold_start {
+                let logit = |q: f64| {
+                    let q = q.clamp(1e-6, 1.0 - 1e-6);
+                    (q / (1.0 - q)).ln()
+                };
+                let base = self.model.cold_start.as_ref().map_or(p, |c| c.base_rate);
+                vec![self
+                    .explainer
+                    .cold_start_reason(raw, logit(p) - logit(base))]
+            } else {
+                self.explainer.reasons(&input, raw, 3)
+            };
             let top = reasons.first().and_then(reasons::reason_group);
             let action = policy::action(&self.cols, &self.alerts, raw, top);
             let last_event_at = last_event_as_of(&c.rollups, today);
@@ -1873,6 +1897,22 @@ impl Engine {
                 trigger: trigger.into(),
                 treatment: treatment.into(),
                 experiment: Some(self.experiment.clone()),
+                history_days: served
+                    .history_days
+                    .is_finite()
+                    .then(|| served.history_days.max(0.0).round() as u32),
+                confidence: served
+                    .history_days
+                    .is_finite()
+                    .then(|| (served.history_days.max(0.0) / FULL_HISTORY_DAYS).min(1.0)),
+                score_source: Some(
+                    if served.cold_start {
+                        SCORED_BY_COLD_START
+                    } else {
+                        SCORED_BY_MODEL
+                    }
+                    .into(),
+                ),
             };
             let ev = CloudEvent::alert(&self.alerts.source, &window, data);
             out.alerts.push(AlertOut {

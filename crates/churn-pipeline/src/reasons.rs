@@ -304,6 +304,18 @@ impl Explainer {
             .collect()
     }
 
+    /// The reason of a cold-start score ([`crate::train::ServedScore`]): the customer is new
+    /// (group `tenure_new_customer`, lead feature `tenure_days`); `contribution` is the
+    /// fallback's logit above the base rate.
+    pub fn cold_start_reason(&self, raw: &[f64], contribution: f64) -> Reason {
+        let g = GroupContribution {
+            group: Group::TenureNewCustomer,
+            contribution,
+            lead: col("tenure_days"),
+        };
+        self.reason(&g, raw)
+    }
+
     /// Population value of a raw feature (the training mean, back through its transform).
     fn typical(&self, name: &str) -> f64 {
         let j = col(name);

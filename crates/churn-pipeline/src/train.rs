@@ -67,15 +67,134 @@ pub struct Scores {
     pub recency: Vec<f64>,
 }
 
-/// Score every row of `set` with `model` (the same transform, scaling and coefficients as the
-/// service) next to the recency baseline.
+/// Score every row of `set` as the service does ([`ServedScore`]: the model, or the cold-start
+/// fallback for short histories) next to the recency baseline.
 pub fn score(model: &ModelArtifact, set: &TrainingSet) -> Scores {
-    let x = design_matrix(set);
     let rec = recency_column();
     Scores {
-        risk: model.predict_batch(x.view()),
+        risk: served_batch(model, set),
         recency: (0..set.len()).map(|i| set.row(i)[rec]).collect(),
     }
+}
+
+/// One served score: the churn probability, whether the cold-start fallback made it, and the
+/// customer's days of history (`tenure_days`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    pub risk: f64,
+    pub cold_start: bool,
+    pub history_days: f64,
+}
+
+/// The scoring rule of the service, offline and online alike: the model's probability, except
+/// for customers with less history than the artifact's cold-start `min_history_days`, who get
+/// the fallback table's rate for their tenure week and recency ([`churn_model::ColdStart`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServedScore {
+    tenure: Option<usize>,
+    recency: Option<usize>,
+}
+
+impl ServedScore {
+    /// The raw-row columns the rule reads, from the model's feature names.
+    pub fn of(model: &ModelArtifact) -> Self {
+        let col = |n: &str| model.feature_names.iter().position(|f| f == n);
+        ServedScore {
+            tenure: col("tenure_days"),
+            recency: col("recency_activity_days"),
+        }
+    }
+
+    /// Score a raw feature row (`raw`, registry order) whose model input (transformed) is
+    /// `input`.
+    pub fn score(&self, model: &ModelArtifact, raw: &[f64], input: &[f64]) -> Served {
+        let history_days = self
+            .tenure
+            .and_then(|c| raw.get(c))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let recency = self.recency.and_then(|c| raw.get(c)).copied();
+        match recency.and_then(|r| model.cold_start_score(history_days, r)) {
+            Some(risk) => Served {
+                risk,
+                cold_start: true,
+                history_days,
+            },
+            None => Served {
+                risk: model.predict_proba(input),
+                cold_start: false,
+                history_days,
+            },
+        }
+    }
+}
+
+/// [`ServedScore::score`] of every row of `set`.
+pub fn served_batch(model: &ModelArtifact, set: &TrainingSet) -> Vec<f64> {
+    let rule = ServedScore::of(model);
+    let mut input = Vec::with_capacity(set.features.len());
+    (0..set.len())
+        .map(|i| {
+            let raw = set.row(i);
+            set.features.model_input(raw, &mut input);
+            rule.score(model, raw, &input).risk
+        })
+        .collect()
+}
+
+/// Fit the cold-start table on `rows` (the train and validation rows) and measure it on the
+/// young rows of `test` against the model alone: `cold_start_test_*` metrics.
+fn fit_cold_start(
+    model: &mut ModelArtifact,
+    rows: &TrainingSet,
+    test: &TrainingSet,
+    min_history_days: u32,
+) -> Result<(), Error> {
+    let names = rows.features.names();
+    let col = |n: &str| names.iter().position(|f| *f == n);
+    let (Some(t), Some(r)) = (col("tenure_days"), col("recency_activity_days")) else {
+        return Ok(());
+    };
+    let column = |set: &TrainingSet, j: usize| -> Vec<f64> {
+        (0..set.len()).map(|i| set.row(i)[j]).collect()
+    };
+    model.cold_start = churn_model::ColdStart::fit(
+        &column(rows, t),
+        &column(rows, r),
+        &rows.labels,
+        min_history_days,
+    );
+    if model.cold_start.is_none() {
+        return Ok(());
+    }
+    model.model_version = model.compute_model_version()?;
+    let young: Vec<usize> = (0..test.len())
+        .filter(|&i| test.row(i)[t] < f64::from(min_history_days))
+        .collect();
+    let served = served_batch(model, test);
+    let alone = model.predict_batch(design_matrix(test).view());
+    let pick = |v: &[f64]| -> Vec<f64> { young.iter().map(|&i| v[i]).collect() };
+    let y: Vec<bool> = young.iter().map(|&i| test.labels[i]).collect();
+    let (fallback, model_only) = (pick(&served), pick(&alone));
+    for (k, v) in [
+        ("cold_start_test_rows", young.len() as f64),
+        (
+            "cold_start_test_churn_rate",
+            y.iter().filter(|v| **v).count() as f64 / y.len().max(1) as f64,
+        ),
+        ("cold_start_test_auc", m::auc(&fallback, &y)),
+        ("cold_start_model_test_auc", m::auc(&model_only, &y)),
+        ("cold_start_test_log_loss", m::log_loss(&fallback, &y)),
+        (
+            "cold_start_model_test_log_loss",
+            m::log_loss(&model_only, &y),
+        ),
+    ] {
+        if v.is_finite() {
+            model.metrics.insert(k.into(), v);
+        }
+    }
+    Ok(())
 }
 
 /// Header of [`write_scores_csv`].
@@ -284,6 +403,9 @@ pub struct TrainOptions {
     /// distribution on the validation split.
     pub bands: BandSpec,
     pub calibration: CalibrationMethod,
+    /// Customers with fewer days of history get the cold-start fallback
+    /// ([`churn_model::ColdStart`]); 0: the model scores everyone.
+    pub min_history_days: u32,
 }
 
 /// Fit a Platt calibrator for `fit_model`'s logits on `valid` (raw design matrix `x`).
@@ -618,6 +740,7 @@ pub fn train_on_set(
             params: params.clone(),
             bands: BandSpec::Probability([bands.medium, bands.high, bands.critical]),
             calibration: CalibrationMethod::default(),
+            min_history_days: churn_model::cold_start::DEFAULT_MIN_HISTORY_DAYS,
         },
     )
 }
@@ -757,14 +880,16 @@ pub fn train_with(
             );
         }
     }
-    // 4. The score distribution of the reference population (validation rows, final model) and
-    //    the bands.
-    let p_valid = model.predict_batch(xva.view());
+    // 4. The cold-start fallback for short histories (fit on the rows the model was fit on,
+    //    measured on the test split's young rows), then the score distribution of the
+    //    reference population (validation rows, served scores) and the bands.
+    fit_cold_start(&mut model, &tv, &te, opts.min_history_days)?;
+    let p_valid = served_batch(&model, &va);
     model.score_distribution = Some(ScoreDistribution::from_scores(&p_valid, &va.labels)?);
     model.set_bands(&opts.bands)?;
     // 5. Drift references (`churnstream drift`, `churn_model_score_psi`): the raw features and
     //    the final model's scores of the rows it was fit on.
-    let p_tv = model.predict_batch(xtv.view());
+    let p_tv = served_batch(&model, &tv);
     model.drift_reference = drift_reference(&tv, &p_tv);
     let test = evaluate(&model, &te);
     let mut metrics: BTreeMap<String, f64> = model.metrics.clone();
@@ -902,6 +1027,7 @@ mod tests {
             },
             bands: bands.parse().expect("spec"),
             calibration,
+            min_history_days: churn_model::cold_start::DEFAULT_MIN_HISTORY_DAYS,
         };
         let (top, s, _) =
             train_with(&set, &opts("top:30%,10%,3%", CalibrationMethod::Platt)).expect("top");

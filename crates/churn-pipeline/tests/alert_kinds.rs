@@ -54,6 +54,7 @@ fn constant_model(p: f64) -> Arc<ModelArtifact> {
         band_spec: None,
         catalog: None,
         drift_reference: None,
+        cold_start: None,
     })
 }
 

@@ -115,6 +115,11 @@ enum Cmd {
         /// only, applied to the final model).
         #[arg(long, default_value = "none", value_parser = ["none", "platt"])]
         calibration: String,
+        /// Cold start: customers with fewer days of history are scored by a churn-rate table of
+        /// their tenure week and recency (fit on the training rows, stored in the artifact;
+        /// README "Cold start") instead of the model. 0: the model scores everyone.
+        #[arg(long, default_value_t = churn_model::cold_start::DEFAULT_MIN_HISTORY_DAYS)]
+        min_history_days: u32,
         /// Also write the training set (.csv): one row per customer × observation date with
         /// customer_id, as_of, every raw feature, label and split (train/valid/test).
         #[arg(long, value_name = "FILE.csv")]
@@ -504,6 +509,7 @@ fn main() -> Result<()> {
             seed,
             bands,
             calibration,
+            min_history_days,
             export_training_set,
         } => {
             let bands: churn_model::BandSpec = bands
@@ -538,6 +544,7 @@ fn main() -> Result<()> {
                 params,
                 bands,
                 calibration,
+                min_history_days,
             };
             let (mut model, summary, _) = train::train_with(&set, &opts)?;
             // The churn definition and observation rule, so `evaluate` uses the same labels.
