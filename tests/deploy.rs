@@ -256,6 +256,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "ChurnstreamNotReady",
     "ChurnstreamProduceErrors",
     "ChurnstreamScoreDrift",
+    "ChurnstreamFeatureDrift",
     "ChurnstreamModelRefused",
 ];
 

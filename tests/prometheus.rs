@@ -5,7 +5,7 @@
 //!   scrapes it every second with deploy/prometheus/rules.yml loaded. Asserted through
 //!   Prometheus' query API: the target is up, the consumed-events sum equals what the test
 //!   produced, DLQ records equal the malformed events sent, `churn_model_info` carries the
-//!   model version, and every rule of rules.yml is loaded and evaluates without error.
+//!   model version, `churn_model_feature_psi` has a series per model feature, and every rule of rules.yml is loaded and evaluates without error.
 //! - `promtool_checks_the_rules` / `promtool_unit_tests_pass` / `promtool_checks_the_config`:
 //!   `promtool check rules`, `promtool test rules` (deploy/prometheus/rules_test.yml) and
 //!   `promtool check config` (deploy/prometheus/prometheus.yml) succeed.
@@ -265,6 +265,7 @@ async fn prometheus_scrapes_the_pipeline() {
     let (pop, model, _) = common::population_and_model(200, 120, 11, common::default_warmup());
 
     let model_version = model.model_version.clone();
+    let n_features = model.feature_names.len();
     let served = common::serve(&cfg, model).await;
     let (metrics, metrics_addr) = (served.metrics.clone(), served.addr);
 
@@ -336,6 +337,25 @@ async fn prometheus_scrapes_the_pipeline() {
         "{info:?}"
     );
     assert_eq!(info[0]["value"][1].as_str(), Some("1"), "{info:?}");
+
+    // Live feature drift: one PSI series per model feature, once a day has closed.
+    let drift = wait_for_value(
+        &prom,
+        "count(churn_model_feature_psi{job=\"churnstream\"} >= 0)",
+        n_features as f64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        drift,
+        Some(n_features as f64),
+        "churn_model_feature_psi series; /metrics has {}",
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("churn_model_feature_psi{"))
+            .count()
+    );
 
     let ready = prom
         .scalar("churn_pipeline_ready{job=\"churnstream\"}")

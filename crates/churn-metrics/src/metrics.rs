@@ -100,6 +100,11 @@ pub mod names {
     /// Population stability index of the tracked customers' latest scores against the model's
     /// training population (0 until the first KPI update with a reference).
     pub const MODEL_SCORE_PSI: &str = "churn_model_score_psi";
+    /// Population stability index of each `feature` (label: the feature name only) over the
+    /// customers the training observation rule would observe on the last closed day (a
+    /// deterministic sample of at most `pipeline.drift_sample` customers), against the model's
+    /// training population.
+    pub const MODEL_FEATURE_PSI: &str = "churn_model_feature_psi";
     /// Net promoter score over the last 90 days, −100..100.
     pub const BUSINESS_NPS_ROLLING: &str = "churn_business_nps_rolling_90d";
     /// Customers currently in each risk `band`.
@@ -155,6 +160,7 @@ pub const METRIC_NAMES: &[&str] = &[
     names::MODEL_INFO,
     names::MODEL_TRAINING_AUC,
     names::MODEL_SCORE_PSI,
+    names::MODEL_FEATURE_PSI,
     names::MODEL_RELOADS,
     names::MODEL_SHADOW_SCORES,
     names::MODEL_SHADOW_DECISIONS,
@@ -304,6 +310,8 @@ pub struct Metrics {
     pub model_training_auc: Gauge,
     /// `churn_model_score_psi`.
     pub score_psi: Gauge,
+    /// `churn_model_feature_psi{feature}`; see [`Metrics::feature_psi`].
+    pub feature_psi_vec: GaugeVec,
     /// `churn_model_reloads_total{role,outcome}`; see [`Metrics::model_reload`].
     pub model_reloads: IntCounterVec,
     /// `churn_model_shadow_scores_total{agreement}`; see [`Metrics::shadow_score`].
@@ -601,6 +609,16 @@ impl Metrics {
                     "Population stability index of the tracked customers' latest scores against the model's training population.",
                 ),
             ),
+            feature_psi_vec: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        names::MODEL_FEATURE_PSI,
+                        "Population stability index of each feature over the customers the training observation rule observes on the last closed day, against the model's training population.",
+                    ),
+                    &["feature"],
+                ),
+            ),
             model_reloads: register(
                 r,
                 IntCounterVec::new(
@@ -802,6 +820,15 @@ impl Metrics {
         }
     }
 
+    /// Handles for `churn_model_feature_psi{feature}`, one per name (cache them: the names are
+    /// the model's features, fixed for a running pipeline). The series appear once set.
+    pub fn feature_psi(&self, features: &[&str]) -> Vec<Gauge> {
+        features
+            .iter()
+            .map(|f| self.feature_psi_vec.with_label_values(&[*f]))
+            .collect()
+    }
+
     /// Handle for `churn_model_reloads_total{role,outcome}`: `role` from [`MODEL_ROLES`],
     /// `outcome` from [`RELOAD_OUTCOMES`].
     pub fn model_reload(&self, role: &str, outcome: &str) -> IntCounter {
@@ -914,6 +941,7 @@ mod tests {
         m.state_corrupt_records.inc();
         m.produce_errors.inc();
         m.set_models("2024-06-01-abc", Some(0.81), None);
+        m.feature_psi(&["purchases_28d"])[0].set(0.3);
         m.nps_rolling.set(12.5);
         m.customers_by_band.with_label_values(&["low"]).set(10);
         m.revenue_at_risk.set(1234.5);

@@ -258,6 +258,10 @@ pub struct PipelineConfig {
     /// recently active customers (tombstoned like `forget_after_days`). 0 = no cap. Size it as
     /// memory budget ÷ `churn_state_bytes` per `churn_state_customers_tracked`.
     pub max_customers: usize,
+    /// Live feature drift (`churn_model_feature_psi{feature}`): the PSI of every feature is
+    /// recomputed once per closed day over a deterministic sample (a hash of the customer id)
+    /// of about this many of the customers the training observation rule observes. 0 = off.
+    pub drift_sample: usize,
 }
 
 /// See [`PipelineConfig::stage`].
@@ -329,6 +333,7 @@ impl Default for PipelineConfig {
             warmup_days: 56,
             forget_after_days: 365,
             max_customers: 5_000_000,
+            drift_sample: 5_000,
         }
     }
 }

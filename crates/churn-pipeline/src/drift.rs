@@ -5,7 +5,8 @@
 //! The population on a date is the training set's observation rule on that date
 //! ([`churn_features::training::observe`]: customers active within the model's
 //! `active_within_days`), with the features of the one feature code path and the model's own
-//! catalog; scores are the model's probabilities of those rows.
+//! catalog; scores are the served scores of those rows (`train::ServedScore`: the model, or the
+//! cold-start table for short histories), as in the reference.
 
 use chrono::NaiveDate;
 use churn_events::Event;
@@ -86,6 +87,8 @@ pub fn report(
     let names = features.names();
     let mut out = Vec::with_capacity(dates.len());
     let mut input = Vec::with_capacity(features.len());
+    // The served rule (the cold-start table for short histories), as the reference was built.
+    let served = crate::train::ServedScore::of(model);
     for as_of in dates {
         let mut columns: Vec<Vec<f64>> = vec![Vec::new(); features.len()];
         let mut scores = Vec::new();
@@ -99,7 +102,7 @@ pub fn report(
                     c.push(*v);
                 }
                 features.model_input(row, &mut input);
-                scores.push(model.predict_proba(&input));
+                scores.push(served.score(model, row, &input).risk);
             },
         )?;
         let mut fd: Vec<FeatureDrift> = columns

@@ -2160,6 +2160,66 @@ impl Engine {
         k
     }
 
+    /// Live feature drift: the population stability index of every feature (name, PSI; the
+    /// model's feature order) against the artifact's training reference, as of the last closed
+    /// day (the day before the low watermark's). The population is the training set's
+    /// observation rule on that day (customers whose `recency_activity_days` is under the
+    /// model's `active_within_days`), so a stable input gives the PSIs of `churnstream drift`.
+    /// With more than `max_rows` candidates, a deterministic sample (a hash of the customer id)
+    /// of about `max_rows` of them; `max_rows` 0 = all. Empty when the model has no reference,
+    /// there is no watermark yet or nobody qualifies. O(customers) plus one feature query over
+    /// the sample: call it from a timer, not per batch.
+    pub fn feature_psi(&self, max_rows: usize) -> Result<Vec<(String, f64)>, Error> {
+        let Some(reference) = self.model.drift_reference.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let Some(as_of) = self.watermark().map(|w| day_of(w) - 1) else {
+            return Ok(Vec::new());
+        };
+        let active_within = crate::train::recorded_plan(&self.model)
+            .map_or(self.pipeline.churn_after_days, |p| p.active_within_days);
+        // Candidates: seen by `as_of`, an event within the window (the exact rule is applied
+        // to the computed rows below).
+        let since = day_start(as_of - active_within).timestamp_micros();
+        let candidates: Vec<(u64, Slot)> = self
+            .customers
+            .iter()
+            .filter(|(_, _, c)| {
+                c.rollups.first_day.is_some_and(|d| d <= as_of)
+                    && c.rollups.last_event.is_some_and(|t| t >= since)
+            })
+            .map(|(s, k, _)| (fnv1a(k.as_bytes()), s))
+            .collect();
+        let keep = match max_rows {
+            0 => u64::MAX,
+            m if candidates.len() <= m => u64::MAX,
+            m => ((m as f64 / candidates.len() as f64) * u64::MAX as f64) as u64,
+        };
+        let sample = candidates
+            .into_iter()
+            .filter(|(h, _)| *h <= keep)
+            .map(|(_, s)| s);
+        let m = self.feature_rows(sample, as_of)?;
+        let names = self.features.names();
+        let recency = names.iter().position(|n| *n == "recency_activity_days");
+        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); self.features.len()];
+        for i in 0..m.len() {
+            let row = m.row(i);
+            if recency.is_some_and(|c| row.get(c).is_some_and(|r| *r >= f64::from(active_within))) {
+                continue;
+            }
+            for (col, v) in columns.iter_mut().zip(row) {
+                col.push(*v);
+            }
+        }
+        Ok(columns
+            .iter()
+            .zip(&reference.features)
+            .zip(names.iter())
+            .filter_map(|((col, r), name)| r.psi(col).map(|psi| (name.to_string(), psi)))
+            .collect())
+    }
+
     /// Rollups of one customer (for parity tests and inspection).
     pub fn rollups(&self, customer_id: &str) -> Option<&CustomerRollups> {
         let s = self.customers.find(customer_id)?;
@@ -2237,4 +2297,11 @@ mod size_budget {
         );
         assert_eq!(std::mem::size_of::<super::RecentIds>(), 16);
     }
+}
+
+/// 64-bit FNV-1a: a stable hash (the same on every build and run) for deterministic samples.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

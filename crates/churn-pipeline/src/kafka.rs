@@ -6,7 +6,7 @@
 //! cannot be delivered the service stops with an error instead of storing the offset, so a
 //! restart re-reads the batch; alert ids are deterministic, so consumers can de-duplicate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Stage};
 use crate::engine::{Engine, Ingest, Origin, Scored};
@@ -1659,6 +1659,62 @@ fn export_kpis(engine: &Engine, metrics: &Metrics) {
     }
 }
 
+/// `churn_model_feature_psi{feature}`, recomputed once per closed day ([`Engine::feature_psi`]
+/// over a sample of `pipeline.drift_sample` customers; 0 = off).
+struct LiveDrift {
+    gauges: HashMap<String, prometheus::Gauge>,
+    sample: usize,
+    day: Option<i32>,
+}
+
+impl LiveDrift {
+    fn new(engine: &Engine, metrics: &Metrics, sample: usize) -> Self {
+        let names: Vec<&str> = engine
+            .model()
+            .feature_names
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let gauges = if sample == 0 || engine.model().drift_reference.is_none() {
+            HashMap::new()
+        } else {
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(metrics.feature_psi(&names))
+                .collect()
+        };
+        LiveDrift {
+            gauges,
+            sample,
+            day: None,
+        }
+    }
+
+    /// Recompute when the last closed day moved (a swapped-in model keeps the feature names;
+    /// its reference is read at the next day).
+    fn update(&mut self, engine: &Engine) -> Result<(), Error> {
+        let day = engine.watermark().map(churn_features::day_of);
+        if self.gauges.is_empty() || day.is_none() || day == self.day {
+            return Ok(());
+        }
+        self.day = day;
+        let started = Instant::now();
+        let psi = engine.feature_psi(self.sample)?;
+        for (name, v) in &psi {
+            if let Some(g) = self.gauges.get(name) {
+                g.set(*v);
+            }
+        }
+        debug!(
+            features = psi.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "live feature drift"
+        );
+        Ok(())
+    }
+}
+
 /// The model files a running service watches ([`rollout`]).
 struct ModelFiles {
     /// `model.path` (None: `model.reload_interval_s` = 0).
@@ -1762,6 +1818,7 @@ pub async fn run(
     let mut reload = tokio::time::interval(Duration::from_secs(cfg.model.reload_interval_s.max(1)));
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     metrics.set_experiment(&cfg.alerts.holdout_salt, cfg.alerts.holdout_share);
+    let mut drift = LiveDrift::new(&engine, &metrics, cfg.pipeline.drift_sample);
     let stage = match cfg.pipeline.stage {
         Stage::Ingest => {
             return Err(Error::Config {
@@ -1842,6 +1899,7 @@ pub async fn run(
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
                 checkpoint!();
                 export_kpis(&engine, &metrics);
+                tokio::task::block_in_place(|| drift.update(&engine))?;
                 continue;
             }
             _ = reload.tick(), if reloading || models.shadow.is_some() => {

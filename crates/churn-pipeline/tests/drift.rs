@@ -105,18 +105,48 @@ fn a_price_shock_drifts_the_purchase_features_and_the_training_history_does_not(
         calm.score_psi
     );
 
-    // The live engine's score PSI: small on the training history, larger after the shock.
+    // The live engine: its score PSI is small on the training history and larger after the
+    // shock; its feature PSI (the drift metrics' source) flags purchases_28d after the shock
+    // only, and agrees with the report's last date on the stable history.
     let model = Arc::new(model);
-    let live_psi = |events: &[Event]| {
+    type Live = (f64, f64, f64);
+    let live_of = |e: &Engine, score: f64, sample: usize| -> Live {
+        let features = e.feature_psi(sample).expect("feature psi");
+        assert_eq!(features.len(), model.feature_names.len());
+        let f = |name: &str| {
+            features
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .unwrap_or_else(|| panic!("{name} live"))
+        };
+        (score, f("purchases_28d"), f("sessions_28d"))
+    };
+    let live = |events: &[Event]| -> (Live, Live) {
         let pipeline = PipelineConfig {
             warmup_days: 28,
             ..PipelineConfig::default()
         };
         let mut e = Engine::new(model.clone(), pipeline, AlertConfig::default()).expect("engine");
         backtest::replay(&mut e, events, 5_000).expect("replay");
-        e.kpis().score_psi.expect("a score PSI")
+        let score = e.kpis().score_psi.expect("a score PSI");
+        (live_of(&e, score, 0), live_of(&e, score, 300))
     };
-    let (calm, shock) = (live_psi(&pop.events), live_psi(&shocked));
-    eprintln!("live score PSI: training history {calm:.3}, price shock {shock:.3}");
-    assert!(shock > calm, "{shock} vs {calm}");
+    let ((calm_live, calm_s), (shock_live, shock_s)) = (live(&pop.events), live(&shocked));
+    eprintln!(
+        "live (score, purchases_28d, sessions_28d) PSI: training history {calm_live:.3?}, price shock {shock_live:.3?}"
+    );
+    assert!(
+        shock_live.0 > calm_live.0,
+        "{shock_live:?} vs {calm_live:?}"
+    );
+    assert!(calm_live.1 < 0.1 && calm_live.2 < 0.1, "{calm_live:?}");
+    assert!(shock_live.1 >= PSI_ALERT, "{shock_live:?}");
+    assert!(shock_live.2 < 0.1, "{shock_live:?}");
+    // A sample of a few hundred customers still sees the shock, and not the calm history.
+    eprintln!("sampled to ~300: {calm_s:.3?} vs {shock_s:.3?}");
+    assert!(
+        calm_s.1 < 0.1 && shock_s.1 >= PSI_ALERT,
+        "{calm_s:?} {shock_s:?}"
+    );
 }
