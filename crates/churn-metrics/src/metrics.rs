@@ -310,7 +310,8 @@ pub struct Metrics {
     pub model_training_auc: Gauge,
     /// `churn_model_score_psi`.
     pub score_psi: Gauge,
-    /// `churn_model_feature_psi{feature}`; see [`Metrics::feature_psi`].
+    /// `churn_model_feature_psi{feature}`: a series per feature, created with its first value
+    /// (cache the handle).
     pub feature_psi_vec: GaugeVec,
     /// `churn_model_reloads_total{role,outcome}`; see [`Metrics::model_reload`].
     pub model_reloads: IntCounterVec,
@@ -820,15 +821,6 @@ impl Metrics {
         }
     }
 
-    /// Handles for `churn_model_feature_psi{feature}`, one per name (cache them: the names are
-    /// the model's features, fixed for a running pipeline). The series appear once set.
-    pub fn feature_psi(&self, features: &[&str]) -> Vec<Gauge> {
-        features
-            .iter()
-            .map(|f| self.feature_psi_vec.with_label_values(&[*f]))
-            .collect()
-    }
-
     /// Handle for `churn_model_reloads_total{role,outcome}`: `role` from [`MODEL_ROLES`],
     /// `outcome` from [`RELOAD_OUTCOMES`].
     pub fn model_reload(&self, role: &str, outcome: &str) -> IntCounter {
@@ -941,7 +933,9 @@ mod tests {
         m.state_corrupt_records.inc();
         m.produce_errors.inc();
         m.set_models("2024-06-01-abc", Some(0.81), None);
-        m.feature_psi(&["purchases_28d"])[0].set(0.3);
+        m.feature_psi_vec
+            .with_label_values(&["purchases_28d"])
+            .set(0.3);
         m.nps_rolling.set(12.5);
         m.customers_by_band.with_label_values(&["low"]).set(10);
         m.revenue_at_risk.set(1234.5);

@@ -1660,7 +1660,8 @@ fn export_kpis(engine: &Engine, metrics: &Metrics) {
 }
 
 /// `churn_model_feature_psi{feature}`, recomputed once per closed day ([`Engine::feature_psi`]
-/// over a sample of `pipeline.drift_sample` customers; 0 = off).
+/// over a sample of `pipeline.drift_sample` customers; 0 = off). A feature's series appears
+/// with its first value (never a placeholder 0); its handle is cached from then on.
 struct LiveDrift {
     gauges: HashMap<String, prometheus::Gauge>,
     sample: usize,
@@ -1668,43 +1669,33 @@ struct LiveDrift {
 }
 
 impl LiveDrift {
-    fn new(engine: &Engine, metrics: &Metrics, sample: usize) -> Self {
-        let names: Vec<&str> = engine
-            .model()
-            .feature_names
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let gauges = if sample == 0 || engine.model().drift_reference.is_none() {
-            HashMap::new()
-        } else {
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .zip(metrics.feature_psi(&names))
-                .collect()
-        };
+    fn new(sample: usize) -> Self {
         LiveDrift {
-            gauges,
+            gauges: HashMap::new(),
             sample,
             day: None,
         }
     }
 
-    /// Recompute when the last closed day moved (a swapped-in model keeps the feature names;
-    /// its reference is read at the next day).
-    fn update(&mut self, engine: &Engine) -> Result<(), Error> {
+    /// Recompute when the low watermark's day moved (the model in use at that time: a swapped-in
+    /// model keeps the feature names).
+    fn update(&mut self, engine: &Engine, metrics: &Metrics) -> Result<(), Error> {
         let day = engine.watermark().map(churn_features::day_of);
-        if self.gauges.is_empty() || day.is_none() || day == self.day {
+        if self.sample == 0 || day.is_none() || day == self.day {
             return Ok(());
         }
         self.day = day;
         let started = Instant::now();
         let psi = engine.feature_psi(self.sample)?;
         for (name, v) in &psi {
-            if let Some(g) = self.gauges.get(name) {
-                g.set(*v);
-            }
+            let g = match self.gauges.get(name) {
+                Some(g) => g,
+                None => self
+                    .gauges
+                    .entry(name.clone())
+                    .or_insert_with(|| metrics.feature_psi_vec.with_label_values(&[name.as_str()])),
+            };
+            g.set(*v);
         }
         debug!(
             features = psi.len(),
@@ -1818,7 +1809,7 @@ pub async fn run(
     let mut reload = tokio::time::interval(Duration::from_secs(cfg.model.reload_interval_s.max(1)));
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     metrics.set_experiment(&cfg.alerts.holdout_salt, cfg.alerts.holdout_share);
-    let mut drift = LiveDrift::new(&engine, &metrics, cfg.pipeline.drift_sample);
+    let mut drift = LiveDrift::new(cfg.pipeline.drift_sample);
     let stage = match cfg.pipeline.stage {
         Stage::Ingest => {
             return Err(Error::Config {
@@ -1899,7 +1890,7 @@ pub async fn run(
                 publish(&mut sink, &cfg, &metrics, &scored).await?;
                 checkpoint!();
                 export_kpis(&engine, &metrics);
-                tokio::task::block_in_place(|| drift.update(&engine))?;
+                tokio::task::block_in_place(|| drift.update(&engine, &metrics))?;
                 continue;
             }
             _ = reload.tick(), if reloading || models.shadow.is_some() => {
