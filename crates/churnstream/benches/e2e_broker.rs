@@ -4,7 +4,11 @@
 //!   idempotent, acks=all); then `kafka::run` starts in-process with a fresh consumer group and we
 //!   measure the time until every offset is processed (the `batch_events` histogram's sum reaches
 //!   the number produced — it is observed after the batch's outputs were acknowledged and its
-//!   offsets stored). Includes the group join; `first_event_s` says how long that took.
+//!   offsets stored). Includes the group join; `first_event_s` says how long that took. Before
+//!   the pipeline, a raw rdkafka `BaseConsumer` (fresh group, no processing) reads the same
+//!   topics: `raw_consumer_events_per_s` (after its group join) and `ratio_to_raw_consumer`
+//!   (`events_per_s_after_first_batch` over it) put the result against the broker's own limit
+//!   in the same run.
 //! - `e2e_broker_fixed_rate`: the pipeline runs first; events are offered at a fixed rate
 //!   (default 50 000 events/s for 10 s, the target rate) with `Publisher::send_all(.., Some(rate))`; p50/p99 are of
 //!   `churn_score_event_to_alert_latency_seconds` (message receipt → alert acknowledged), computed
@@ -202,6 +206,41 @@ async fn stop(
         .expect("pipeline exits cleanly");
 }
 
+/// The broker's own rate for the same topics: a raw rdkafka `BaseConsumer` in a fresh group,
+/// with the pipeline's librdkafka client and consumer keys, reading until it holds `want`
+/// messages (counted, never a reported high watermark: tansu's memory engine misreports it for
+/// idempotent batches). No decoding, no processing. Returns (seconds in all, seconds until the
+/// first message — the group join —, messages).
+fn raw_consume(cfg: &Config, want: u64) -> (f64, f64, u64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut c = ClientConfig::new();
+    for (k, v) in cfg.kafka.client.iter().chain(&cfg.kafka.consumer) {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", format!("{}_raw", cfg.kafka.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("raw consumer");
+    consumer
+        .subscribe(&cfg.topics.inputs())
+        .expect("raw subscribe");
+    let t = Instant::now();
+    let mut first = None;
+    let mut n = 0u64;
+    while n < want && t.elapsed() < Duration::from_secs(240) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => {
+                n += 1;
+                first.get_or_insert_with(|| t.elapsed().as_secs_f64());
+            }
+            Some(Err(e)) => panic!("raw consumer: {e}"),
+            None => {}
+        }
+    }
+    (t.elapsed().as_secs_f64(), first.unwrap_or(0.0), n)
+}
+
 async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Value {
     let customers = env_or("CHURN_BENCH_E2E_CUSTOMERS", 6000) as usize;
     let evs = events(customers, 21);
@@ -222,6 +261,18 @@ async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Val
         sent as f64 / produce_s
     );
     drop(evs);
+
+    // The baseline of the same run: what a consumer that does nothing reaches on these topics.
+    let (raw_s, raw_join_s, raw_n) = tokio::task::block_in_place(|| raw_consume(&cfg, sent));
+    assert_eq!(
+        raw_n, sent,
+        "the raw consumer read every event within the limit"
+    );
+    let raw_rate = raw_n as f64 / (raw_s - raw_join_s);
+    eprintln!(
+        "[bench] raw consumer: {raw_n} events in {raw_s:.1} s, {:.1} s of it the group join ({raw_rate:.0}/s after it)",
+        raw_join_s
+    );
 
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -245,6 +296,12 @@ async fn throughput(brokers: &str, model: Arc<ModelArtifact>) -> serde_json::Val
         "seconds": seconds,
         "events_per_s": sent as f64 / seconds,
         "events_per_s_after_first_batch": first_s.map(|f| sent as f64 / (seconds - f)),
+        // The target is a ratio, not an absolute rate (machines differ): churnstream's rate over
+        // the raw consumer's, both measured here on the same topics and broker, each after its
+        // group join (tansu's join takes seconds, which would dominate a small run).
+        "raw_consumer_events_per_s": raw_rate,
+        "raw_consumer_join_s": raw_join_s,
+        "ratio_to_raw_consumer": first_s.map(|f| (sent as f64 / (seconds - f)) / raw_rate),
         "first_event_s": first_s,
         "p50_ms": null,
         "p99_ms": null,
