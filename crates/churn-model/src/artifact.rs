@@ -400,13 +400,6 @@ impl ModelArtifact {
         z
     }
 
-    /// P(churn) for one row of RAW (unscaled) features, in model column order: σ of the
-    /// [`logit`](Self::logit), through the [`calibration`](Self::calibration) when the artifact
-    /// has one. The one scoring function of the service and of every offline command.
-    /// Non-finite inputs give a NaN (or saturated) probability.
-    ///
-    /// # Panics
-    /// If the row length differs from the number of features.
     /// The cold-start fallback's probability for a customer with `history_days` of history,
     /// silent for `recency_days`; `None` when the model scores them (enough history, or no
     /// fallback in the artifact).
@@ -416,6 +409,14 @@ impl ModelArtifact {
             .and_then(|c| c.score(history_days, recency_days))
     }
 
+    /// P(churn) for one row of RAW (unscaled) features, in model column order: σ of the
+    /// [`logit`](Self::logit), through the [`calibration`](Self::calibration) when the artifact
+    /// has one. The model's one scoring function, in the service and in every offline command
+    /// (which serve it through `churn_pipeline::train::ServedScore`, cold start included).
+    /// Non-finite inputs give a NaN (or saturated) probability.
+    ///
+    /// # Panics
+    /// If the row length differs from the number of features.
     pub fn predict_proba(&self, raw_features: &[f64]) -> f64 {
         let z = self.logit(raw_features);
         sigmoid(self.calibration.map_or(z, |c| c.apply(z)))

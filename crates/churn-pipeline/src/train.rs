@@ -150,9 +150,8 @@ fn fit_cold_start(
     test: &TrainingSet,
     min_history_days: u32,
 ) -> Result<(), Error> {
-    let names = rows.features.names();
-    let col = |n: &str| names.iter().position(|f| *f == n);
-    let (Some(t), Some(r)) = (col("tenure_days"), col("recency_activity_days")) else {
+    let rule = ServedScore::of(model);
+    let (Some(t), Some(r)) = (rule.tenure, rule.recency) else {
         return Ok(());
     };
     let column = |set: &TrainingSet, j: usize| -> Vec<f64> {
@@ -168,16 +167,21 @@ fn fit_cold_start(
         return Ok(());
     }
     model.model_version = model.compute_model_version()?;
-    let young: Vec<usize> = (0..test.len())
-        .filter(|&i| test.row(i)[t] < f64::from(min_history_days))
-        .collect();
-    let served = served_batch(model, test);
-    let alone = model.predict_batch(design_matrix(test).view());
-    let pick = |v: &[f64]| -> Vec<f64> { young.iter().map(|&i| v[i]).collect() };
-    let y: Vec<bool> = young.iter().map(|&i| test.labels[i]).collect();
-    let (fallback, model_only) = (pick(&served), pick(&alone));
+    // The young test rows are those the served rule gives to the table.
+    let (mut fallback, mut model_only, mut y) = (Vec::new(), Vec::new(), Vec::new());
+    let mut input = Vec::with_capacity(test.features.len());
+    for i in 0..test.len() {
+        let raw = test.row(i);
+        test.features.model_input(raw, &mut input);
+        let served = rule.score(model, raw, &input);
+        if served.cold_start {
+            fallback.push(served.risk);
+            model_only.push(model.predict_proba(&input));
+            y.push(test.labels[i]);
+        }
+    }
     for (k, v) in [
-        ("cold_start_test_rows", young.len() as f64),
+        ("cold_start_test_rows", y.len() as f64),
         (
             "cold_start_test_churn_rate",
             y.iter().filter(|v| **v).count() as f64 / y.len().max(1) as f64,
